@@ -1,0 +1,1 @@
+"""Compute pool: nodes, agent, scheduler, deployments, replicas, engines, gateway routing."""

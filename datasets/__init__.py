@@ -1,0 +1,1 @@
+"""Dataset hub: repos, versions, upload, validation, statistics and processing."""

@@ -1,0 +1,1 @@
+"""Models of the datasets sub-platform (built in later issues)."""

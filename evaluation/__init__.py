@@ -1,0 +1,1 @@
+"""Evaluation: benchmark suites, runs, leaderboards and the arena."""

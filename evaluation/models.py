@@ -1,0 +1,1 @@
+"""Models of the evaluation sub-platform (built in later issues)."""

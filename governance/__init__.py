@@ -1,0 +1,1 @@
+"""Content governance: moderation, policies, review queue, audit and AIGC labels."""

@@ -1,0 +1,1 @@
+"""Models of the governance sub-platform (built in later issues)."""

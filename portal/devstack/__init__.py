@@ -1,0 +1,1 @@
+"""The local stack: embedded PostgreSQL, Redis and SeaweedFS plus the platform's processes."""

@@ -1,0 +1,18 @@
+from portal.models.accounts import Membership, Organization, Role
+from portal.models.keys import APIKey
+from portal.models.ownership import OwnedModel, OwnedQuerySet, Principal, Visibility
+from portal.models.registry import ModelFile, ModelRepo, ModelVersion
+
+__all__ = [
+    "APIKey",
+    "Membership",
+    "ModelFile",
+    "ModelRepo",
+    "ModelVersion",
+    "Organization",
+    "OwnedModel",
+    "OwnedQuerySet",
+    "Principal",
+    "Role",
+    "Visibility",
+]

@@ -1,0 +1,1 @@
+"""Models of the training sub-platform (built in later issues)."""
