@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from compute.models import Deployment, Engine, Node, Replica
+
+MAX_GPUS = 64
+
+
+class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = Node
+        fields = ["id", "name", "status", "hostname", "address", "cpu_count", "memory_bytes",
+                  "gpus", "engines", "labels", "agent_version", "max_replicas",
+                  "last_heartbeat_at", "registered_at", "created_at", "token_prefix"]
+        read_only_fields = [f for f in fields if f not in ("name", "labels", "max_replicas")]
+
+
+class ReplicaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    node = serializers.CharField(source="node.name", default=None, read_only=True)
+
+    class Meta:
+        model = Replica
+        fields = ["id", "status", "node", "url", "restarts", "last_error", "gpu_indices",
+                  "assigned_at", "ready_at", "updated_at"]
+        read_only_fields = fields
+
+
+class DeploymentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    model = serializers.CharField(source="served_name", read_only=True)
+    version = serializers.IntegerField(source="model_version.number", read_only=True)
+    replica_set = ReplicaSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = ["id", "model", "version", "engine", "replicas", "gpus_per_replica",
+                  "engine_args", "status", "created_at", "replica_set"]
+        read_only_fields = ["id", "model", "version", "status", "created_at", "replica_set"]
+
+
+class DeploymentCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    model = serializers.CharField(max_length=200)
+    version = serializers.IntegerField(required=False, min_value=1)
+    replicas = serializers.IntegerField(default=1, min_value=0, max_value=64)
+    engine = serializers.ChoiceField(choices=Engine.choices, default=Engine.AUTO)
+    gpus_per_replica = serializers.IntegerField(default=0, min_value=0, max_value=MAX_GPUS)
+    engine_args = serializers.DictField(required=False, default=dict)
+
+
+class GPUSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    index = serializers.IntegerField(min_value=0, max_value=1024)
+    name = serializers.CharField(max_length=200, allow_blank=True, default="")
+    uuid = serializers.CharField(max_length=200, allow_blank=True, default="")
+    memory_bytes = serializers.IntegerField(min_value=0, default=0)
+
+
+class InventorySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    hostname = serializers.CharField(max_length=255)
+    address = serializers.CharField(max_length=255, default="127.0.0.1")
+    cpu_count = serializers.IntegerField(min_value=0, max_value=100000)
+    memory_bytes = serializers.IntegerField(min_value=0)
+    gpus = GPUSerializer(many=True, default=list)
+    engines = serializers.ListField(child=serializers.CharField(max_length=40), max_length=16,
+                                    default=list)
+    agent_version = serializers.CharField(max_length=40, default="")
+
+
+class ReplicaReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField(min_value=1)
+    status = serializers.ChoiceField(choices=["starting", "ready", "failed", "stopped"])
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False,
+                                    allow_null=True)
+    pid = serializers.IntegerField(required=False, allow_null=True)
+    restarts = serializers.IntegerField(min_value=0, required=False)
+    error = serializers.CharField(required=False, allow_blank=True, max_length=8000)
+
+
+class HeartbeatSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    replicas = ReplicaReportSerializer(many=True, default=list)

@@ -1,0 +1,14 @@
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from compute.api import agent, views
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("nodes", views.NodeViewSet, basename="node")
+router.register("deployments", views.DeploymentViewSet, basename="deployment")
+
+urlpatterns = [
+    path("agent/register", agent.register, name="agent-register"),
+    path("agent/heartbeat", agent.heartbeat, name="agent-heartbeat"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,83 @@
+"""Pool administration: nodes (admins) and deployments (model writers, admins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from compute.api import serializers as s
+from compute.models import Deployment, Node, NodeStatus
+from compute.services import deployments, nodes
+from portal.errors import NotFound
+from portal.models import ModelRepo
+
+
+class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  mixins.DestroyModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Pool nodes. Creating one returns its node token once; DELETE disables it."""
+
+    queryset = Node.objects.all()
+    serializer_class = s.NodeSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        node, token = nodes.create_node(request.user, data.validated_data["name"],
+                                        data.validated_data.get("labels"))
+        return Response(dict(self.get_serializer(node).data, token=token),
+                        status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: Node) -> None:
+        instance.status = NodeStatus.DISABLED
+        instance.save(update_fields=["status"])
+
+
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        mixins.CreateModelMixin, mixins.UpdateModelMixin,
+                        mixins.DestroyModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Deployments of models you may read; changes need write access to the model."""
+
+    serializer_class = s.DeploymentSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        action = "read" if self.action in ("list", "retrieve") else "write"
+        repos = ModelRepo.objects.restrict(self.request.user, action)
+        return (Deployment.objects.filter(model_version__repo__in=repos)
+                .select_related("model_version").prefetch_related("replica_set__node"))
+
+    @extend_schema(request=s.DeploymentCreateSerializer, responses=s.DeploymentSerializer)
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = s.DeploymentCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = dict(data.validated_data)
+        namespace, _, name = params.pop("model").partition("/")
+        repo = ModelRepo.objects.restrict(request.user).filter(
+            namespace=namespace, name=name).first()
+        if repo is None:
+            raise NotFound("No such model.", param="model")
+        number = params.pop("version", None)
+        version = repo.versions.filter(number=number).first() if number else None
+        if number and version is None:
+            raise NotFound("The model has no such version.", param="version")
+        dep = deployments.deploy_model(request.user, repo, version=version, **params)
+        return Response(s.DeploymentSerializer(dep).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.DeploymentSerializer)
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        dep = self.get_object()
+        data = s.DeploymentSerializer(dep, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        if "replicas" in data.validated_data:
+            dep = deployments.scale_deployment(request.user, dep,
+                                               data.validated_data["replicas"])
+        return Response(s.DeploymentSerializer(dep).data)
+
+    def perform_destroy(self, instance: Deployment) -> None:
+        deployments.stop_deployment(self.request.user, instance)

@@ -1,0 +1,176 @@
+"""Compute pool state. The database is the truth; agents and Celery only nudge it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from portal.models import ModelVersion
+
+
+class NodeStatus(models.TextChoices):
+    PENDING = "pending", "Token issued, never connected"
+    READY = "ready", "Ready"
+    OFFLINE = "offline", "Offline (missed heartbeats)"
+    DRAINING = "draining", "Draining (no new work)"
+    DISABLED = "disabled", "Disabled"
+
+
+class Node(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_prefix = models.CharField(max_length=20)
+    status = models.CharField(max_length=16, choices=NodeStatus.choices,
+                              default=NodeStatus.PENDING)
+    hostname = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=255, blank=True,
+                               help_text="Host the portal reaches the node's replicas on")
+    cpu_count = models.PositiveIntegerField(default=0)
+    memory_bytes = models.BigIntegerField(default=0)
+    gpus = models.JSONField(default=list, blank=True)
+    engines = models.JSONField(default=list, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+    agent_version = models.CharField(max_length=40, blank=True)
+    max_replicas = models.PositiveIntegerField(default=4)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus or [])
+
+
+class DeploymentStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    STOPPED = "stopped", "Stopped"
+
+
+class Engine(models.TextChoices):
+    AUTO = "auto", "vLLM on GPU nodes, transformers on CPU nodes"
+    TRANSFORMERS = "transformers", "transformers (CPU)"
+    VLLM = "vllm", "vLLM (GPU)"
+
+
+class Deployment(models.Model):
+    """A model version served under ``served_name`` by ``replicas`` engine replicas."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT,
+                                      related_name="deployments")
+    served_name = models.CharField(max_length=200, db_index=True)
+    engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
+    replicas = models.PositiveIntegerField(default=1)
+    gpus_per_replica = models.PositiveIntegerField(default=0)
+    engine_args = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=DeploymentStatus.choices,
+                              default=DeploymentStatus.ACTIVE)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["served_name"], condition=models.Q(status="active"),
+                                    name="one_active_deployment_per_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.served_name} x{self.replicas}"
+
+
+class ReplicaStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a node"
+    ASSIGNED = "assigned", "Assigned to a node"
+    STARTING = "starting", "Engine starting"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Engine exited; the agent restarts it"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+
+    ON_NODE: ClassVar[list[str]]
+    LIVE: ClassVar[list[str]]
+
+
+ReplicaStatus.ON_NODE = [ReplicaStatus.ASSIGNED, ReplicaStatus.STARTING, ReplicaStatus.READY,
+                         ReplicaStatus.FAILED]
+ReplicaStatus.LIVE = [ReplicaStatus.PENDING, *ReplicaStatus.ON_NODE]
+
+# What an agent may report, and what the control plane accepts from each state.
+AGENT_TRANSITIONS: dict[str, set[str]] = {
+    ReplicaStatus.ASSIGNED: {ReplicaStatus.STARTING, ReplicaStatus.READY, ReplicaStatus.FAILED},
+    ReplicaStatus.STARTING: {ReplicaStatus.READY, ReplicaStatus.FAILED},
+    ReplicaStatus.READY: {ReplicaStatus.STARTING, ReplicaStatus.FAILED},
+    ReplicaStatus.FAILED: {ReplicaStatus.STARTING, ReplicaStatus.READY},
+    ReplicaStatus.STOPPING: {ReplicaStatus.STOPPED},
+}
+
+
+class Replica(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE,
+                                   related_name="replica_set")
+    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="replicas")
+    status = models.CharField(max_length=16, choices=ReplicaStatus.choices,
+                              default=ReplicaStatus.PENDING, db_index=True)
+    gpu_indices = models.JSONField(default=list, blank=True)
+    url = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"replica {self.pk} of {self.deployment.served_name} [{self.status}]"
+
+    def transition(self, new: str, reason: str = "", **fields: object) -> bool:
+        """Compare-and-swap the status; log the change. False if someone moved it first."""
+        old = self.status
+        if old == new and not fields:
+            return True
+        values: dict[str, object] = {"status": new, "updated_at": timezone.now(), **fields}
+        if new == ReplicaStatus.READY and old != new:
+            values["ready_at"] = timezone.now()
+        changed = Replica.objects.filter(pk=self.pk, status=old).update(**values)
+        if not changed:
+            return False
+        for name, value in values.items():
+            setattr(self, name, value)
+        if old != new:
+            ReplicaEvent.objects.create(replica=self, old_status=old, new_status=new,
+                                        reason=reason[:500])
+        return True
+
+
+class ReplicaEvent(models.Model):
+    """Every replica status change: the audit trail of the pool."""
+
+    replica = models.ForeignKey(Replica, on_delete=models.CASCADE, related_name="events")
+    old_status = models.CharField(max_length=16)
+    new_status = models.CharField(max_length=16)
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.replica_id}: {self.old_status} → {self.new_status}"

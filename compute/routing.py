@@ -1,0 +1,94 @@
+"""Routing for the gateway: which ready replicas serve a model, and which one to use.
+
+The table is read from the database (the truth) at most once per
+``GATEWAY_ROUTE_TTL_S`` per process and shared by all requests. Between refreshes the
+gateway learns passively: a replica that refuses a connection is set aside for a few
+seconds, so a dead engine costs one failed connect, not a timeout per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+DOWN_FOR_S = 3.0
+
+
+@dataclass
+class Route:
+    served_name: str
+    owner_user_id: int | None
+    owner_org_id: int | None
+    visibility: str
+    created: int
+    replicas: list[str] = field(default_factory=list)
+
+
+def load_routes() -> dict[str, Route]:
+    """Active deployments and their ready replicas on ready nodes (one query each)."""
+    from compute.models import Deployment, DeploymentStatus, NodeStatus, Replica, ReplicaStatus
+
+    routes: dict[str, Route] = {}
+    deps = Deployment.objects.filter(status=DeploymentStatus.ACTIVE).select_related(
+        "model_version__repo")
+    for dep in deps:
+        repo = dep.model_version.repo
+        routes[dep.served_name] = Route(dep.served_name, repo.owner_user_id, repo.owner_org_id,
+                                        repo.visibility, int(dep.created_at.timestamp()))
+    ready = Replica.objects.filter(
+        status=ReplicaStatus.READY, node__status=NodeStatus.READY,
+        deployment__status=DeploymentStatus.ACTIVE).exclude(url="").values_list(
+        "deployment__served_name", "url")
+    for name, url in ready:
+        if name in routes:
+            routes[name].replicas.append(url)
+    return routes
+
+
+class RouteTable:
+    """One per event loop. ``pick`` balances by least outstanding requests."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.routes: dict[str, Route] = {}
+        self.loaded_at = -1e9
+        self.lock = asyncio.Lock()
+        self.down_until: dict[str, float] = {}
+        self.outstanding: dict[str, int] = {}
+
+    async def current(self) -> dict[str, Route]:
+        if time.monotonic() - self.loaded_at > self.ttl_s:
+            async with self.lock:
+                if time.monotonic() - self.loaded_at > self.ttl_s:
+                    self.routes = await sync_to_async(load_routes)()
+                    self.loaded_at = time.monotonic()
+        return self.routes
+
+    def candidates(self, route: Route) -> list[str]:
+        now = time.monotonic()
+        usable = [u for u in route.replicas if self.down_until.get(u, 0) <= now]
+        return sorted(usable, key=lambda u: self.outstanding.get(u, 0))
+
+    def mark_down(self, url: str) -> None:
+        self.down_until[url] = time.monotonic() + DOWN_FOR_S
+
+    def begin(self, url: str) -> None:
+        self.outstanding[url] = self.outstanding.get(url, 0) + 1
+
+    def end(self, url: str) -> None:
+        self.outstanding[url] = max(0, self.outstanding.get(url, 1) - 1)
+
+
+_tables: dict[int, RouteTable] = {}
+
+
+def route_table() -> RouteTable:
+    loop_id = id(asyncio.get_running_loop())
+    table = _tables.get(loop_id)
+    if table is None:
+        table = _tables[loop_id] = RouteTable(settings.GATEWAY_ROUTE_TTL_S)
+    return table

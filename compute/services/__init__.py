@@ -1,0 +1,1 @@
+"""Operations of the compute pool: nodes, deployments and placement."""

@@ -1,0 +1,161 @@
+"""Nodes join with a token issued by an admin, then report and pull their desired state."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from compute.models import (
+    AGENT_TRANSITIONS,
+    Node,
+    NodeStatus,
+    Replica,
+    ReplicaStatus,
+)
+from portal.errors import NotFound, PermissionDenied, PlatformError
+from portal.models.keys import hash_key
+
+NODE_TOKEN_PREFIX = "mnode-"
+MAX_REPORTED_REPLICAS = 256
+
+
+def create_node(actor: Any, name: str, labels: dict[str, str] | None = None
+                ) -> tuple[Node, str]:
+    """Issue a node and its token (returned once, stored hashed). Admins only."""
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("Only administrators may add nodes to the pool.")
+    if Node.objects.filter(name=name).exists():
+        raise PlatformError(f"A node named '{name}' exists.", code="name_taken", status=409)
+    raw = NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    node = Node.objects.create(name=name, token_hash=hash_key(raw),
+                               token_prefix=raw[:14], labels=labels or {}, created_by=actor)
+    return node, raw
+
+
+def node_for_token(raw: str) -> Node | None:
+    if not raw.startswith(NODE_TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    return Node.objects.exclude(status=NodeStatus.DISABLED).filter(
+        token_hash=hash_key(raw)).first()
+
+
+@dataclass
+class Inventory:
+    hostname: str
+    address: str
+    cpu_count: int
+    memory_bytes: int
+    gpus: list[dict[str, Any]]
+    engines: list[str]
+    agent_version: str
+
+
+def register_node(node: Node, inventory: Inventory) -> Node:
+    """Record what the agent found on its host; the node becomes ready."""
+    now = timezone.now()
+    node.hostname = inventory.hostname[:255]
+    node.address = inventory.address[:255]
+    node.cpu_count = inventory.cpu_count
+    node.memory_bytes = inventory.memory_bytes
+    node.gpus = inventory.gpus
+    node.engines = inventory.engines
+    node.agent_version = inventory.agent_version[:40]
+    node.last_heartbeat_at = now
+    node.registered_at = node.registered_at or now
+    if node.status in (NodeStatus.PENDING, NodeStatus.OFFLINE):
+        node.status = NodeStatus.READY
+    node.save()
+    return node
+
+
+def heartbeat(node: Node, reports: list[dict[str, Any]]) -> None:
+    """Apply the agent's replica reports and mark the node alive."""
+    if len(reports) > MAX_REPORTED_REPLICAS:
+        raise PlatformError("Too many replica reports.", param="replicas")
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=timezone.now())
+    if node.status == NodeStatus.OFFLINE:
+        Node.objects.filter(pk=node.pk, status=NodeStatus.OFFLINE).update(
+            status=NodeStatus.READY)
+        node.status = NodeStatus.READY
+    for report in reports:
+        _apply_report(node, report)
+
+
+def _apply_report(node: Node, report: dict[str, Any]) -> None:
+    replica = Replica.objects.filter(pk=report["id"], node=node).first()
+    if replica is None:
+        return  # not ours (any more): the desired state tells the agent to stop it
+    new = report["status"]
+    allowed = AGENT_TRANSITIONS.get(replica.status, set())
+    fields: dict[str, Any] = {}
+    if new == ReplicaStatus.READY:
+        fields["url"] = _replica_url(node, report.get("port"))
+    if report.get("pid") is not None:
+        fields["pid"] = report["pid"]
+    if report.get("error"):
+        fields["last_error"] = str(report["error"])[:4000]
+    if "restarts" in report:
+        fields["restarts"] = report["restarts"]
+    if new == replica.status:
+        changed = {k: v for k, v in fields.items() if getattr(replica, k) != v}
+        if changed:
+            replica.transition(new, **changed)
+    elif new in allowed:
+        replica.transition(new, reason=f"agent on {node.name}: {report.get('error') or new}",
+                           **fields)
+
+
+def _replica_url(node: Node, port: Any) -> str:
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise PlatformError("A ready replica needs its port.", param="port")
+    host = node.address or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def desired_replicas(node: Node) -> list[Replica]:
+    """What the node should run now (everything assigned to it and not stopped)."""
+    return list(
+        Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE)
+        .select_related("deployment__model_version__repo")
+        .order_by("pk")
+    )
+
+
+def finish_stopping(node: Node, running_ids: set[int]) -> None:
+    """Replicas told to stop that the agent no longer runs are stopped."""
+    for replica in Replica.objects.filter(node=node, status=ReplicaStatus.STOPPING):
+        if replica.pk not in running_ids:
+            replica.transition(ReplicaStatus.STOPPED, reason="agent stopped it", url="")
+
+
+@transaction.atomic
+def mark_silent_nodes_offline() -> list[int]:
+    """Nodes that missed heartbeats go offline; their replicas go back to pending."""
+    cutoff = timezone.now() - timedelta(seconds=settings.NODE_OFFLINE_AFTER_S)
+    silent = list(Node.objects.select_for_update(skip_locked=True).filter(
+        status__in=[NodeStatus.READY, NodeStatus.DRAINING], last_heartbeat_at__lt=cutoff))
+    for node in silent:
+        node.status = NodeStatus.OFFLINE
+        node.save(update_fields=["status"])
+        for replica in Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE):
+            replica.transition(ReplicaStatus.PENDING, reason=f"node {node.name} went offline",
+                               node=None, url="", pid=None)
+        for replica in Replica.objects.filter(node=node, status=ReplicaStatus.STOPPING):
+            replica.transition(ReplicaStatus.STOPPED, reason=f"node {node.name} went offline",
+                               url="")
+    return [n.pk for n in silent]
+
+
+def get_node(pk: int) -> Node:
+    node = Node.objects.filter(pk=pk).first()
+    if node is None:
+        raise NotFound("No such node.")
+    return node

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: the hot path of ``/v1`` inference requests."""

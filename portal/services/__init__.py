@@ -1,0 +1,1 @@
+"""Business operations of the hub core, named as verbs."""

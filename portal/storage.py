@@ -1,0 +1,131 @@
+"""The object store client: one small module over the ``minio`` SDK (S3 API).
+
+MinIO in production, SeaweedFS locally and in tests. Object keys are built here by
+the platform from ids and content hashes, never from user-supplied paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from minio import Minio
+from minio.error import S3Error
+
+BUCKETS = ("models", "datasets", "files", "artifacts")
+PART_SIZE = 64 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+def model_blob_key(repo_id: int, sha256: str) -> str:
+    """Content-addressed key of one model file: equal files share one object."""
+    _check_hex(sha256)
+    return f"repos/{int(repo_id)}/blobs/{sha256}"
+
+
+def _check_hex(value: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("expected a sha256 hex digest")
+
+
+def _client(endpoint: str) -> Minio:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"S3 endpoint must be an http(s) URL, got {endpoint!r}")
+    return Minio(
+        parts.netloc,
+        access_key=settings.S3_ACCESS_KEY,
+        secret_key=settings.S3_SECRET_KEY,
+        secure=parts.scheme == "https",
+        region=settings.S3_REGION,
+    )
+
+
+class ObjectStore:
+    """Buckets ``<prefix>-<kind>`` for kinds in :data:`BUCKETS`."""
+
+    def __init__(self) -> None:
+        self.client = _client(settings.S3_ENDPOINT)
+        # Presigned URLs are for nodes and browsers, which may reach the store elsewhere.
+        public = settings.S3_PUBLIC_ENDPOINT or settings.S3_ENDPOINT
+        self.public_client = _client(public)
+
+    def bucket(self, kind: str) -> str:
+        if kind not in BUCKETS:
+            raise ValueError(f"unknown bucket kind {kind!r}")
+        return f"{settings.S3_BUCKET_PREFIX}-{kind}"
+
+    def ensure_buckets(self) -> None:
+        for kind in BUCKETS:
+            name = self.bucket(kind)
+            if not self.client.bucket_exists(name):
+                try:
+                    self.client.make_bucket(name)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+    def put_file(self, kind: str, key: str, path: Path, content_type: str = "") -> None:
+        """Upload a local file; large files go up in multipart parts."""
+        self.client.fput_object(self.bucket(kind), key, str(path),
+                                content_type=content_type or "application/octet-stream",
+                                part_size=PART_SIZE)
+
+    def put_stream(self, kind: str, key: str, stream: BinaryIO, length: int = -1) -> None:
+        self.client.put_object(self.bucket(kind), key, stream, length, part_size=PART_SIZE)
+
+    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
+        self.client.put_object(self.bucket(kind), key, io.BytesIO(data), len(data))
+
+    def get_bytes(self, kind: str, key: str) -> bytes:
+        response = self.client.get_object(self.bucket(kind), key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def stream(self, kind: str, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        response = self.client.get_object(self.bucket(kind), key)
+        try:
+            yield from response.stream(chunk_size)
+        finally:
+            response.close()
+            response.release_conn()
+
+    def download(self, kind: str, key: str, dest: Path) -> None:
+        self.client.fget_object(self.bucket(kind), key, str(dest))
+
+    def exists(self, kind: str, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket(kind), key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, kind: str, key: str) -> None:
+        self.client.remove_object(self.bucket(kind), key)
+
+    def presigned_get(self, kind: str, key: str, expires_s: int = 3600) -> str:
+        return self.public_client.presigned_get_object(
+            self.bucket(kind), key, expires=timedelta(seconds=expires_s)
+        )
+
+    def presigned_put(self, kind: str, key: str, expires_s: int = 3600) -> str:
+        return self.public_client.presigned_put_object(
+            self.bucket(kind), key, expires=timedelta(seconds=expires_s)
+        )
+
+
+@functools.cache
+def store() -> ObjectStore:
+    """The process-wide store client (settings are read once)."""
+    return ObjectStore()
