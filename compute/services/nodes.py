@@ -38,6 +38,13 @@ def create_node(actor: Any, name: str, labels: dict[str, str] | None = None
     return node, raw
 
 
+def rotate_node_token(node: Node) -> str:
+    """Give ``node`` a new token (the old one stops working) and return it once."""
+    raw = NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    Node.objects.filter(pk=node.pk).update(token_hash=hash_key(raw), token_prefix=raw[:14])
+    return raw
+
+
 def node_for_token(raw: str) -> Node | None:
     if not raw.startswith(NODE_TOKEN_PREFIX) or len(raw) > 200:
         return None

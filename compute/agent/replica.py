@@ -1,0 +1,184 @@
+"""One engine replica on this node: fetch the model, run the engine, watch it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from subprocess import Popen
+from typing import Any
+
+import httpx
+
+from portal.devstack.procs import free_port, spawn, stop
+
+logger = logging.getLogger("compute.agent")
+
+MAX_BACKOFF_S = 30.0
+HEALTH_TIMEOUT_S = 1.0
+
+
+class ModelCache:
+    """Model versions downloaded once per revision, verified by sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "models"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, model: dict[str, Any]) -> Path:
+        revision = model["revision"]
+        if len(revision) != 64 or not all(c in "0123456789abcdef" for c in revision):
+            raise ValueError("bad revision from portal")
+        return self.root / revision
+
+    def fetch(self, model: dict[str, Any]) -> Path:
+        target = self.path(model)
+        if (target / ".complete").exists():
+            return target
+        staging = target.with_name(target.name + ".partial")
+        staging.mkdir(parents=True, exist_ok=True)
+        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+            for item in model["files"]:
+                self._fetch_file(client, staging, item)
+        (staging / ".complete").write_text("ok")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target
+
+    @staticmethod
+    def _fetch_file(client: httpx.Client, root: Path, item: dict[str, Any]) -> None:
+        rel = PurePosixPath(item["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"unsafe path from portal: {rel}")
+        dest = root / rel
+        if dest.exists() and _sha256(dest) == item["sha256"]:
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        digest = hashlib.sha256()
+        with client.stream("GET", item["url"]) as response, tmp.open("wb") as out:
+            response.raise_for_status()
+            for chunk in response.iter_bytes(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != item["sha256"]:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"checksum mismatch for {rel}")
+        tmp.replace(dest)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def engine_command(engine: str, model_dir: Path, name: str, host: str, port: int,
+                   args: dict[str, Any], gpus: list[int]) -> list[str]:
+    from compute.engines import get_engine
+    from compute.engines.base import EngineSpec
+
+    extra = dict(args)
+    if gpus:
+        extra.setdefault("tensor_parallel_size", len(gpus))
+    spec = EngineSpec(model_dir=str(model_dir), served_model_name=name, host=host, port=port,
+                      extra_args=extra, python=sys.executable)
+    return list(get_engine(engine).build_command(spec))
+
+
+class LocalReplica:
+    """Drives one replica: fetching → starting → ready; failed → restart with backoff."""
+
+    def __init__(self, desired: dict[str, Any], cache: ModelCache, pool: ThreadPoolExecutor,
+                 logs: Path, bind_host: str) -> None:
+        self.id: int = desired["id"]
+        self.desired = desired
+        self.cache, self.pool, self.logs, self.bind_host = cache, pool, logs, bind_host
+        self.status = "starting"
+        self.error = ""
+        self.restarts = 0
+        self.port: int | None = None
+        self.proc: Popen[bytes] | None = None
+        self.fetching: Future[Path] | None = None
+        self.retry_at = 0.0
+
+    def report(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "port": self.port,
+                "pid": self.proc.pid if self.proc else None, "restarts": self.restarts,
+                "error": self.error[-4000:]}
+
+    def step(self) -> bool:
+        """Advance the replica's own state machine; True if its status changed."""
+        before = (self.status, self.port)
+        if self.proc is None:
+            self._advance_start()
+        elif self.proc.poll() is not None:
+            self._on_exit(self.proc.returncode)
+        elif self.status == "starting" and self._healthy():
+            self.status, self.error = "ready", ""
+            logger.info("replica %s ready on port %s", self.id, self.port)
+        return before != (self.status, self.port)
+
+    def _advance_start(self) -> None:
+        if time.monotonic() < self.retry_at:
+            return
+        if self.fetching is None:
+            self.fetching = self.pool.submit(self.cache.fetch, self.desired["model"])
+            return
+        if not self.fetching.done():
+            return
+        future, self.fetching = self.fetching, None
+        try:
+            model_dir = future.result()
+        except Exception as exc:
+            self._fail(f"model download failed: {exc}")
+            return
+        self._spawn(model_dir)
+
+    def _spawn(self, model_dir: Path) -> None:
+        d = self.desired
+        self.port = free_port(self.bind_host)
+        argv = engine_command(d["engine"], model_dir, d["served_name"], self.bind_host,
+                              self.port, d.get("engine_args") or {}, d.get("gpu_indices") or [])
+        env = dict(os.environ)
+        if d.get("gpu_indices"):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in d["gpu_indices"])
+        logger.info("starting replica %s: %s", self.id, " ".join(argv))
+        self.proc = spawn(argv, log=self.logs / f"replica-{self.id}.log", env=env)
+        self.status = "starting"
+
+    def _healthy(self) -> bool:
+        try:
+            response = httpx.get(f"http://{self.bind_host}:{self.port}/health",
+                                 timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def _on_exit(self, code: int) -> None:
+        self.proc = None
+        self.port = None
+        log = self.logs / f"replica-{self.id}.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        self._fail(f"engine exited with code {code}\n{tail}")
+
+    def _fail(self, error: str) -> None:
+        self.status, self.error = "failed", error
+        self.restarts += 1
+        backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self.restarts, 6))
+        self.retry_at = time.monotonic() + backoff
+        logger.warning("replica %s failed (restart in %.1fs): %s", self.id, backoff,
+                       error.splitlines()[0] if error else "")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc, grace_s=10)
+            self.proc = None
+        self.status = "stopped"

@@ -1,0 +1,72 @@
+"""The fixed cast of every test: an owner, a teammate in the owner's organisation, an
+outsider and an admin, each with an API key; plus real-HTTP helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from portal.models import Organization, Role
+from portal.services.keys import create_api_key
+from portal.storage import store
+
+
+@dataclass
+class Actor:
+    user: Any
+    key: str
+
+    def client(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.key}")
+        return client
+
+
+def make_actor(username: str, **extra: Any) -> Actor:
+    user = get_user_model().objects.create_user(username=username, password="pw-" + username,
+                                                **extra)
+    _, raw = create_api_key(user, name=f"{username}-key")
+    return Actor(user, raw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _buckets() -> None:
+    store().ensure_buckets()
+
+
+@pytest.fixture
+def owner(db: Any) -> Actor:
+    return make_actor("olivia")
+
+
+@pytest.fixture
+def org(owner: Actor) -> Organization:
+    from portal.services.accounts import create_organization
+
+    return create_organization(owner.user, "acme-lab")
+
+
+@pytest.fixture
+def teammate(org: Organization) -> Actor:
+    actor = make_actor("tomas")
+    org.memberships.create(user=actor.user, role=Role.MEMBER)
+    return actor
+
+
+@pytest.fixture
+def outsider(db: Any) -> Actor:
+    return make_actor("oscar")
+
+
+@pytest.fixture
+def admin(db: Any) -> Actor:
+    return make_actor("ada", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def anon(db: Any) -> APIClient:
+    return APIClient()
