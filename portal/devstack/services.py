@@ -171,7 +171,8 @@ class BackingServices:
                 "-filer", f"-filer.port={ports['filer']}",
                 f"-filer.port.grpc={ports['filer-grpc']}",
                 "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}",
-                f"-s3.config={config}", "-master.volumeSizeLimitMB=256", "-volume.max=64"]
+                f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=64"]
         self.say(f"starting SeaweedFS (S3 API on 127.0.0.1:{ports['s3']})")
         proc = spawn(argv, log=log)
         self.procs.append(("seaweedfs", proc))
