@@ -70,3 +70,33 @@ def admin(db: Any) -> Actor:
 @pytest.fixture
 def anon(db: Any) -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def live_portal(transactional_db: Any) -> Any:
+    """The real ASGI app (gateway + Django) served by uvicorn on a free loopback port."""
+    import threading
+
+    import uvicorn
+
+    from portal.devstack.procs import free_port, wait_for
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config("portal.asgi:application", host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout_s=30, what="uvicorn")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A deterministic tiny Llama model directory (tokenizer, chat template, safetensors)."""
+    from tests.compute.conftest import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_model(out)
+    return out

@@ -3,7 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from compute.api import agent, views
 
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
 

@@ -3,7 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from portal.api import views
 
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
 router.register("keys", views.APIKeyViewSet, basename="apikey")
 router.register("orgs", views.OrganizationViewSet, basename="org")
 router.register("models", views.ModelRepoViewSet, basename="model")
