@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 DOWN_FOR_S = 3.0
 
@@ -29,7 +30,18 @@ class Route:
 
 
 def load_routes() -> dict[str, Route]:
-    """Active deployments and their ready replicas on ready nodes (one query each)."""
+    """Active deployments and their ready replicas on ready nodes (two queries).
+
+    Runs in a worker thread outside any request, so it manages its own connection.
+    """
+    close_old_connections()
+    try:
+        return _query_routes()
+    finally:
+        close_old_connections()
+
+
+def _query_routes() -> dict[str, Route]:
     from compute.models import Deployment, DeploymentStatus, NodeStatus, Replica, ReplicaStatus
 
     routes: dict[str, Route] = {}

@@ -81,16 +81,18 @@ def _sha256(path: Path) -> str:
 
 
 def engine_command(engine: str, model_dir: Path, name: str, host: str, port: int,
-                   args: dict[str, Any], gpus: list[int]) -> list[str]:
+                   args: dict[str, Any], gpus: list[int]) -> tuple[list[str], dict[str, str]]:
+    """The engine's argv and the variables to add to its environment."""
     from compute.engines import get_engine
     from compute.engines.base import EngineSpec
 
     extra = dict(args)
-    if gpus:
+    if gpus and engine == "vllm":
         extra.setdefault("tensor_parallel_size", len(gpus))
     spec = EngineSpec(model_dir=str(model_dir), served_model_name=name, host=host, port=port,
                       extra_args=extra, python=sys.executable)
-    return list(get_engine(engine).build_command(spec))
+    adapter = get_engine(engine)
+    return list(adapter.build_command(spec)), dict(adapter.build_env(spec))
 
 
 class LocalReplica:
@@ -145,9 +147,15 @@ class LocalReplica:
     def _spawn(self, model_dir: Path) -> None:
         d = self.desired
         self.port = free_port(self.bind_host)
-        argv = engine_command(d["engine"], model_dir, d["served_name"], self.bind_host,
-                              self.port, d.get("engine_args") or {}, d.get("gpu_indices") or [])
-        env = dict(os.environ)
+        try:
+            argv, extra_env = engine_command(d["engine"], model_dir, d["served_name"],
+                                             self.bind_host, self.port,
+                                             d.get("engine_args") or {},
+                                             d.get("gpu_indices") or [])
+        except (LookupError, ValueError) as exc:
+            self._fail(f"cannot start engine: {exc}")
+            return
+        env = {**os.environ, **extra_env}
         if d.get("gpu_indices"):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in d["gpu_indices"])
         logger.info("starting replica %s: %s", self.id, " ".join(argv))

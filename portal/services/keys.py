@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from portal.errors import NotFound
@@ -100,11 +100,16 @@ def touch_key(key: APIKey) -> None:
 
 
 def resolve_grant_sync(raw: str) -> KeyGrant | None:
-    key = lookup_key(raw)
-    if key is None:
-        return None
-    touch_key(key)
-    return grant_for(key)
+    """For the gateway's worker thread, outside any request: it manages its connection."""
+    close_old_connections()
+    try:
+        key = lookup_key(raw)
+        if key is None:
+            return None
+        touch_key(key)
+        return grant_for(key)
+    finally:
+        close_old_connections()
 
 
 def _redis() -> Any:

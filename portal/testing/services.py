@@ -24,6 +24,9 @@ _root: Path | None = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: Any, parser: Any, args: list[str]) -> None:
     global _stack, _root
+    # Threads serving live requests must not keep connections that block the test
+    # database's teardown.
+    os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
     if all(os.environ.get(v) for v in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT")):
         return
     _root = Path(tempfile.mkdtemp(prefix="openmaas-test-"))
