@@ -1,0 +1,125 @@
+"""End to end: ``python -m portal.devstack run`` (what ``make run`` runs) brings the
+platform up from nothing; the official openai SDK chats with the demo model through the
+gateway and a replica the node agent started; killing the launcher leaves no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import psutil
+import pytest
+
+from portal.devstack.procs import free_port
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+DEMO = "openmaas/demo-tiny"
+STARTUP_S = 600
+
+
+def clean_env() -> dict[str, str]:
+    """The launcher starts its own services: drop the test session's."""
+    skip = {"DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY",
+            "OPENMAAS_DEVSTACK_DIR", "S3_BUCKET_PREFIX", "DJANGO_SETTINGS_MODULE",
+            "DATABASE_CONN_MAX_AGE"}
+    return {k: v for k, v in os.environ.items() if k not in skip}
+
+
+class Launcher:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port = root, port
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "portal.devstack", "run", "--root", str(root),
+             "--port", str(port), "--demo-steps", "40"],
+            cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("{") and json.loads(line).get("event") == "ready":
+                self.ready.set()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_S
+        while not self.ready.wait(1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("launcher did not become ready:\n" +
+                                     "\n".join(self.lines[-60:]))
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("devstack"), free_port())
+    try:
+        launcher.wait_ready()
+        yield launcher
+    finally:
+        if launcher.proc.poll() is None:
+            os.killpg(launcher.proc.pid, signal.SIGKILL)
+
+
+def client(launched: Launcher) -> openai.OpenAI:
+    key = (launched.root / "demo_api_key").read_text().strip()
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{launched.port}/v1", api_key=key,
+                         max_retries=0)
+
+
+def test_progress_is_shown_while_starting(launched):
+    text = "\n".join(launched.lines)
+    for step in ("starting PostgreSQL", "starting Redis", "starting SeaweedFS",
+                 "applying database migrations", "starting web", "starting agent"):
+        assert step in text
+    assert (launched.root / "admin_password").read_text().strip() in text
+
+
+def test_sdk_lists_models_and_chats_with_demo_model(launched):
+    sdk = client(launched)
+    assert DEMO in [m.id for m in sdk.models.list()]
+    reply = sdk.chat.completions.create(
+        model=DEMO, messages=[{"role": "user", "content": "你好，介绍一下 openmaas。"}],
+        max_tokens=24, temperature=0)
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 0
+
+
+def test_sdk_streams_chat_with_demo_model(launched):
+    chunks = list(client(launched).chat.completions.create(
+        model=DEMO, messages=[{"role": "user", "content": "What is openmaas?"}],
+        max_tokens=16, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_killing_the_launcher_leaves_no_orphans(launched):
+    family = launched.descendants()
+    names = {p.name() for p in family}
+    assert {"postgres", "redis-server", "weed"} <= names, names
+    assert len(family) >= 8
+    launched.proc.send_signal(signal.SIGKILL)
+    launched.proc.wait(10)
+    deadline = time.monotonic() + 60
+    alive: list[Any] = family
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    assert not alive, [(p.pid, p.name()) for p in alive]
