@@ -82,11 +82,7 @@ class Launcher:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        external = {"DATABASE_URL", "REDIS_URL", "S3_ENDPOINT"}
-        if not external <= env.keys():
-            started = self.services.start_all() if not (external & env.keys()) else (
-                self._start_missing(env))
-            env.update(started)
+        env.update(self._start_missing(env))
         env.setdefault("SECRET_KEY", self._secret("secret_key"))
         env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
         env["OPENMAAS_DEVSTACK_DIR"] = str(self.root)
@@ -95,6 +91,7 @@ class Launcher:
         return env
 
     def _start_missing(self, env: dict[str, str]) -> dict[str, str]:
+        """Start the services whose variable is unset; return their variables."""
         started: dict[str, str] = {}
         if "DATABASE_URL" not in env:
             started["DATABASE_URL"] = self.services.start_postgres()
