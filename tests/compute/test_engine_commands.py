@@ -1,0 +1,178 @@
+"""Engine registry and the command lines its adapters build (no engine is started here)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from compute.engines import ENGINES, EngineArgError, EngineSpec, UnknownEngineError, get_engine
+from compute.engines.base import EngineAdapter
+
+
+def spec(**extra: Any) -> EngineSpec:
+    return EngineSpec(
+        model_dir="/models/qwen-7b",
+        served_model_name="acme/qwen-7b",
+        host="10.1.2.3",
+        port=8123,
+        extra_args=extra,
+        python="/opt/venv/bin/python",
+    )
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    assert argv.count(flag) == 1, argv
+    return argv[argv.index(flag) + 1]
+
+
+def test_registry_entries_are_lazy_module_attr_strings_that_resolve_to_adapters() -> None:
+    assert set(ENGINES) == {"transformers", "vllm"}
+    for name, target in ENGINES.items():
+        module, _, attr = target.partition(":")
+        assert module.startswith("compute.engines.") and attr
+        adapter = get_engine(name)
+        assert isinstance(adapter, EngineAdapter)
+        assert adapter.name == name
+
+
+def test_unknown_engine_name_suggests_the_closest_one() -> None:
+    with pytest.raises(UnknownEngineError, match=r"Did you mean 'vllm'\?"):
+        get_engine("vlm")
+    with pytest.raises(UnknownEngineError, match="Known engines: transformers, vllm") as err:
+        get_engine("llama.cpp")
+    assert "Did you mean" not in str(err.value)
+
+
+def test_building_a_vllm_command_does_not_import_vllm() -> None:
+    get_engine("vllm").build_command(spec())
+    assert "vllm" not in sys.modules
+
+
+def test_vllm_command_serves_the_model_dir_with_name_host_port() -> None:
+    argv = get_engine("vllm").build_command(spec())
+    assert argv[0].endswith("vllm")
+    assert argv[1:3] == ["serve", "/models/qwen-7b"]
+    assert flag_value(argv, "--served-model-name") == "acme/qwen-7b"
+    assert flag_value(argv, "--host") == "10.1.2.3"
+    assert flag_value(argv, "--port") == "8123"
+    assert flag_value(argv, "--tensor-parallel-size") == "1"
+    assert "--enable-lora" not in argv
+    # Removed from vLLM 0.12 (request logging is off by default): never emitted.
+    assert "--disable-log-requests" not in argv
+
+
+def test_vllm_tensor_parallel_size_follows_the_gpus_given() -> None:
+    engine = get_engine("vllm")
+    by_ids = spec(gpu_ids=[2, 3, 5, 7])
+    assert flag_value(engine.build_command(by_ids), "--tensor-parallel-size") == "4"
+    assert engine.build_env(by_ids)["CUDA_VISIBLE_DEVICES"] == "2,3,5,7"
+    assert flag_value(engine.build_command(spec(gpu_count=2)), "--tensor-parallel-size") == "2"
+    explicit = spec(tensor_parallel_size=8)
+    assert flag_value(engine.build_command(explicit), "--tensor-parallel-size") == "8"
+    with pytest.raises(EngineArgError, match="tensor_parallel_size must equal"):
+        engine.build_command(spec(tensor_parallel_size=2, gpu_ids=[0]))
+
+
+def test_vllm_command_carries_model_options() -> None:
+    argv = get_engine("vllm").build_command(
+        spec(dtype="bfloat16", max_model_len=8192, gpu_memory_utilization=0.85, enforce_eager=True,
+             trust_remote_code=False, seed=None)
+    )  # fmt: skip
+    assert flag_value(argv, "--dtype") == "bfloat16"
+    assert flag_value(argv, "--max-model-len") == "8192"
+    assert flag_value(argv, "--gpu-memory-utilization") == "0.85"
+    assert "--enforce-eager" in argv
+    assert "--trust-remote-code" not in argv  # a false switch emits nothing
+    assert "--seed" not in argv  # None means unset
+
+
+def test_vllm_lora_flags_appear_only_when_lora_is_enabled() -> None:
+    engine = get_engine("vllm")
+    lora = spec(
+        enable_lora=True, max_loras=8, max_lora_rank=32, lora_modules={"sql": "/adapters/sql"}
+    )
+    argv = engine.build_command(lora)
+    assert "--enable-lora" in argv
+    assert flag_value(argv, "--max-loras") == "8"
+    assert flag_value(argv, "--max-lora-rank") == "32"
+    assert flag_value(argv, "--lora-modules") == "sql=/adapters/sql"
+    assert engine.build_env(lora)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+    defaults = engine.build_command(spec(enable_lora=True))
+    assert flag_value(defaults, "--max-loras") == "4"
+    assert flag_value(defaults, "--max-lora-rank") == "64"
+
+    off = spec(enable_lora=False)
+    assert not any(
+        a.startswith("--max-lora") or a == "--enable-lora" for a in engine.build_command(off)
+    )
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in engine.build_env(off)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"max_lora_rank": 48, "enable_lora": True}, "max_lora_rank=48"),
+        ({"max_loras": 2}, "need enable_lora=True"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_model_len": "4096"}, "max_model_len"),
+        ({"max_model_len": True}, "max_model_len"),
+        ({"dtype": "fp7"}, "dtype"),
+        ({"max_modle_len": 4096}, "Did you mean 'max_model_len'"),
+        ({"gpu_ids": []}, "gpu_ids is empty"),
+    ],
+)
+def test_invalid_vllm_options_are_rejected_with_the_option_named(
+    extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(EngineArgError, match=message):
+        get_engine("vllm").build_command(spec(**extra))
+
+
+def test_transformers_command_runs_the_cpu_server_module_with_the_spec_python() -> None:
+    argv = get_engine("transformers").build_command(
+        spec(max_model_len=2048, max_batch_size=4, dtype="half", num_threads=2)
+    )
+    assert argv[:3] == ["/opt/venv/bin/python", "-m", "compute.engines.transformers_server"]
+    assert flag_value(argv, "--model") == "/models/qwen-7b"
+    assert flag_value(argv, "--served-model-name") == "acme/qwen-7b"
+    assert flag_value(argv, "--host") == "10.1.2.3"
+    assert flag_value(argv, "--port") == "8123"
+    assert flag_value(argv, "--max-model-len") == "2048"
+    assert flag_value(argv, "--max-batch-size") == "4"
+    assert flag_value(argv, "--dtype") == "float16"  # vLLM's alias mapped
+    assert flag_value(argv, "--num-threads") == "2"
+    assert get_engine("transformers").build_env(spec())["HF_HUB_OFFLINE"] == "1"
+
+
+def test_transformers_command_parses_with_the_servers_own_argument_parser() -> None:
+    from compute.engines.transformers_server import parse_args
+
+    argv = get_engine("transformers").build_command(spec(max_model_len=128, device="cpu"))
+    args = parse_args(argv[3:])
+    assert (args.model, args.served_model_name, args.port, args.max_model_len) == (
+        "/models/qwen-7b",
+        "acme/qwen-7b",
+        8123,
+        128,
+    )
+
+
+def test_transformers_engine_refuses_gpu_only_options_but_accepts_their_off_values() -> None:
+    engine = get_engine("transformers")
+    engine.build_command(spec(tensor_parallel_size=1, enable_lora=False, gpu_ids=[], gpu_count=0))
+    with pytest.raises(EngineArgError, match="does not support enable_lora"):
+        engine.build_command(spec(enable_lora=True))
+    with pytest.raises(EngineArgError, match="does not support tensor_parallel_size"):
+        engine.build_command(spec(tensor_parallel_size=2))
+    with pytest.raises(EngineArgError, match="Did you mean 'max_batch_size'"):
+        engine.build_command(spec(max_batch=4))
+
+
+def test_spec_fields_are_validated() -> None:
+    with pytest.raises(EngineArgError, match="port"):
+        get_engine("vllm").build_command(EngineSpec("/m", "name", "127.0.0.1", 0))
+    with pytest.raises(EngineArgError, match="served_model_name"):
+        get_engine("transformers").build_command(EngineSpec("/m", "", "127.0.0.1", 80))
