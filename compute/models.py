@@ -23,11 +23,11 @@ class Node(models.Model):
     name = models.CharField(max_length=100, unique=True)
     token_hash = models.CharField(max_length=64, unique=True)
     token_prefix = models.CharField(max_length=20)
-    status = models.CharField(max_length=16, choices=NodeStatus.choices,
-                              default=NodeStatus.PENDING)
+    status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.PENDING)
     hostname = models.CharField(max_length=255, blank=True)
-    address = models.CharField(max_length=255, blank=True,
-                               help_text="Host the portal reaches the node's replicas on")
+    address = models.CharField(
+        max_length=255, blank=True, help_text="Host the portal reaches the node's replicas on"
+    )
     cpu_count = models.PositiveIntegerField(default=0)
     memory_bytes = models.BigIntegerField(default=0)
     gpus = models.JSONField(default=list, blank=True)
@@ -37,8 +37,9 @@ class Node(models.Model):
     max_replicas = models.PositiveIntegerField(default=4)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     registered_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -66,25 +67,31 @@ class Engine(models.TextChoices):
 class Deployment(models.Model):
     """A model version served under ``served_name`` by ``replicas`` engine replicas."""
 
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT,
-                                      related_name="deployments")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="deployments"
+    )
     served_name = models.CharField(max_length=200, db_index=True)
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
     replicas = models.PositiveIntegerField(default=1)
     gpus_per_replica = models.PositiveIntegerField(default=0)
     engine_args = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=DeploymentStatus.choices,
-                              default=DeploymentStatus.ACTIVE)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.ACTIVE
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["served_name"], condition=models.Q(status="active"),
-                                    name="one_active_deployment_per_name"),
+            models.UniqueConstraint(
+                fields=["served_name"],
+                condition=models.Q(status="active"),
+                name="one_active_deployment_per_name",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -104,8 +111,12 @@ class ReplicaStatus(models.TextChoices):
     LIVE: ClassVar[list[str]]
 
 
-ReplicaStatus.ON_NODE = [ReplicaStatus.ASSIGNED, ReplicaStatus.STARTING, ReplicaStatus.READY,
-                         ReplicaStatus.FAILED]
+ReplicaStatus.ON_NODE = [
+    ReplicaStatus.ASSIGNED,
+    ReplicaStatus.STARTING,
+    ReplicaStatus.READY,
+    ReplicaStatus.FAILED,
+]
 ReplicaStatus.LIVE = [ReplicaStatus.PENDING, *ReplicaStatus.ON_NODE]
 
 # What an agent may report, and what the control plane accepts from each state.
@@ -119,12 +130,13 @@ AGENT_TRANSITIONS: dict[str, set[str]] = {
 
 
 class Replica(models.Model):
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE,
-                                   related_name="replica_set")
-    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="replicas")
-    status = models.CharField(max_length=16, choices=ReplicaStatus.choices,
-                              default=ReplicaStatus.PENDING, db_index=True)
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="replica_set")
+    node = models.ForeignKey(
+        Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="replicas"
+    )
+    status = models.CharField(
+        max_length=16, choices=ReplicaStatus.choices, default=ReplicaStatus.PENDING, db_index=True
+    )
     gpu_indices = models.JSONField(default=list, blank=True)
     url = models.CharField(max_length=255, blank=True)
     pid = models.IntegerField(null=True, blank=True)
@@ -155,8 +167,9 @@ class Replica(models.Model):
         for name, value in values.items():
             setattr(self, name, value)
         if old != new:
-            ReplicaEvent.objects.create(replica=self, old_status=old, new_status=new,
-                                        reason=reason[:500])
+            ReplicaEvent.objects.create(
+                replica=self, old_status=old, new_status=new, reason=reason[:500]
+            )
         return True
 
 

@@ -46,15 +46,26 @@ def _query_routes() -> dict[str, Route]:
 
     routes: dict[str, Route] = {}
     deps = Deployment.objects.filter(status=DeploymentStatus.ACTIVE).select_related(
-        "model_version__repo")
+        "model_version__repo"
+    )
     for dep in deps:
         repo = dep.model_version.repo
-        routes[dep.served_name] = Route(dep.served_name, repo.owner_user_id, repo.owner_org_id,
-                                        repo.visibility, int(dep.created_at.timestamp()))
-    ready = Replica.objects.filter(
-        status=ReplicaStatus.READY, node__status=NodeStatus.READY,
-        deployment__status=DeploymentStatus.ACTIVE).exclude(url="").values_list(
-        "deployment__served_name", "url")
+        routes[dep.served_name] = Route(
+            dep.served_name,
+            repo.owner_user_id,
+            repo.owner_org_id,
+            repo.visibility,
+            int(dep.created_at.timestamp()),
+        )
+    ready = (
+        Replica.objects.filter(
+            status=ReplicaStatus.READY,
+            node__status=NodeStatus.READY,
+            deployment__status=DeploymentStatus.ACTIVE,
+        )
+        .exclude(url="")
+        .values_list("deployment__served_name", "url")
+    )
     for name, url in ready:
         if name in routes:
             routes[name].replicas.append(url)

@@ -78,8 +78,7 @@ def openai_error_body(
 
 
 def openai_error_response(exc: PlatformError) -> JsonResponse:
-    body = openai_error_body(exc.message, error_type=exc.error_type, code=exc.code,
-                             param=exc.param)
+    body = openai_error_body(exc.message, error_type=exc.error_type, code=exc.code, param=exc.param)
     response = JsonResponse(body, status=exc.status, json_dumps_params={"ensure_ascii": False})
     for name, value in exc.headers.items():
         response[name] = value
@@ -94,11 +93,13 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             body["param"] = exc.param
         return Response(body, status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.ParseError):
-        return Response({"detail": f"Malformed request body: {exc.detail}", "code": "parse_error"},
-                        status=400)
+        return Response(
+            {"detail": f"Malformed request body: {exc.detail}", "code": "parse_error"}, status=400
+        )
     from django.core.exceptions import RequestDataTooBig
 
     if isinstance(exc, RequestDataTooBig):
-        return Response({"detail": "Request body is too large.", "code": "request_too_large"},
-                        status=413)
+        return Response(
+            {"detail": "Request body is too large.", "code": "request_too_large"}, status=413
+        )
     return drf_default_handler(exc, context)

@@ -73,9 +73,13 @@ class ObjectStore:
 
     def put_file(self, kind: str, key: str, path: Path, content_type: str = "") -> None:
         """Upload a local file; large files go up in multipart parts."""
-        self.client.fput_object(self.bucket(kind), key, str(path),
-                                content_type=content_type or "application/octet-stream",
-                                part_size=PART_SIZE)
+        self.client.fput_object(
+            self.bucket(kind),
+            key,
+            str(path),
+            content_type=content_type or "application/octet-stream",
+            part_size=PART_SIZE,
+        )
 
     def put_stream(self, kind: str, key: str, stream: BinaryIO, length: int = -1) -> None:
         self.client.put_object(self.bucket(kind), key, stream, length, part_size=PART_SIZE)

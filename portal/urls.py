@@ -8,8 +8,11 @@ from portal.errors import openai_error_body
 
 
 def v1_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    body = openai_error_body(f"Unknown endpoint {request.method} {request.path}.",
-                             error_type="invalid_request_error", code="unknown_url")
+    body = openai_error_body(
+        f"Unknown endpoint {request.method} {request.path}.",
+        error_type="invalid_request_error",
+        code="unknown_url",
+    )
     return JsonResponse(body, status=404)
 
 

@@ -27,8 +27,9 @@ class Actor:
 
 
 def make_actor(username: str, **extra: Any) -> Actor:
-    user = get_user_model().objects.create_user(username=username, password="pw-" + username,
-                                                **extra)
+    user = get_user_model().objects.create_user(
+        username=username, password="pw-" + username, **extra
+    )
     _, raw = create_api_key(user, name=f"{username}-key")
     return Actor(user, raw)
 
@@ -82,8 +83,15 @@ def live_portal(transactional_db: Any) -> Any:
     from portal.devstack.procs import free_port, wait_for
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config("portal.asgi:application", host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            "portal.asgi:application",
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout_s=30, what="uvicorn")

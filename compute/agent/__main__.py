@@ -14,33 +14,50 @@ from compute.agent.core import Agent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m compute.agent",
-                                     description="openmaas node agent")
-    parser.add_argument("--portal", required=True, help="portal base URL, e.g. https://maas.example")
-    parser.add_argument("--token", default=os.environ.get("OPENMAAS_NODE_TOKEN", ""),
-                        help="node token (or OPENMAAS_NODE_TOKEN)")
-    parser.add_argument("--work-dir", type=Path,
-                        default=Path(os.environ.get("OPENMAAS_AGENT_DIR",
-                                                    Path.home() / ".cache" / "openmaas-agent")))
-    parser.add_argument("--address", default="127.0.0.1",
-                        help="host the portal reaches this node's replicas on")
+    parser = argparse.ArgumentParser(
+        prog="python -m compute.agent", description="openmaas node agent"
+    )
+    parser.add_argument(
+        "--portal", required=True, help="portal base URL, e.g. https://maas.example"
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("OPENMAAS_NODE_TOKEN", ""),
+        help="node token (or OPENMAAS_NODE_TOKEN)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(
+            os.environ.get("OPENMAAS_AGENT_DIR", Path.home() / ".cache" / "openmaas-agent")
+        ),
+    )
+    parser.add_argument(
+        "--address", default="127.0.0.1", help="host the portal reaches this node's replicas on"
+    )
     parser.add_argument("--bind-host", default="127.0.0.1", help="interface engines listen on")
-    parser.add_argument("--engines", default="",
-                        help="comma-separated engines this node offers (default: detected)")
+    parser.add_argument(
+        "--engines", default="", help="comma-separated engines this node offers (default: detected)"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s agent: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s agent: %(message)s")
     if not args.token:
         print("a node token is required (--token or OPENMAAS_NODE_TOKEN)", file=sys.stderr)
         return 2
     engines = [e for e in args.engines.split(",") if e] or None
-    agent = Agent(args.portal, args.token, args.work_dir, address=args.address,
-                  bind_host=args.bind_host, engines=engines)
+    agent = Agent(
+        args.portal,
+        args.token,
+        args.work_dir,
+        address=args.address,
+        bind_host=args.bind_host,
+        engines=engines,
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         agent.stop_requested = True

@@ -29,11 +29,20 @@ class AgentRejected(Exception):
 
 
 class Agent:
-    def __init__(self, portal: str, token: str, work_dir: Path, *, address: str = "127.0.0.1",
-                 bind_host: str = "127.0.0.1", engines: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        portal: str,
+        token: str,
+        work_dir: Path,
+        *,
+        address: str = "127.0.0.1",
+        bind_host: str = "127.0.0.1",
+        engines: list[str] | None = None,
+    ) -> None:
         self.portal = portal.rstrip("/")
-        self.http = httpx.Client(headers={"Authorization": f"Bearer {token}"},
-                                 timeout=httpx.Timeout(30.0, connect=5.0))
+        self.http = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30.0, connect=5.0)
+        )
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.address, self.bind_host, self.engines = address, bind_host, engines
@@ -66,8 +75,9 @@ class Agent:
         delay = 1.0
         while not self.stop_requested:
             try:
-                answer = self._post("register", inventory(self.address, self.engines,
-                                                          AGENT_VERSION))
+                answer = self._post(
+                    "register", inventory(self.address, self.engines, AGENT_VERSION)
+                )
             except (httpx.HTTPError, ValueError) as exc:
                 logger.warning("register failed (%s); retrying in %.0fs", exc, delay)
                 self._sleep(delay)
@@ -91,8 +101,7 @@ class Agent:
             self._sleep(TICK_S)
 
     def _heartbeat(self) -> None:
-        answer = self._post("heartbeat",
-                            {"replicas": [r.report() for r in self.local.values()]})
+        answer = self._post("heartbeat", {"replicas": [r.report() for r in self.local.values()]})
         self.interval_s = float(answer.get("heartbeat_interval_s", self.interval_s))
         self.reconcile(answer.get("replicas", []))
 
@@ -103,8 +112,9 @@ class Agent:
             self.local.pop(rid).stop()
         for rid, spec in wanted.items():
             if rid not in self.local:
-                self.local[rid] = LocalReplica(spec, self.cache, self.pool,
-                                               self.work_dir / "logs", self.bind_host)
+                self.local[rid] = LocalReplica(
+                    spec, self.cache, self.pool, self.work_dir / "logs", self.bind_host
+                )
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

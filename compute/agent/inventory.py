@@ -27,8 +27,14 @@ def detect_gpus() -> list[dict[str, Any]]:
             name = pynvml.nvmlDeviceGetName(handle)
             uuid = pynvml.nvmlDeviceGetUUID(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append({"index": index, "name": _text(name), "uuid": _text(uuid),
-                         "memory_bytes": int(memory.total)})
+            gpus.append(
+                {
+                    "index": index,
+                    "name": _text(name),
+                    "uuid": _text(uuid),
+                    "memory_bytes": int(memory.total),
+                }
+            )
         return gpus
     finally:
         pynvml.nvmlShutdown()

@@ -80,8 +80,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def engine_command(engine: str, model_dir: Path, name: str, host: str, port: int,
-                   args: dict[str, Any], gpus: list[int]) -> tuple[list[str], dict[str, str]]:
+def engine_command(
+    engine: str,
+    model_dir: Path,
+    name: str,
+    host: str,
+    port: int,
+    args: dict[str, Any],
+    gpus: list[int],
+) -> tuple[list[str], dict[str, str]]:
     """The engine's argv and the variables to add to its environment."""
     from compute.engines import get_engine
     from compute.engines.base import EngineSpec
@@ -89,8 +96,14 @@ def engine_command(engine: str, model_dir: Path, name: str, host: str, port: int
     extra = dict(args)
     if gpus and engine == "vllm":
         extra.setdefault("tensor_parallel_size", len(gpus))
-    spec = EngineSpec(model_dir=str(model_dir), served_model_name=name, host=host, port=port,
-                      extra_args=extra, python=sys.executable)
+    spec = EngineSpec(
+        model_dir=str(model_dir),
+        served_model_name=name,
+        host=host,
+        port=port,
+        extra_args=extra,
+        python=sys.executable,
+    )
     adapter = get_engine(engine)
     return list(adapter.build_command(spec)), dict(adapter.build_env(spec))
 
@@ -98,8 +111,14 @@ def engine_command(engine: str, model_dir: Path, name: str, host: str, port: int
 class LocalReplica:
     """Drives one replica: fetching → starting → ready; failed → restart with backoff."""
 
-    def __init__(self, desired: dict[str, Any], cache: ModelCache, pool: ThreadPoolExecutor,
-                 logs: Path, bind_host: str) -> None:
+    def __init__(
+        self,
+        desired: dict[str, Any],
+        cache: ModelCache,
+        pool: ThreadPoolExecutor,
+        logs: Path,
+        bind_host: str,
+    ) -> None:
         self.id: int = desired["id"]
         self.desired = desired
         self.cache, self.pool, self.logs, self.bind_host = cache, pool, logs, bind_host
@@ -112,9 +131,14 @@ class LocalReplica:
         self.retry_at = 0.0
 
     def report(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "port": self.port,
-                "pid": self.proc.pid if self.proc else None, "restarts": self.restarts,
-                "error": self.error[-4000:]}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "port": self.port,
+            "pid": self.proc.pid if self.proc else None,
+            "restarts": self.restarts,
+            "error": self.error[-4000:],
+        }
 
     def step(self) -> bool:
         """Advance the replica's own state machine; True if its status changed."""
@@ -148,10 +172,15 @@ class LocalReplica:
         d = self.desired
         self.port = free_port(self.bind_host)
         try:
-            argv, extra_env = engine_command(d["engine"], model_dir, d["served_name"],
-                                             self.bind_host, self.port,
-                                             d.get("engine_args") or {},
-                                             d.get("gpu_indices") or [])
+            argv, extra_env = engine_command(
+                d["engine"],
+                model_dir,
+                d["served_name"],
+                self.bind_host,
+                self.port,
+                d.get("engine_args") or {},
+                d.get("gpu_indices") or [],
+            )
         except (LookupError, ValueError) as exc:
             self._fail(f"cannot start engine: {exc}")
             return
@@ -164,8 +193,9 @@ class LocalReplica:
 
     def _healthy(self) -> bool:
         try:
-            response = httpx.get(f"http://{self.bind_host}:{self.port}/health",
-                                 timeout=HEALTH_TIMEOUT_S)
+            response = httpx.get(
+                f"http://{self.bind_host}:{self.port}/health", timeout=HEALTH_TIMEOUT_S
+            )
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -182,8 +212,12 @@ class LocalReplica:
         self.restarts += 1
         backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self.restarts, 6))
         self.retry_at = time.monotonic() + backoff
-        logger.warning("replica %s failed (restart in %.1fs): %s", self.id, backoff,
-                       error.splitlines()[0] if error else "")
+        logger.warning(
+            "replica %s failed (restart in %.1fs): %s",
+            self.id,
+            backoff,
+            error.splitlines()[0] if error else "",
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

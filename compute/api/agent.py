@@ -50,6 +50,7 @@ def _agent_view(methods: list[str]) -> Any:
         func = permission_classes([IsNode])(func)
         func = authentication_classes([NodeTokenAuthentication])(func)
         return api_view(methods)(func)
+
     return wrap
 
 
@@ -60,8 +61,13 @@ def register(request: Request) -> Response:
     data.is_valid(raise_exception=True)
     node = nodes.register_node(request.auth, nodes.Inventory(**data.validated_data))
     place_pending()
-    return Response({"node": node.name, "id": node.pk,
-                     "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S})
+    return Response(
+        {
+            "node": node.name,
+            "id": node.pk,
+            "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S,
+        }
+    )
 
 
 @extend_schema(request=HeartbeatSerializer)
@@ -74,8 +80,9 @@ def heartbeat(request: Request) -> Response:
     nodes.heartbeat(node, reports)
     nodes.finish_stopping(node, {r["id"] for r in reports if r["status"] != "stopped"})
     desired = [_desired(node, r) for r in nodes.desired_replicas(node)]
-    return Response({"replicas": desired,
-                     "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S})
+    return Response(
+        {"replicas": desired, "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S}
+    )
 
 
 def _engine_for(node: Node, replica: Replica) -> str:
@@ -89,9 +96,15 @@ def _desired(node: Node, replica: Replica) -> dict[str, Any]:
     dep = replica.deployment
     version = dep.model_version
     objects = store()
-    files = [{"path": f.path, "size": f.size, "sha256": f.sha256,
-              "url": objects.presigned_get("models", f.object_key, expires_s=6 * 3600)}
-             for f in version.files.all()]
+    files = [
+        {
+            "path": f.path,
+            "size": f.size,
+            "sha256": f.sha256,
+            "url": objects.presigned_get("models", f.object_key, expires_s=6 * 3600),
+        }
+        for f in version.files.all()
+    ]
     return {
         "id": replica.pk,
         "status": replica.status,

@@ -10,9 +10,24 @@ MAX_GPUS = 64
 class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     class Meta:
         model = Node
-        fields = ["id", "name", "status", "hostname", "address", "cpu_count", "memory_bytes",
-                  "gpus", "engines", "labels", "agent_version", "max_replicas",
-                  "last_heartbeat_at", "registered_at", "created_at", "token_prefix"]
+        fields = [
+            "id",
+            "name",
+            "status",
+            "hostname",
+            "address",
+            "cpu_count",
+            "memory_bytes",
+            "gpus",
+            "engines",
+            "labels",
+            "agent_version",
+            "max_replicas",
+            "last_heartbeat_at",
+            "registered_at",
+            "created_at",
+            "token_prefix",
+        ]
         read_only_fields = [f for f in fields if f not in ("name", "labels", "max_replicas")]
 
 
@@ -21,8 +36,18 @@ class ReplicaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     class Meta:
         model = Replica
-        fields = ["id", "status", "node", "url", "restarts", "last_error", "gpu_indices",
-                  "assigned_at", "ready_at", "updated_at"]
+        fields = [
+            "id",
+            "status",
+            "node",
+            "url",
+            "restarts",
+            "last_error",
+            "gpu_indices",
+            "assigned_at",
+            "ready_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -33,8 +58,18 @@ class DeploymentSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
 
     class Meta:
         model = Deployment
-        fields = ["id", "model", "version", "engine", "replicas", "gpus_per_replica",
-                  "engine_args", "status", "created_at", "replica_set"]
+        fields = [
+            "id",
+            "model",
+            "version",
+            "engine",
+            "replicas",
+            "gpus_per_replica",
+            "engine_args",
+            "status",
+            "created_at",
+            "replica_set",
+        ]
         read_only_fields = ["id", "model", "version", "status", "created_at", "replica_set"]
 
 
@@ -60,16 +95,16 @@ class InventorySerializer(serializers.Serializer):  # type: ignore[type-arg]
     cpu_count = serializers.IntegerField(min_value=0, max_value=100000)
     memory_bytes = serializers.IntegerField(min_value=0)
     gpus = GPUSerializer(many=True, default=list)
-    engines = serializers.ListField(child=serializers.CharField(max_length=40), max_length=16,
-                                    default=list)
+    engines = serializers.ListField(
+        child=serializers.CharField(max_length=40), max_length=16, default=list
+    )
     agent_version = serializers.CharField(max_length=40, default="")
 
 
 class ReplicaReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.IntegerField(min_value=1)
     status = serializers.ChoiceField(choices=["starting", "ready", "failed", "stopped"])
-    port = serializers.IntegerField(min_value=1, max_value=65535, required=False,
-                                    allow_null=True)
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False, allow_null=True)
     pid = serializers.IntegerField(required=False, allow_null=True)
     restarts = serializers.IntegerField(min_value=0, required=False)
     error = serializers.CharField(required=False, allow_blank=True, max_length=8000)

@@ -17,8 +17,13 @@ from portal.errors import NotFound
 from portal.models import ModelRepo
 
 
-class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                  mixins.DestroyModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class NodeViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):  # type: ignore[type-arg]
     """Pool nodes. Creating one returns its node token once; DELETE disables it."""
 
     queryset = Node.objects.all()
@@ -28,19 +33,26 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        node, token = nodes.create_node(request.user, data.validated_data["name"],
-                                        data.validated_data.get("labels"))
-        return Response(dict(self.get_serializer(node).data, token=token),
-                        status=status.HTTP_201_CREATED)
+        node, token = nodes.create_node(
+            request.user, data.validated_data["name"], data.validated_data.get("labels")
+        )
+        return Response(
+            dict(self.get_serializer(node).data, token=token), status=status.HTTP_201_CREATED
+        )
 
     def perform_destroy(self, instance: Node) -> None:
         instance.status = NodeStatus.DISABLED
         instance.save(update_fields=["status"])
 
 
-class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                        mixins.CreateModelMixin, mixins.UpdateModelMixin,
-                        mixins.DestroyModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class DeploymentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):  # type: ignore[type-arg]
     """Deployments of models you may read; changes need write access to the model."""
 
     serializer_class = s.DeploymentSerializer
@@ -49,8 +61,11 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def get_queryset(self) -> QuerySet[Deployment]:
         action = "read" if self.action in ("list", "retrieve") else "write"
         repos = ModelRepo.objects.restrict(self.request.user, action)
-        return (Deployment.objects.filter(model_version__repo__in=repos)
-                .select_related("model_version").prefetch_related("replica_set__node"))
+        return (
+            Deployment.objects.filter(model_version__repo__in=repos)
+            .select_related("model_version")
+            .prefetch_related("replica_set__node")
+        )
 
     @extend_schema(request=s.DeploymentCreateSerializer, responses=s.DeploymentSerializer)
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -58,8 +73,9 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         data.is_valid(raise_exception=True)
         params = dict(data.validated_data)
         namespace, _, name = params.pop("model").partition("/")
-        repo = ModelRepo.objects.restrict(request.user).filter(
-            namespace=namespace, name=name).first()
+        repo = (
+            ModelRepo.objects.restrict(request.user).filter(namespace=namespace, name=name).first()
+        )
         if repo is None:
             raise NotFound("No such model.", param="model")
         number = params.pop("version", None)
@@ -75,8 +91,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         data = s.DeploymentSerializer(dep, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         if "replicas" in data.validated_data:
-            dep = deployments.scale_deployment(request.user, dep,
-                                               data.validated_data["replicas"])
+            dep = deployments.scale_deployment(request.user, dep, data.validated_data["replicas"])
         return Response(s.DeploymentSerializer(dep).data)
 
     def perform_destroy(self, instance: Deployment) -> None:

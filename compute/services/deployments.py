@@ -16,20 +16,29 @@ MAX_REPLICAS = 64
 
 def _check_replicas(replicas: int) -> None:
     if not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
-        raise PlatformError(f"replicas must be an integer from 0 to {MAX_REPLICAS}.",
-                            param="replicas")
+        raise PlatformError(
+            f"replicas must be an integer from 0 to {MAX_REPLICAS}.", param="replicas"
+        )
 
 
-def deploy_model(actor: Any, repo: ModelRepo, *, version: ModelVersion | None = None,
-                 replicas: int = 1, engine: str = Engine.AUTO, gpus_per_replica: int = 0,
-                 engine_args: dict[str, Any] | None = None) -> Deployment:
+def deploy_model(
+    actor: Any,
+    repo: ModelRepo,
+    *,
+    version: ModelVersion | None = None,
+    replicas: int = 1,
+    engine: str = Engine.AUTO,
+    gpus_per_replica: int = 0,
+    engine_args: dict[str, Any] | None = None,
+) -> Deployment:
     """Serve ``version`` (default: the newest) of ``repo`` as ``namespace/name``.
 
     An active deployment of the same name is replaced: it is stopped and the new one
     takes the name. Only a writer of the repo (or an admin) may deploy it.
     """
-    if not (actor.is_staff or ModelRepo.objects.filter(pk=repo.pk).restrict(actor, "write")
-            .exists()):
+    if not (
+        actor.is_staff or ModelRepo.objects.filter(pk=repo.pk).restrict(actor, "write").exists()
+    ):
         raise PermissionDenied("You may not deploy this model.")
     _check_replicas(replicas)
     if engine not in Engine.values:
@@ -39,14 +48,20 @@ def deploy_model(actor: Any, repo: ModelRepo, *, version: ModelVersion | None = 
         raise NotFound("The model has no such version.")
     with transaction.atomic():
         for old in Deployment.objects.select_for_update().filter(
-                served_name=repo.full_name, status=DeploymentStatus.ACTIVE):
+            served_name=repo.full_name, status=DeploymentStatus.ACTIVE
+        ):
             old.status = DeploymentStatus.STOPPED
             old.save(update_fields=["status", "updated_at"])
             transaction.on_commit(lambda old=old: reconcile_deployment(old))
         dep = Deployment.objects.create(
-            model_version=version, served_name=repo.full_name, engine=engine,
-            replicas=replicas, gpus_per_replica=gpus_per_replica,
-            engine_args=engine_args or {}, created_by=actor)
+            model_version=version,
+            served_name=repo.full_name,
+            engine=engine,
+            replicas=replicas,
+            gpus_per_replica=gpus_per_replica,
+            engine_args=engine_args or {},
+            created_by=actor,
+        )
     reconcile_deployment(dep)
     place_pending()
     return dep

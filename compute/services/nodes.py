@@ -21,20 +21,24 @@ from compute.models import (
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models.keys import hash_key
 
-NODE_TOKEN_PREFIX = "mnode-"
+NODE_TOKEN_PREFIX = "mnode-"  # noqa: S105 - a prefix, not a secret
 MAX_REPORTED_REPLICAS = 256
 
 
-def create_node(actor: Any, name: str, labels: dict[str, str] | None = None
-                ) -> tuple[Node, str]:
+def create_node(actor: Any, name: str, labels: dict[str, str] | None = None) -> tuple[Node, str]:
     """Issue a node and its token (returned once, stored hashed). Admins only."""
     if not getattr(actor, "is_staff", False):
         raise PermissionDenied("Only administrators may add nodes to the pool.")
     if Node.objects.filter(name=name).exists():
         raise PlatformError(f"A node named '{name}' exists.", code="name_taken", status=409)
     raw = NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    node = Node.objects.create(name=name, token_hash=hash_key(raw),
-                               token_prefix=raw[:14], labels=labels or {}, created_by=actor)
+    node = Node.objects.create(
+        name=name,
+        token_hash=hash_key(raw),
+        token_prefix=raw[:14],
+        labels=labels or {},
+        created_by=actor,
+    )
     return node, raw
 
 
@@ -48,8 +52,7 @@ def rotate_node_token(node: Node) -> str:
 def node_for_token(raw: str) -> Node | None:
     if not raw.startswith(NODE_TOKEN_PREFIX) or len(raw) > 200:
         return None
-    return Node.objects.exclude(status=NodeStatus.DISABLED).filter(
-        token_hash=hash_key(raw)).first()
+    return Node.objects.exclude(status=NodeStatus.DISABLED).filter(token_hash=hash_key(raw)).first()
 
 
 @dataclass
@@ -87,8 +90,7 @@ def heartbeat(node: Node, reports: list[dict[str, Any]]) -> None:
         raise PlatformError("Too many replica reports.", param="replicas")
     Node.objects.filter(pk=node.pk).update(last_heartbeat_at=timezone.now())
     if node.status == NodeStatus.OFFLINE:
-        Node.objects.filter(pk=node.pk, status=NodeStatus.OFFLINE).update(
-            status=NodeStatus.READY)
+        Node.objects.filter(pk=node.pk, status=NodeStatus.OFFLINE).update(status=NodeStatus.READY)
         node.status = NodeStatus.READY
     for report in reports:
         _apply_report(node, report)
@@ -114,8 +116,9 @@ def _apply_report(node: Node, report: dict[str, Any]) -> None:
         if changed:
             replica.transition(new, **changed)
     elif new in allowed:
-        replica.transition(new, reason=f"agent on {node.name}: {report.get('error') or new}",
-                           **fields)
+        replica.transition(
+            new, reason=f"agent on {node.name}: {report.get('error') or new}", **fields
+        )
 
 
 def _replica_url(node: Node, port: Any) -> str:
@@ -147,17 +150,26 @@ def finish_stopping(node: Node, running_ids: set[int]) -> None:
 def mark_silent_nodes_offline() -> list[int]:
     """Nodes that missed heartbeats go offline; their replicas go back to pending."""
     cutoff = timezone.now() - timedelta(seconds=settings.NODE_OFFLINE_AFTER_S)
-    silent = list(Node.objects.select_for_update(skip_locked=True).filter(
-        status__in=[NodeStatus.READY, NodeStatus.DRAINING], last_heartbeat_at__lt=cutoff))
+    silent = list(
+        Node.objects.select_for_update(skip_locked=True).filter(
+            status__in=[NodeStatus.READY, NodeStatus.DRAINING], last_heartbeat_at__lt=cutoff
+        )
+    )
     for node in silent:
         node.status = NodeStatus.OFFLINE
         node.save(update_fields=["status"])
         for replica in Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE):
-            replica.transition(ReplicaStatus.PENDING, reason=f"node {node.name} went offline",
-                               node=None, url="", pid=None)
+            replica.transition(
+                ReplicaStatus.PENDING,
+                reason=f"node {node.name} went offline",
+                node=None,
+                url="",
+                pid=None,
+            )
         for replica in Replica.objects.filter(node=node, status=ReplicaStatus.STOPPING):
-            replica.transition(ReplicaStatus.STOPPED, reason=f"node {node.name} went offline",
-                               url="")
+            replica.transition(
+                ReplicaStatus.STOPPED, reason=f"node {node.name} went offline", url=""
+            )
     return [n.pk for n in silent]
 
 

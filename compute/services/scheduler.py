@@ -69,23 +69,32 @@ def _candidate_nodes() -> list[Node]:
 
 @transaction.atomic
 def _place_one(replica_pk: int) -> int:
-    replica = (Replica.objects.select_for_update(skip_locked=True)
-               .select_related("deployment").filter(pk=replica_pk,
-                                                   status=ReplicaStatus.PENDING).first())
+    replica = (
+        Replica.objects.select_for_update(skip_locked=True)
+        .select_related("deployment")
+        .filter(pk=replica_pk, status=ReplicaStatus.PENDING)
+        .first()
+    )
     if replica is None:
         return 0
     for node in _candidate_nodes():
         node = Node.objects.select_for_update().get(pk=node.pk)
-        on_node = list(node.replicas.filter(status__in=[*ReplicaStatus.ON_NODE,
-                                                        ReplicaStatus.STOPPING]))
+        on_node = list(
+            node.replicas.filter(status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING])
+        )
         if len(on_node) >= node.max_replicas:
             continue
         used = {i for r in on_node for i in (r.gpu_indices or [])}
         gpus = node_fits(node, replica.deployment, used)
         if gpus is None:
             continue
-        replica.transition(ReplicaStatus.ASSIGNED, reason=f"placed on {node.name}",
-                           node=node, gpu_indices=gpus, assigned_at=timezone.now())
+        replica.transition(
+            ReplicaStatus.ASSIGNED,
+            reason=f"placed on {node.name}",
+            node=node,
+            gpu_indices=gpus,
+            assigned_at=timezone.now(),
+        )
         return 1
     return 0
 

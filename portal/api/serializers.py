@@ -30,15 +30,31 @@ class LoginSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class APIKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     expires_in_days = serializers.IntegerField(
-        write_only=True, required=False, min_value=1, max_value=3650)
+        write_only=True, required=False, min_value=1, max_value=3650
+    )
     is_active = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = APIKey
-        fields = ["id", "name", "prefix", "created_at", "expires_at", "revoked_at",
-                  "last_used_at", "is_active", "expires_in_days"]
-        read_only_fields = ["id", "prefix", "created_at", "expires_at", "revoked_at",
-                            "last_used_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "is_active",
+            "expires_in_days",
+        ]
+        read_only_fields = [
+            "id",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+        ]
 
 
 class OrganizationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -74,8 +90,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):  # type: ignore[type-
 
     class Meta:
         model = ModelVersion
-        fields = ["number", "revision", "architecture", "model_type", "base_model",
-                  "has_chat_template", "total_bytes", "message", "created_at", "files"]
+        fields = [
+            "number",
+            "revision",
+            "architecture",
+            "model_type",
+            "base_model",
+            "has_chat_template",
+            "total_bytes",
+            "message",
+            "created_at",
+            "files",
+        ]
         read_only_fields = fields
 
 
@@ -85,11 +111,33 @@ class ModelRepoSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
 
     class Meta:
         model = ModelRepo
-        fields = ["id", "namespace", "name", "visibility", "description", "pipeline_tag",
-                  "license", "tags", "card_data", "card", "created_at", "updated_at",
-                  "latest_version"]
-        read_only_fields = ["id", "namespace", "name", "pipeline_tag", "license", "tags",
-                            "card_data", "card", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "namespace",
+            "name",
+            "visibility",
+            "description",
+            "pipeline_tag",
+            "license",
+            "tags",
+            "card_data",
+            "card",
+            "created_at",
+            "updated_at",
+            "latest_version",
+        ]
+        read_only_fields = [
+            "id",
+            "namespace",
+            "name",
+            "pipeline_tag",
+            "license",
+            "tags",
+            "card_data",
+            "card",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_latest_version(self, repo: ModelRepo) -> int | None:
         latest = repo.latest_version()

@@ -58,9 +58,13 @@ def me(request: Request) -> Response:
     return Response(s.UserSerializer(request.user).data)
 
 
-class APIKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                    mixins.CreateModelMixin, mixins.DestroyModelMixin,
-                    viewsets.GenericViewSet):  # type: ignore[type-arg]
+class APIKeyViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):  # type: ignore[type-arg]
     """Your API keys. The secret is shown once, in the create response; DELETE revokes."""
 
     serializer_class = s.APIKeySerializer
@@ -73,8 +77,7 @@ class APIKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         data.is_valid(raise_exception=True)
         days = data.validated_data.get("expires_in_days")
         expires = timezone.now() + timedelta(days=days) if days else None
-        key, raw = keys.create_api_key(request.user, data.validated_data.get("name", ""),
-                                       expires)
+        key, raw = keys.create_api_key(request.user, data.validated_data.get("name", ""), expires)
         body = dict(self.get_serializer(key).data, key=raw)
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -83,8 +86,12 @@ class APIKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                          mixins.CreateModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class OrganizationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):  # type: ignore[type-arg]
     """Organisations you belong to; ``members`` lists and changes membership."""
 
     serializer_class = s.OrganizationSerializer
@@ -95,8 +102,10 @@ class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
     def perform_create(self, serializer: Any) -> None:
         serializer.instance = accounts.create_organization(
-            self.request.user, serializer.validated_data["name"],
-            serializer.validated_data.get("display_name", ""))
+            self.request.user,
+            serializer.validated_data["name"],
+            serializer.validated_data.get("display_name", ""),
+        )
 
     @extend_schema(request=s.MembershipSerializer, responses=s.MembershipSerializer(many=True))
     @action(detail=True, methods=["get", "post"])
@@ -105,20 +114,26 @@ class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         if request.method == "POST":
             data = s.MembershipSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            accounts.set_member(request.user, org, data.validated_data["user"]["username"],
-                                data.validated_data["role"])
+            accounts.set_member(
+                request.user,
+                org,
+                data.validated_data["user"]["username"],
+                data.validated_data["role"],
+            )
         members = Membership.objects.filter(organization=org).select_related("user")
         return Response(s.MembershipSerializer(members, many=True).data)
 
     @action(detail=True, methods=["delete"], url_path=r"members/(?P<username>[^/]+)")
-    def remove_member(self, request: Request, name: str | None = None,
-                      username: str = "") -> Response:
+    def remove_member(
+        self, request: Request, name: str | None = None, username: str = ""
+    ) -> Response:
         accounts.remove_member(request.user, self.get_object(), username)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ModelRepoViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                       mixins.UpdateModelMixin, OwnedViewSet):
+class ModelRepoViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, OwnedViewSet
+):
     """Models in the registry you may see; ``id`` is ``namespace/name``."""
 
     queryset = ModelRepo.objects.all()
@@ -148,7 +163,13 @@ class ModelRepoViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         if version is None:
             raise NotFound("No such version.")
         objects = store()
-        files = [{"path": f.path, "size": f.size, "sha256": f.sha256,
-                  "url": objects.presigned_get("models", f.object_key)}
-                 for f in version.files.all()]
+        files = [
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.sha256,
+                "url": objects.presigned_get("models", f.object_key),
+            }
+            for f in version.files.all()
+        ]
         return Response({"revision": version.revision, "files": files})

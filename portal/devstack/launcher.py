@@ -31,8 +31,9 @@ def say(message: str) -> None:
 
 
 class Launcher:
-    def __init__(self, root: Path, *, host: str, port: int, demo_steps: int | None,
-                 with_agent: bool) -> None:
+    def __init__(
+        self, root: Path, *, host: str, port: int, demo_steps: int | None, with_agent: bool
+    ) -> None:
         self.root, self.host, self.port = root, host, port
         self.demo_steps, self.with_agent = demo_steps, with_agent
         self.services = BackingServices(root, durable=True, say=say)
@@ -120,24 +121,93 @@ class Launcher:
     def start_processes(self, env: dict[str, str]) -> None:
         logs = self.root / "logs"
         py = sys.executable
-        self._start("web", [py, "-m", "uvicorn", "portal.asgi:application", "--host", self.host,
-                            "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
-                            "--no-access-log"], env, logs)
-        self._start("worker", [py, "-m", "celery", "-A", "portal", "worker", "-c", "2",
-                               "--loglevel", "INFO", "-n", "openmaas@%h"], env, logs)
-        self._start("beat", [py, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
-                             "-s", str(self.root / "celerybeat-schedule")], env, logs)
-        wait_for(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
-                 timeout_s=60, what="web", proc=self.children[0][1], log=logs / "web.log")
+        self._start(
+            "web",
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+            ],
+            env,
+            logs,
+        )
+        self._start(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-c",
+                "2",
+                "--loglevel",
+                "INFO",
+                "-n",
+                "openmaas@%h",
+            ],
+            env,
+            logs,
+        )
+        self._start(
+            "beat",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(self.root / "celerybeat-schedule"),
+            ],
+            env,
+            logs,
+        )
+        wait_for(
+            lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
+            timeout_s=60,
+            what="web",
+            proc=self.children[0][1],
+            log=logs / "web.log",
+        )
         say(f"web is up on {self.url}")
         if self.with_agent:
             token = (self.root / "node_token").read_text().strip()
-            agent_env = {k: v for k, v in env.items()
-                         if k not in ("DATABASE_URL", "REDIS_URL", "S3_SECRET_KEY",
-                                      "S3_ACCESS_KEY", "SECRET_KEY")}
+            agent_env = {
+                k: v
+                for k, v in env.items()
+                if k
+                not in ("DATABASE_URL", "REDIS_URL", "S3_SECRET_KEY", "S3_ACCESS_KEY", "SECRET_KEY")
+            }
             agent_env["OPENMAAS_NODE_TOKEN"] = token
-            self._start("agent", [py, "-m", "compute.agent", "--portal", self.url,
-                                  "--work-dir", str(self.root / "agent")], agent_env, logs)
+            self._start(
+                "agent",
+                [
+                    py,
+                    "-m",
+                    "compute.agent",
+                    "--portal",
+                    self.url,
+                    "--work-dir",
+                    str(self.root / "agent"),
+                ],
+                agent_env,
+                logs,
+            )
 
     def _start(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         say(f"starting {name} (log: {logs / (name + '.log')})")
@@ -160,13 +230,15 @@ class Launcher:
                 say(f"  replica: {state}")
                 last = state
             time.sleep(0.5)
-        raise TimeoutError(f"no replica of {DEMO_MODEL} became ready; see "
-                           f"{self.root / 'logs'}")
+        raise TimeoutError(f"no replica of {DEMO_MODEL} became ready; see {self.root / 'logs'}")
 
     def _replica_state(self, key: str) -> str:
         try:
-            response = httpx.get(f"{self.url}/api/compute/deployments/",
-                                 headers={"Authorization": f"Bearer {key}"}, timeout=5)
+            response = httpx.get(
+                f"{self.url}/api/compute/deployments/",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
+            )
             deployments = response.json()["results"]
         except (httpx.HTTPError, ValueError, KeyError):
             return "web not answering yet"
@@ -183,16 +255,17 @@ class Launcher:
         say(f"openmaas is running at {self.url}")
         say(f"  admin:    {self.url}/admin/  user 'admin', password '{password}'")
         say(f"  API key:  {key}   (also in {self.root / 'demo_api_key'})")
-        say(f"  try:      OpenAI(base_url='{self.url}/v1', api_key=KEY) with model "
-            f"'{DEMO_MODEL}'")
+        say(f"  try:      OpenAI(base_url='{self.url}/v1', api_key=KEY) with model '{DEMO_MODEL}'")
         say("Press Ctrl-C to stop everything.")
         say("=" * 60)
 
     def _check_children(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see "
-                                   f"{self.root / 'logs' / (name + '.log')}")
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}; see "
+                    f"{self.root / 'logs' / (name + '.log')}"
+                )
 
     def supervise(self) -> int:
         while True:

@@ -6,6 +6,7 @@ Every process the launcher (or the test session, or a node agent) starts gets
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -55,7 +56,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             user=user,
-            preexec_fn=_die_with_parent(death_signal),  # noqa: PLW1509
+            preexec_fn=_die_with_parent(death_signal),
         )
     finally:
         if not isinstance(out, int):
@@ -73,10 +74,8 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace_s: f
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(5)
 
 

@@ -75,24 +75,55 @@ class BackingServices:
         if not (data / "PG_VERSION").exists():
             self.say("initialising PostgreSQL data directory")
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
-                check=True, capture_output=True, user=user,
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
             )
         (data / "postmaster.pid").unlink(missing_ok=True)
         port = self.port("postgres")
-        argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data), "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
-                "-c", "max_connections=200"]
+        argv = [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={data}",
+            "-c",
+            "max_connections=200",
+        ]
         if not self.durable:
-            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off"]
+            argv += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self.say(f"starting PostgreSQL on 127.0.0.1:{port}")
         proc = spawn(argv, log=log, user=user, death_signal=signal.SIGINT)
         self.procs.append(("postgres", proc))
         isready = [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
-        wait_for(lambda: subprocess.run(isready, capture_output=True).returncode == 0,
-                 timeout_s=60, what="PostgreSQL", proc=proc, log=log)
+        wait_for(
+            lambda: subprocess.run(isready, capture_output=True).returncode == 0,
+            timeout_s=60,
+            what="PostgreSQL",
+            proc=proc,
+            log=log,
+        )
         self._create_database(POSTGRES_BIN_PATH, port, "openmaas")
         return f"postgres://postgres@127.0.0.1:{port}/openmaas"
 
@@ -123,11 +154,21 @@ class BackingServices:
 
     @staticmethod
     def _create_database(bin_path: Path, port: int, name: str) -> None:
-        psql = [str(bin_path / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                "-tAc"]
+        psql = [
+            str(bin_path / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-tAc",
+        ]
         exists = subprocess.run(
-            [*psql, f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
-            check=True, capture_output=True, text=True,
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname='{name}'"],  # noqa: S608
+            check=True,
+            capture_output=True,
+            text=True,
         )
         if exists.stdout.strip() != "1":
             subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
@@ -140,8 +181,19 @@ class BackingServices:
         data.mkdir(parents=True, exist_ok=True)
         log = self.root / "logs" / "redis.log"
         port = self.port("redis")
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                "--daemonize", "no", "--protected-mode", "yes"]
+        argv = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
         argv += ["--save", "60 1"] if self.durable else ["--save", ""]
         self.say(f"starting Redis on 127.0.0.1:{port}")
         proc = spawn(argv, log=log)
@@ -158,27 +210,60 @@ class BackingServices:
         log = self.root / "logs" / "seaweedfs.log"
         access, secret = self._s3_credentials()
         config = self.root / "s3.json"
-        identity = {"name": "openmaas", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    "credentials": [{"accessKey": access, "secretKey": secret}]}
+        identity = {
+            "name": "openmaas",
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            "credentials": [{"accessKey": access, "secretKey": secret}],
+        }
         config.write_text(json.dumps({"identities": [identity]}))
         config.chmod(0o600)
-        ports = {name: self.port(f"weed-{name}") for name in
-                 ("master", "master-grpc", "volume", "volume-grpc", "filer", "filer-grpc",
-                  "s3", "s3-grpc")}
-        argv = [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
-                f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
-                "-filer", f"-filer.port={ports['filer']}",
-                f"-filer.port.grpc={ports['filer-grpc']}",
-                "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}",
-                f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=64"]
+        ports = {
+            name: self.port(f"weed-{name}")
+            for name in (
+                "master",
+                "master-grpc",
+                "volume",
+                "volume-grpc",
+                "filer",
+                "filer-grpc",
+                "s3",
+                "s3-grpc",
+            )
+        }
+        argv = [
+            binary,
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master-grpc']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume-grpc']}",
+            "-filer",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer-grpc']}",
+            "-s3",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3-grpc']}",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=64",
+        ]
         self.say(f"starting SeaweedFS (S3 API on 127.0.0.1:{ports['s3']})")
         proc = spawn(argv, log=log)
         self.procs.append(("seaweedfs", proc))
         endpoint = f"http://127.0.0.1:{ports['s3']}"
-        wait_for(lambda: _s3_ready(endpoint, access, secret), timeout_s=90,
-                 what="SeaweedFS S3", proc=proc, log=log)
+        wait_for(
+            lambda: _s3_ready(endpoint, access, secret),
+            timeout_s=90,
+            what="SeaweedFS S3",
+            proc=proc,
+            log=log,
+        )
         return {"S3_ENDPOINT": endpoint, "S3_ACCESS_KEY": access, "S3_SECRET_KEY": secret}
 
     def _s3_credentials(self) -> tuple[str, str]:
@@ -195,8 +280,7 @@ class BackingServices:
 def _s3_ready(endpoint: str, access: str, secret: str) -> bool:
     from minio import Minio
 
-    client = Minio(endpoint.split("://", 1)[1], access_key=access, secret_key=secret,
-                   secure=False)
+    client = Minio(endpoint.split("://", 1)[1], access_key=access, secret_key=secret, secure=False)
     client.bucket_exists("openmaas-probe")
     return True
 

@@ -51,10 +51,10 @@ def _session() -> aiohttp.ClientSession:
     session = _sessions.get(loop_id)
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        timeout = aiohttp.ClientTimeout(total=None, connect=5,
-                                        sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT_S)
-        session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                        auto_decompress=False)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=5, sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT_S
+        )
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
         _sessions[loop_id] = session
     return session
 
@@ -65,11 +65,17 @@ async def close_sessions() -> None:
     _sessions.clear()
 
 
-async def send_json(send: Send, status: int, body: Any,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     payload = json.dumps(body, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -77,8 +83,7 @@ async def send_error(send: Send, exc: PlatformError) -> None:
     headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="openmaas"'))
-    body = openai_error_body(exc.message, error_type=exc.error_type, code=exc.code,
-                             param=exc.param)
+    body = openai_error_body(exc.message, error_type=exc.error_type, code=exc.code, param=exc.param)
     await send_json(send, exc.status, body, headers)
 
 
@@ -119,7 +124,8 @@ async def authenticate(scope: Scope) -> KeyGrant:
     if token is None:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.",
-            code="missing_api_key")
+            code="missing_api_key",
+        )
     grant = await resolve_grant(token)
     if grant is None:
         raise AuthenticationFailed("Incorrect, expired or revoked API key.")
@@ -131,8 +137,12 @@ def visible(grant: KeyGrant, route: Route) -> bool:
 
 
 def model_card(route: Route) -> dict[str, Any]:
-    return {"id": route.served_name, "object": "model", "created": route.created,
-            "owned_by": route.served_name.split("/", 1)[0]}
+    return {
+        "id": route.served_name,
+        "object": "model",
+        "created": route.created,
+        "owned_by": route.served_name.split("/", 1)[0],
+    }
 
 
 async def list_models(grant: KeyGrant, send: Send) -> None:
@@ -149,8 +159,11 @@ async def get_model(grant: KeyGrant, name: str, send: Send) -> None:
 
 
 def _model_not_found(name: str) -> PlatformError:
-    return NotFound(f"The model '{name}' does not exist or you do not have access to it.",
-                    code="model_not_found", param="model")
+    return NotFound(
+        f"The model '{name}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,7 +178,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if path == "/v1/models":
             await list_models(grant, send)
         elif path.startswith("/v1/models/"):
-            await get_model(grant, path[len("/v1/models/"):], send)
+            await get_model(grant, path[len("/v1/models/") :], send)
         else:
             await infer(scope, receive, send, grant, INFERENCE_PATHS[path])
     except PlatformError as exc:
@@ -174,13 +187,18 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         raise
     except Exception:
         logger.exception("gateway failure on %s", path)
-        await send_error(send, PlatformError("The gateway failed to handle the request.",
-                                             code="internal_error", status=502,
-                                             error_type="server_error"))
+        await send_error(
+            send,
+            PlatformError(
+                "The gateway failed to handle the request.",
+                code="internal_error",
+                status=502,
+                error_type="server_error",
+            ),
+        )
 
 
-async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant,
-                kind: str) -> None:
+async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kind: str) -> None:
     body = await read_body(scope, receive, settings.GATEWAY_MAX_BODY_BYTES)
     payload = validate_body(body, kind)
     name = payload["model"]
@@ -191,30 +209,37 @@ async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant,
     for url in table.candidates(route):
         table.begin(url)
         try:
-            if await relay(url + scope["path"], body, send, receive,
-                           stream=bool(payload.get("stream"))):
+            if await relay(
+                url + scope["path"], body, send, receive, stream=bool(payload.get("stream"))
+            ):
                 return
         finally:
             table.end(url)
         table.mark_down(url)
-    raise Unavailable(f"No replica of '{name}' is ready right now; try again shortly.",
-                      code="no_replica_ready", headers={"Retry-After": "2"})
+    raise Unavailable(
+        f"No replica of '{name}' is ready right now; try again shortly.",
+        code="no_replica_ready",
+        headers={"Retry-After": "2"},
+    )
 
 
 async def relay(url: str, body: bytes, send: Send, receive: Receive, *, stream: bool) -> bool:
     """Forward to one replica; False if it could not be reached (try another)."""
     try:
-        upstream = await _session().post(url, data=body,
-                                          headers={"content-type": "application/json"})
-    except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+        upstream = await _session().post(
+            url, data=body, headers={"content-type": "application/json"}
+        )
+    except (TimeoutError, aiohttp.ClientConnectionError):
         return False
     async with upstream:
-        headers = [(b"content-type", upstream.headers.get("content-type",
-                                                          "application/json").encode())]
+        headers = [
+            (b"content-type", upstream.headers.get("content-type", "application/json").encode())
+        ]
         if not stream or upstream.status != 200:
             payload = await upstream.read()
-            await send({"type": "http.response.start", "status": upstream.status,
-                        "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": upstream.status, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": payload})
             return True
         headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -239,12 +264,14 @@ async def _pump(upstream: aiohttp.ClientResponse, send: Send, receive: Receive) 
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         # The replica died mid-stream: end the response with an error event the SDKs
         # surface, rather than leaving the client hanging.
-        error = openai_error_body("The model replica failed mid-stream.",
-                                  error_type="server_error", code="replica_failed")
-        await send({"type": "http.response.body",
-                    "body": f"data: {json.dumps(error)}\n\n".encode()})
+        error = openai_error_body(
+            "The model replica failed mid-stream.", error_type="server_error", code="replica_failed"
+        )
+        await send(
+            {"type": "http.response.body", "body": f"data: {json.dumps(error)}\n\n".encode()}
+        )
     finally:
         watcher.cancel()

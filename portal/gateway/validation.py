@@ -45,20 +45,24 @@ def _check_messages(messages: Any) -> None:
         raise _bad("'messages' must be a non-empty array.", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _bad(f"messages[{i}] must be an object with a string 'role'.",
-                       f"messages[{i}]")
+            raise _bad(f"messages[{i}] must be an object with a string 'role'.", f"messages[{i}]")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise _bad(f"messages[{i}].content must be a string or an array.",
-                       f"messages[{i}].content")
+            raise _bad(
+                f"messages[{i}].content must be a string or an array.", f"messages[{i}].content"
+            )
 
 
 def _check_prompt(prompt: Any) -> None:
     if isinstance(prompt, str):
         return
-    if isinstance(prompt, list) and prompt and all(
-            isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool))
-            for p in prompt):
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(
+            isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool)) for p in prompt
+        )
+    ):
         return
     raise _bad("'prompt' must be a string or an array of strings or token ids.", "prompt")
 
@@ -75,6 +79,9 @@ def _check_types(payload: dict[str, Any]) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise _bad(f"'{name}' must be an integer.", name)
     stop = payload.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
         raise _bad("'stop' must be a string or an array of strings.", "stop")

@@ -41,12 +41,14 @@ class Principal:
     def of(cls, user: Any) -> Principal:
         if user is None or not getattr(user, "is_authenticated", False):
             return cls(user_id=None)
-        roles = dict(Membership.objects.filter(user_id=user.pk).values_list("organization_id",
-                                                                            "role"))
+        roles = dict(
+            Membership.objects.filter(user_id=user.pk).values_list("organization_id", "role")
+        )
         return cls(user_id=user.pk, is_superuser=user.is_superuser, org_roles=roles)
 
-    def can_read(self, owner_user_id: int | None, owner_org_id: int | None,
-                 visibility: str) -> bool:
+    def can_read(
+        self, owner_user_id: int | None, owner_org_id: int | None, visibility: str
+    ) -> bool:
         if visibility == Visibility.PUBLIC or self.is_superuser:
             return True
         if self.user_id is None:
@@ -81,7 +83,10 @@ class OwnedModel(models.Model):
     """Abstract base: ``owner_user`` xor ``owner_org``, a namespace and a visibility."""
 
     owner_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
         related_name="+",
     )
     owner_org = models.ForeignKey(

@@ -28,8 +28,9 @@ def _check_namespace(name: str) -> None:
     try:
         namespace_validator(name)
     except ValidationError as exc:
-        raise PlatformError(f"'{name}' is not a valid name: {exc.messages[0]}",
-                            code="invalid_name", param="name") from exc
+        raise PlatformError(
+            f"'{name}' is not a valid name: {exc.messages[0]}", code="invalid_name", param="name"
+        ) from exc
     if namespace_taken(name):
         raise Conflict(f"The name '{name}' is already taken.", code="name_taken")
 
@@ -41,8 +42,7 @@ def sign_up(username: str, password: str, email: str = "") -> Any:
     try:
         validate_password(password, User(username=username, email=email))
     except ValidationError as exc:
-        raise PlatformError(" ".join(exc.messages), code="weak_password",
-                            param="password") from exc
+        raise PlatformError(" ".join(exc.messages), code="weak_password", param="password") from exc
     return User.objects.create_user(username=username, password=password, email=email)
 
 
@@ -77,8 +77,10 @@ def set_member(actor: Any, org: Organization, username: str, role: str) -> Membe
     member, _ = Membership.objects.select_for_update().get_or_create(
         organization=org, user=user, defaults={"role": role}
     )
-    is_owner = actor.is_superuser or Membership.objects.filter(
-        organization=org, user=actor, role=Role.OWNER).exists()
+    is_owner = (
+        actor.is_superuser
+        or Membership.objects.filter(organization=org, user=actor, role=Role.OWNER).exists()
+    )
     if Role.OWNER in (role, member.role) and not is_owner:
         raise PermissionDenied("Only owners may grant or take the owner role.")
     member.role = role

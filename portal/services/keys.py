@@ -47,13 +47,17 @@ class KeyGrant:
         return cls(**data)
 
 
-def create_api_key(user: Any, name: str = "", expires_at: datetime | None = None
-                   ) -> tuple[APIKey, str]:
+def create_api_key(
+    user: Any, name: str = "", expires_at: datetime | None = None
+) -> tuple[APIKey, str]:
     """Create a key for ``user``; return it and the raw secret, which is never stored."""
     raw = generate_key()
     key = APIKey.objects.create(
-        user=user, name=name[:100], prefix=raw[: len(KEY_PREFIX) + VISIBLE_CHARS],
-        key_hash=hash_key(raw), expires_at=expires_at,
+        user=user,
+        name=name[:100],
+        prefix=raw[: len(KEY_PREFIX) + VISIBLE_CHARS],
+        key_hash=hash_key(raw),
+        expires_at=expires_at,
     )
     return key, raw
 
@@ -134,7 +138,9 @@ async def resolve_grant(raw: str) -> KeyGrant | None:
     else:
         grant = await sync_to_async(resolve_grant_sync)(raw)
         await redis.set(cache_key, grant.dumps() if grant else "-", ex=CACHE_TTL_S)
-    if grant is not None and grant.expires_at is not None:
-        if grant.expires_at <= timezone.now().timestamp():
-            return None
-    return grant
+    expired = (
+        grant is not None
+        and grant.expires_at is not None
+        and (grant.expires_at <= timezone.now().timestamp())
+    )
+    return None if expired else grant

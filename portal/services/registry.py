@@ -90,7 +90,8 @@ def validate_model_dir(root: Path) -> Manifest:
         )
     tok_config = _read_json(root / "tokenizer_config.json", required=False)
     manifest.chat_template = bool(tok_config.get("chat_template")) or any(
-        (root / n).is_file() for n in ("chat_template.jinja", "chat_template.json"))
+        (root / n).is_file() for n in ("chat_template.jinja", "chat_template.json")
+    )
     readme = root / "README.md"
     if readme.is_file():
         manifest.card_data, manifest.card_text = split_card(readme.read_text(errors="replace"))
@@ -192,13 +193,22 @@ def parse_full_name(full_name: str) -> tuple[str, str]:
         namespace_validator(namespace)
         namespace_validator(name)
     except Exception as exc:
-        raise PlatformError(f"'{full_name}' is not a valid model name 'owner/name'.",
-                            code="invalid_name", param="name") from exc
+        raise PlatformError(
+            f"'{full_name}' is not a valid model name 'owner/name'.",
+            code="invalid_name",
+            param="name",
+        ) from exc
     return namespace, name
 
 
-def import_model_dir(path: Path, full_name: str, *, actor: Any | None,
-                     visibility: str = Visibility.PUBLIC, message: str = "") -> ModelVersion:
+def import_model_dir(
+    path: Path,
+    full_name: str,
+    *,
+    actor: Any | None,
+    visibility: str = Visibility.PUBLIC,
+    message: str = "",
+) -> ModelVersion:
     """Validate, upload and register ``path`` as the next version of ``full_name``.
 
     Returns the existing version when the newest one already has the same revision.
@@ -218,8 +228,9 @@ def import_model_dir(path: Path, full_name: str, *, actor: Any | None,
 
 
 def _get_or_create_repo(owner: Any, name: str, visibility: str, actor: Any) -> ModelRepo:
-    repo = ModelRepo.objects.filter(namespace=getattr(owner, "name", None)
-                                    or owner.get_username(), name=name).first()
+    repo = ModelRepo.objects.filter(
+        namespace=getattr(owner, "name", None) or owner.get_username(), name=name
+    ).first()
     if repo is not None:
         return repo
     if visibility not in Visibility.values:
@@ -239,8 +250,9 @@ def _upload(repo: ModelRepo, manifest: Manifest) -> None:
             objects.put_file("models", key, abs_path)
 
 
-def _register_version(repo: ModelRepo, manifest: Manifest, actor: Any, message: str
-                      ) -> ModelVersion:
+def _register_version(
+    repo: ModelRepo, manifest: Manifest, actor: Any, message: str
+) -> ModelVersion:
     config = manifest.config
     card = manifest.card_data
     for _attempt in range(3):
@@ -248,25 +260,35 @@ def _register_version(repo: ModelRepo, manifest: Manifest, actor: Any, message: 
             with transaction.atomic():
                 number = (repo.versions.aggregate(n=Max("number"))["n"] or 0) + 1
                 version = ModelVersion.objects.create(
-                    repo=repo, number=number, revision=manifest.revision,
+                    repo=repo,
+                    number=number,
+                    revision=manifest.revision,
                     architecture=(config.get("architectures") or [""])[0],
-                    model_type=config["model_type"], config=config,
+                    model_type=config["model_type"],
+                    config=config,
                     base_model=str(card.get("base_model") or ""),
                     has_chat_template=manifest.chat_template,
                     total_bytes=sum(s for _, _, s, _ in manifest.files),
-                    message=message[:200], created_by=actor,
+                    message=message[:200],
+                    created_by=actor,
                 )
                 ModelFile.objects.bulk_create(
-                    ModelFile(version=version, path=rel, size=size, sha256=sha,
-                              object_key=model_blob_key(repo.pk, sha))
+                    ModelFile(
+                        version=version,
+                        path=rel,
+                        size=size,
+                        sha256=sha,
+                        object_key=model_blob_key(repo.pk, sha),
+                    )
                     for rel, _, size, sha in manifest.files
                 )
                 _apply_card(repo, manifest)
                 return version
         except IntegrityError:
             continue  # a concurrent import took the number; take the next one
-    raise PlatformError("Could not allocate a version number; try again.", code="conflict",
-                        status=409)
+    raise PlatformError(
+        "Could not allocate a version number; try again.", code="conflict", status=409
+    )
 
 
 def _apply_card(repo: ModelRepo, manifest: Manifest) -> None:
@@ -277,5 +299,4 @@ def _apply_card(repo: ModelRepo, manifest: Manifest) -> None:
     repo.pipeline_tag = str(data.get("pipeline_tag") or "text-generation")[:64]
     repo.license = str(data.get("license") or "")[:64]
     repo.tags = [str(t) for t in tags] if isinstance(tags, list) else [str(tags)]
-    repo.save(update_fields=["card", "card_data", "pipeline_tag", "license", "tags",
-                             "updated_at"])
+    repo.save(update_fields=["card", "card_data", "pipeline_tag", "license", "tags", "updated_at"])

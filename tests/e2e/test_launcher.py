@@ -29,9 +29,17 @@ STARTUP_S = 600
 
 def clean_env() -> dict[str, str]:
     """The launcher starts its own services: drop the test session's."""
-    skip = {"DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY",
-            "OPENMAAS_DEVSTACK_DIR", "S3_BUCKET_PREFIX", "DJANGO_SETTINGS_MODULE",
-            "DATABASE_CONN_MAX_AGE"}
+    skip = {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "S3_ENDPOINT",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "OPENMAAS_DEVSTACK_DIR",
+        "S3_BUCKET_PREFIX",
+        "DJANGO_SETTINGS_MODULE",
+        "DATABASE_CONN_MAX_AGE",
+    }
     return {k: v for k, v in os.environ.items() if k not in skip}
 
 
@@ -41,10 +49,25 @@ class Launcher:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "portal.devstack", "run", "--root", str(root),
-             "--port", str(port), "--demo-steps", "40"],
-            cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "portal.devstack",
+                "run",
+                "--root",
+                str(root),
+                "--port",
+                str(port),
+                "--demo-steps",
+                "40",
+            ],
+            cwd=REPO,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -58,8 +81,9 @@ class Launcher:
         deadline = time.monotonic() + STARTUP_S
         while not self.ready.wait(1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("launcher did not become ready:\n" +
-                                     "\n".join(self.lines[-60:]))
+                raise AssertionError(
+                    "launcher did not become ready:\n" + "\n".join(self.lines[-60:])
+                )
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -78,14 +102,21 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
 
 def client(launched: Launcher) -> openai.OpenAI:
     key = (launched.root / "demo_api_key").read_text().strip()
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{launched.port}/v1", api_key=key,
-                         max_retries=0)
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{launched.port}/v1", api_key=key, max_retries=0
+    )
 
 
 def test_progress_is_shown_while_starting(launched):
     text = "\n".join(launched.lines)
-    for step in ("starting PostgreSQL", "starting Redis", "starting SeaweedFS",
-                 "applying database migrations", "starting web", "starting agent"):
+    for step in (
+        "starting PostgreSQL",
+        "starting Redis",
+        "starting SeaweedFS",
+        "applying database migrations",
+        "starting web",
+        "starting agent",
+    ):
         assert step in text
     assert (launched.root / "admin_password").read_text().strip() in text
 
@@ -94,17 +125,26 @@ def test_sdk_lists_models_and_chats_with_demo_model(launched):
     sdk = client(launched)
     assert DEMO in [m.id for m in sdk.models.list()]
     reply = sdk.chat.completions.create(
-        model=DEMO, messages=[{"role": "user", "content": "你好，介绍一下 openmaas。"}],
-        max_tokens=24, temperature=0)
+        model=DEMO,
+        messages=[{"role": "user", "content": "你好，介绍一下 openmaas。"}],
+        max_tokens=24,
+        temperature=0,
+    )
     assert reply.choices[0].message.role == "assistant"
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens > 0
 
 
 def test_sdk_streams_chat_with_demo_model(launched):
-    chunks = list(client(launched).chat.completions.create(
-        model=DEMO, messages=[{"role": "user", "content": "What is openmaas?"}],
-        max_tokens=16, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client(launched).chat.completions.create(
+            model=DEMO,
+            messages=[{"role": "user", "content": "What is openmaas?"}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0

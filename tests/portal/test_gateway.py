@@ -15,8 +15,9 @@ def make_served_model(owner, name: str, visibility: str = "public") -> ModelRepo
     repo = ModelRepo(name=name, visibility=visibility)
     repo.set_owner(owner)
     repo.save()
-    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64,
-                                          model_type="llama")
+    version = ModelVersion.objects.create(
+        repo=repo, number=1, revision="0" * 64, model_type="llama"
+    )
     Deployment.objects.create(model_version=version, served_name=repo.full_name)
     return repo
 
@@ -29,8 +30,9 @@ def post_chat(url: str, key: str | None, body: object = None, **kwargs) -> httpx
     return httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=10, **kwargs)
 
 
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None,
-                        param: str | None = None) -> None:
+def assert_openai_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> None:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -61,8 +63,12 @@ def test_invalid_key_is_401(live_portal, served):
 
 def test_revoked_key_is_401_at_once(live_portal, served, owner):
     created = owner.client().post("/api/keys/", {"name": "short"}, format="json").json()
-    assert httpx.get(f"{live_portal}/v1/models",
-                     headers={"Authorization": f"Bearer {created['key']}"}).status_code == 200
+    assert (
+        httpx.get(
+            f"{live_portal}/v1/models", headers={"Authorization": f"Bearer {created['key']}"}
+        ).status_code
+        == 200
+    )
     owner.client().delete(f"/api/keys/{created['id']}/")
     assert_openai_error(post_chat(live_portal, created["key"], CHAT), 401)
 
@@ -70,12 +76,17 @@ def test_revoked_key_is_401_at_once(live_portal, served, owner):
 def test_other_tenants_private_model_is_model_not_found(live_portal, owner, outsider):
     make_served_model(owner.user, "secret", visibility="private")
     body = dict(CHAT, model="olivia/secret")
-    assert_openai_error(post_chat(live_portal, outsider.key, body), 404, "model_not_found",
-                        "model")
-    assert_openai_error(httpx.get(f"{live_portal}/v1/models/olivia/secret",
-                                  headers={"Authorization": f"Bearer {outsider.key}"}), 404)
-    listed = httpx.get(f"{live_portal}/v1/models",
-                       headers={"Authorization": f"Bearer {outsider.key}"}).json()
+    assert_openai_error(post_chat(live_portal, outsider.key, body), 404, "model_not_found", "model")
+    assert_openai_error(
+        httpx.get(
+            f"{live_portal}/v1/models/olivia/secret",
+            headers={"Authorization": f"Bearer {outsider.key}"},
+        ),
+        404,
+    )
+    listed = httpx.get(
+        f"{live_portal}/v1/models", headers={"Authorization": f"Bearer {outsider.key}"}
+    ).json()
     assert "olivia/secret" not in [m["id"] for m in listed["data"]]
 
 
@@ -85,8 +96,9 @@ def test_models_lists_what_the_key_may_use(live_portal, owner, org, teammate, ou
     make_served_model(owner.user, "open", visibility="public")
 
     def listed(actor) -> set[str]:
-        response = httpx.get(f"{live_portal}/v1/models",
-                             headers={"Authorization": f"Bearer {actor.key}"})
+        response = httpx.get(
+            f"{live_portal}/v1/models", headers={"Authorization": f"Bearer {actor.key}"}
+        )
         assert response.json()["object"] == "list"
         return {m["id"] for m in response.json()["data"]}
 
@@ -96,8 +108,9 @@ def test_models_lists_what_the_key_may_use(live_portal, owner, org, teammate, ou
 
 
 def test_unknown_model_is_404(live_portal, owner):
-    assert_openai_error(post_chat(live_portal, owner.key, dict(CHAT, model="no/such")), 404,
-                        "model_not_found")
+    assert_openai_error(
+        post_chat(live_portal, owner.key, dict(CHAT, model="no/such")), 404, "model_not_found"
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,43 +123,59 @@ def test_unknown_model_is_404(live_portal, owner):
         (b'{"model": 5, "messages": []}', "model"),
         (b'{"model": "olivia/pub", "messages": "hi"}', "messages"),
         (b'{"model": "olivia/pub", "messages": [{"content": "x"}]}', "messages[0]"),
-        (b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
-         b' "stream": "yes"}', "stream"),
-        (b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
-         b' "max_tokens": "10"}', "max_tokens"),
-        (b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
-         b' "temperature": true}', "temperature"),
+        (
+            b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
+            b' "stream": "yes"}',
+            "stream",
+        ),
+        (
+            b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
+            b' "max_tokens": "10"}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "olivia/pub", "messages": [{"role": "user", "content": "x"}],'
+            b' "temperature": true}',
+            "temperature",
+        ),
         (b"\xff\xfe garbage", None),
     ],
 )
 def test_malformed_bodies_are_400(live_portal, served, owner, content, param):
-    response = post_chat(live_portal, owner.key, content=content,
-                         headers={"Content-Type": "application/json"})
+    response = post_chat(
+        live_portal, owner.key, content=content, headers={"Content-Type": "application/json"}
+    )
     assert_openai_error(response, 400, param=param)
 
 
 def test_completions_prompt_must_be_text_or_tokens(live_portal, served, owner):
-    response = httpx.post(f"{live_portal}/v1/completions",
-                          headers={"Authorization": f"Bearer {owner.key}"},
-                          json={"model": "olivia/pub", "prompt": {"a": 1}})
+    response = httpx.post(
+        f"{live_portal}/v1/completions",
+        headers={"Authorization": f"Bearer {owner.key}"},
+        json={"model": "olivia/pub", "prompt": {"a": 1}},
+    )
     assert_openai_error(response, 400, param="prompt")
 
 
 def test_oversized_body_is_413(live_portal, served, owner, settings):
-    big = {"model": "olivia/pub",
-           "messages": [{"role": "user", "content": "x" * (settings.GATEWAY_MAX_BODY_BYTES + 1)}]}
+    big = {
+        "model": "olivia/pub",
+        "messages": [{"role": "user", "content": "x" * (settings.GATEWAY_MAX_BODY_BYTES + 1)}],
+    }
     assert_openai_error(post_chat(live_portal, owner.key, big), 413, "request_too_large")
 
 
 def test_wrong_method_is_405(live_portal, owner):
-    response = httpx.get(f"{live_portal}/v1/chat/completions",
-                         headers={"Authorization": f"Bearer {owner.key}"})
+    response = httpx.get(
+        f"{live_portal}/v1/chat/completions", headers={"Authorization": f"Bearer {owner.key}"}
+    )
     assert_openai_error(response, 405)
 
 
 def test_unknown_v1_path_is_404_in_openai_shape(live_portal, owner):
-    response = httpx.get(f"{live_portal}/v1/nothing/here",
-                         headers={"Authorization": f"Bearer {owner.key}"})
+    response = httpx.get(
+        f"{live_portal}/v1/nothing/here", headers={"Authorization": f"Bearer {owner.key}"}
+    )
     assert_openai_error(response, 404)
 
 
@@ -161,7 +190,10 @@ def test_replica_that_refuses_connections_is_503_not_500(live_portal, served, ow
     from portal.devstack.procs import free_port
 
     node = Node.objects.create(name="n1", token_hash="f" * 64, status="ready")
-    Replica.objects.create(deployment=Deployment.objects.get(served_name="olivia/pub"),
-                           node=node, status=ReplicaStatus.READY,
-                           url=f"http://127.0.0.1:{free_port()}")
+    Replica.objects.create(
+        deployment=Deployment.objects.get(served_name="olivia/pub"),
+        node=node,
+        status=ReplicaStatus.READY,
+        url=f"http://127.0.0.1:{free_port()}",
+    )
     assert_openai_error(post_chat(live_portal, owner.key, CHAT), 503, "no_replica_ready")

@@ -19,19 +19,26 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--steps", type=int, default=None)
-        parser.add_argument("--output", type=Path, default=None,
-                            help="keep the model directory here (default: a temporary one)")
-        parser.add_argument("--force", action="store_true",
-                            help="build and register a new version even if one exists")
+        parser.add_argument(
+            "--output",
+            type=Path,
+            default=None,
+            help="keep the model directory here (default: a temporary one)",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="build and register a new version even if one exists",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from portal.models import ModelVersion
 
-        exists = ModelVersion.objects.filter(repo__namespace=DEMO_NAMESPACE,
-                                             repo__name=DEMO_NAME).exists()
+        exists = ModelVersion.objects.filter(
+            repo__namespace=DEMO_NAMESPACE, repo__name=DEMO_NAME
+        ).exists()
         if exists and not options["force"]:
-            self.stdout.write(f"{DEMO_NAMESPACE}/{DEMO_NAME} is registered; "
-                              "use --force to rebuild")
+            self.stdout.write(f"{DEMO_NAMESPACE}/{DEMO_NAME} is registered; use --force to rebuild")
             return
         if options["output"] is not None:
             self._build_and_register(options["output"], options)
@@ -44,15 +51,22 @@ class Command(BaseCommand):
         from portal.services.registry import import_model_dir
         from portal.storage import store
 
-        kwargs: dict[str, Any] = {"steps": options["steps"],
-                                  "say": lambda m: self.stdout.write(f"  {m}")}
+        kwargs: dict[str, Any] = {
+            "steps": options["steps"],
+            "say": lambda m: self.stdout.write(f"  {m}"),
+        }
         if options["seed"] is not None:
             kwargs["seed"] = options["seed"]
         build_demo_model(out, **kwargs)
         store().ensure_buckets()
         try:
-            version = import_model_dir(out, f"{DEMO_NAMESPACE}/{DEMO_NAME}", actor=None,
-                                       visibility="public", message="built by build_demo_model")
+            version = import_model_dir(
+                out,
+                f"{DEMO_NAMESPACE}/{DEMO_NAME}",
+                actor=None,
+                visibility="public",
+                message="built by build_demo_model",
+            )
         except PlatformError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"registered {version} (revision {version.revision[:12]})")

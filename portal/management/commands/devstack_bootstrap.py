@@ -81,8 +81,9 @@ class Command(BaseCommand):
     def _deployment(self, admin: Any) -> None:
         repo = ModelRepo.objects.get(namespace=DEMO[0], name=DEMO[1])
         latest = repo.latest_version()
-        current = Deployment.objects.filter(served_name=repo.full_name,
-                                            status=DeploymentStatus.ACTIVE).first()
+        current = Deployment.objects.filter(
+            served_name=repo.full_name, status=DeploymentStatus.ACTIVE
+        ).first()
         if current is None or current.model_version_id != getattr(latest, "pk", None):
             deploy_model(admin, repo, version=latest, replicas=1)
             self.stdout.write(f"deployed {repo.full_name}")

@@ -31,10 +31,16 @@ class Command(BaseCommand):
                 raise CommandError(f"No user named '{options['user']}'.")
         store().ensure_buckets()
         try:
-            version = import_model_dir(options["path"], options["name"], actor=actor,
-                                       visibility=options["visibility"],
-                                       message=options["message"])
+            version = import_model_dir(
+                options["path"],
+                options["name"],
+                actor=actor,
+                visibility=options["visibility"],
+                message=options["message"],
+            )
         except PlatformError as exc:
             raise CommandError(exc.message) from exc
-        self.stdout.write(f"{version} revision {version.revision[:12]} "
-                          f"({version.files.count()} files, {version.total_bytes} bytes)")
+        self.stdout.write(
+            f"{version} revision {version.revision[:12]} "
+            f"({version.files.count()} files, {version.total_bytes} bytes)"
+        )
