@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1194,28 +1194,28 @@ def completion_logprobs(
     return result
 
 
-class SSE:
-    """A Server-Sent Events response carrying ``data: <json>`` frames."""
+async def stream_sse(
+    request: web.Request, frames: AsyncGenerator[dict[str, Any], None]
+) -> web.StreamResponse:
+    """Send ``frames`` as Server-Sent Events (``data: <json>``), then ``data: [DONE]``.
 
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.response = response
-
-    @classmethod
-    async def open(cls, request: web.Request) -> SSE:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        return cls(response)
-
-    async def send(self, payload: dict[str, Any] | str) -> None:
-        data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-        await self.response.write(f"data: {data}\n\n".encode())
-
-    async def finish(self) -> web.StreamResponse:
-        await self.send("[DONE]")
-        await self.response.write_eof()
-        return self.response
+    A client that hangs up ends the stream quietly; the caller's cleanup frees its slot.
+    """
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        async for frame in frames:
+            data = json.dumps(frame, ensure_ascii=False)
+            await response.write(f"data: {data}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("client closed the stream early")
+    finally:
+        await frames.aclose()
+    return response
 
 
 def _envelope(engine: Engine, kind: str, prefix: str) -> dict[str, Any]:
@@ -1227,12 +1227,13 @@ def _envelope(engine: Engine, kind: str, prefix: str) -> dict[str, Any]:
     }
 
 
-async def _stream_chat(
-    request: web.Request, engine: Engine, req: ParsedRequest, seq: GenSequence
-) -> web.StreamResponse:
+async def chat_frames(
+    engine: Engine, req: ParsedRequest, seq: GenSequence
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Chat completion chunks: role first, then content deltas, the finish, then usage."""
     head = _envelope(engine, "chat.completion.chunk", "chatcmpl")
     if req.include_usage:
-        head["usage"] = None
+        head["usage"] = None  # OpenAI sends null usage on every chunk but the last
 
     def chunk(
         delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
@@ -1240,27 +1241,26 @@ async def _stream_chat(
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return {**head, "choices": [choice]}
 
-    sse = await SSE.open(request)
-    await sse.send(chunk({"role": "assistant", "content": ""}))
+    yield chunk({"role": "assistant", "content": ""})
     count = 0
     try:
         async for out in _outputs(seq):
             count += out.token is not None
             lp = chat_logprobs(engine, [out.token]) if req.chat_logprobs and out.token else None
             if out.text or lp:
-                await sse.send(chunk({"content": out.text}, logprobs=lp))
+                yield chunk({"content": out.text}, logprobs=lp)
             if out.finish_reason:
-                await sse.send(chunk({}, finish=out.finish_reason))
+                yield chunk({}, finish=out.finish_reason)
     except ApiError as err:
-        await sse.send(err.body())
+        yield err.body()
     if req.include_usage:
-        await sse.send({**head, "choices": [], "usage": _usage(len(seq.prompt_ids), count)})
-    return await sse.finish()
+        yield {**head, "choices": [], "usage": _usage(len(seq.prompt_ids), count)}
 
 
-async def _stream_completion(
-    request: web.Request, engine: Engine, req: ParsedRequest, seq: GenSequence
-) -> web.StreamResponse:
+async def completion_frames(
+    engine: Engine, req: ParsedRequest, seq: GenSequence
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Text completion chunks: the echoed prompt (if asked), text deltas, finish, usage."""
     head = _envelope(engine, "text_completion", "cmpl")
     if req.include_usage:
         head["usage"] = None
@@ -1270,29 +1270,27 @@ async def _stream_completion(
         choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
         return {**head, "choices": [choice]}
 
-    sse = await SSE.open(request)
     offset, count, echoed = 0, 0, not req.echo_texts
     try:
         async for out in _outputs(seq):
-            if not echoed:
+            if not echoed:  # prompt logprobs exist once the first output arrived
                 echoed = True
                 lp = completion_logprobs(engine, seq.prompt_logprobs or []) if want_lp else None
-                await sse.send(chunk(req.echo_texts[0], logprobs=lp))
+                yield chunk(req.echo_texts[0], logprobs=lp)
                 offset = len(req.echo_texts[0])
             count += out.token is not None
             lp = None
             if want_lp and out.token is not None:
                 lp = completion_logprobs(engine, [out.token], offset)
             if out.text or lp:
-                await sse.send(chunk(out.text, logprobs=lp))
+                yield chunk(out.text, logprobs=lp)
                 offset += len(out.text)
             if out.finish_reason:
-                await sse.send(chunk("", finish=out.finish_reason))
+                yield chunk("", finish=out.finish_reason)
     except ApiError as err:
-        await sse.send(err.body())
+        yield err.body()
     if req.include_usage:
-        await sse.send({**head, "choices": [], "usage": _usage(len(seq.prompt_ids), count)})
-    return await sse.finish()
+        yield {**head, "choices": [], "usage": _usage(len(seq.prompt_ids), count)}
 
 
 def _chat_response(engine: Engine, req: ParsedRequest, result: Collected) -> dict[str, Any]:
@@ -1404,7 +1402,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     seq = engine.submit(req.prompts[0], req.params)
     try:
         if req.stream:
-            return await _stream_chat(request, engine, req, seq)
+            return await stream_sse(request, chat_frames(engine, req, seq))
         return web.json_response(_chat_response(engine, req, await collect(seq)))
     finally:
         seq.cancel()  # no-op when finished; frees the batch slot when the client went away
@@ -1416,7 +1414,7 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
     seqs = [engine.submit(p, req.params) for p in req.prompts]
     try:
         if req.stream:
-            return await _stream_completion(request, engine, req, seqs[0])
+            return await stream_sse(request, completion_frames(engine, req, seqs[0]))
         results = await asyncio.gather(*(collect(s) for s in seqs))
         choices = [
             _completion_choice(engine, req, i, s, r)
@@ -1460,7 +1458,7 @@ def build_app(engine: Engine) -> web.Application:
     app[ENGINE_KEY] = engine
     app.router.add_get("/health", handle_health)
     app.router.add_get("/v1/models", handle_models)
-    app.router.add_get("/v1/models/{model}", handle_model)
+    app.router.add_get("/v1/models/{model:.+}", handle_model)  # names may contain "/"
     app.router.add_get("/v1/engine/stats", handle_stats)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/chat/completions", handle_chat)

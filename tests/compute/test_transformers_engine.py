@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -169,6 +170,42 @@ def test_stream_ends_with_done_sentinel(client: httpx.Client) -> None:
     assert events[-1] == "data: [DONE]"
     for event in events[:-1]:
         assert json.loads(event.removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+
+def test_chat_logprobs_follow_openai_shape(client: httpx.Client) -> None:
+    resp = chat(client, "你好", max_tokens=4, temperature=0, logprobs=True, top_logprobs=3)
+    assert resp.status_code == 200, resp.text
+    content = resp.json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == 4
+    for item in content:
+        assert set(item) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert all(isinstance(b, int) and 0 <= b < 256 for b in item["bytes"])
+        tops = [t["logprob"] for t in item["top_logprobs"]]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True)
+        assert item["logprob"] == pytest.approx(tops[0])  # greedy took the top token
+
+
+def test_client_hanging_up_mid_stream_frees_its_batch_slot(client: httpx.Client) -> None:
+    before = client.get("/v1/engine/stats").json()
+    body = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 200,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        for n, _ in enumerate(resp.iter_lines()):
+            if n == 4:
+                break
+    deadline = time.monotonic() + 10
+    while True:
+        stats = client.get("/v1/engine/stats").json()
+        if stats["requests_finished"] > before["requests_finished"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert stats["requests_finished"] == before["requests_finished"] + 1
+    assert stats["generation_tokens_total"] - before["generation_tokens_total"] < 200
 
 
 def test_detokenizer_never_emits_half_a_chinese_character(tokenizer: Any) -> None:
