@@ -103,7 +103,7 @@ def live_portal(transactional_db: Any) -> Any:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A deterministic tiny Llama model directory (tokenizer, chat template, safetensors)."""
-    from tests.compute.conftest import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-llama")
     build_tiny_model(out)

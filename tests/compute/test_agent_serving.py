@@ -40,16 +40,28 @@ def ready_replica(deployment: Deployment) -> Replica | None:
 
 
 @pytest.fixture
-def pool(live_portal: str, tiny_model_dir: Path, admin: Any, tmp_path: Path
-         ) -> Iterator[dict[str, Any]]:
+def pool(
+    live_portal: str, tiny_model_dir: Path, admin: Any, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
     """A node agent process joined to the live portal, serving one deployment."""
     version = import_model_dir(tiny_model_dir, MODEL, actor=None, visibility="public")
     deployment = deploy_model(admin.user, version.repo, replicas=1)
     _, token = create_node(admin.user, "test-node")
     env = {**os.environ, "OPENMAAS_NODE_TOKEN": token}
     log = tmp_path / "agent.log"
-    agent = spawn([sys.executable, "-m", "compute.agent", "--portal", live_portal,
-                   "--work-dir", str(tmp_path / "agent")], log=log, env=env)
+    agent = spawn(
+        [
+            sys.executable,
+            "-m",
+            "compute.agent",
+            "--portal",
+            live_portal,
+            "--work-dir",
+            str(tmp_path / "agent"),
+        ],
+        log=log,
+        env=env,
+    )
     try:
         poll(lambda: ready_replica(deployment), 120, "a ready replica")
         yield {"url": live_portal, "deployment": deployment, "agent": agent, "log": log}
@@ -72,13 +84,18 @@ def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
     client = sdk(pool, owner.key)
     assert MODEL in [m.id for m in client.models.list()]
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "你好"}], max_tokens=8)
+        model=MODEL, messages=[{"role": "user", "content": "你好"}], max_tokens=8
+    )
     assert reply.object == "chat.completion"
     assert reply.choices[0].message.role == "assistant"
     assert reply.usage.completion_tokens == 8
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=6,
-        stream=True, stream_options={"include_usage": True})
+        model=MODEL,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage.completion_tokens == 6
@@ -87,7 +104,8 @@ def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
 
 def test_completions_with_logprobs_pass_through(pool, owner):
     reply = sdk(pool, owner.key).completions.create(
-        model=MODEL, prompt="今天天气很好", max_tokens=0, echo=True, logprobs=1)
+        model=MODEL, prompt="今天天气很好", max_tokens=0, echo=True, logprobs=1
+    )
     logprobs = reply.choices[0].logprobs
     assert logprobs.token_logprobs[0] is None
     assert all(lp <= 0 for lp in logprobs.token_logprobs[1:])
@@ -98,17 +116,24 @@ def test_killed_replica_gives_503_quickly_then_agent_restarts_it(pool, owner):
     replica = ready_replica(deployment)
     os.kill(replica.pid, signal.SIGKILL)
     started = time.monotonic()
-    response = httpx.post(f"{pool['url']}/v1/chat/completions",
-                          headers={"Authorization": f"Bearer {owner.key}"}, timeout=30,
-                          json={"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                "max_tokens": 2})
+    response = httpx.post(
+        f"{pool['url']}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {owner.key}"},
+        timeout=30,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
+    )
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "no_replica_ready"
     assert time.monotonic() - started < 5
-    restarted = poll(lambda: Replica.objects.filter(pk=replica.pk, status="ready",
-                                                   restarts__gte=1).exclude(pid=replica.pid
-                                                                            ).first(),
-                     120, "the agent to restart the replica")
+    restarted = poll(
+        lambda: (
+            Replica.objects.filter(pk=replica.pk, status="ready", restarts__gte=1)
+            .exclude(pid=replica.pid)
+            .first()
+        ),
+        120,
+        "the agent to restart the replica",
+    )
     assert restarted.events.filter(new_status=ReplicaStatus.FAILED).exists()
     reply = poll(lambda: _chat_ok(pool, owner.key), 30, "the gateway to route again")
     assert reply.choices[0].message.content is not None
@@ -117,7 +142,8 @@ def test_killed_replica_gives_503_quickly_then_agent_restarts_it(pool, owner):
 def _chat_ok(pool: dict[str, Any], key: str) -> Any:
     try:
         return sdk(pool, key).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
     except openai.APIStatusError:
         return None
 
@@ -126,8 +152,11 @@ def test_scaling_to_zero_stops_the_engine_process(pool, admin):
     deployment = pool["deployment"]
     pid = ready_replica(deployment).pid
     scale_deployment(admin.user, deployment, 0)
-    poll(lambda: not deployment.replica_set.exclude(status=ReplicaStatus.STOPPED).exists(),
-         60, "the replica to stop")
+    poll(
+        lambda: not deployment.replica_set.exclude(status=ReplicaStatus.STOPPED).exists(),
+        60,
+        "the replica to stop",
+    )
     poll(lambda: not _alive(pid), 30, "the engine process to exit")
 
 
@@ -137,6 +166,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie still answers kill(0); ask ps for its state.
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
-                           text=True).stdout.strip()
+    state = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True
+    ).stdout.strip()
     return bool(state) and not state.startswith("Z")
