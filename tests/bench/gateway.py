@@ -81,8 +81,15 @@ class Cell:
     @classmethod
     def from_wrk(cls, target: str, stream: bool, clients: int, raw: dict[str, Any]) -> Cell:
         errors = sum(int(raw[k]) for k in ("connect", "read", "write", "status", "timeout"))
-        return cls(target, stream, clients, raw["requests"] / (raw["duration_us"] / 1e6),
-                   raw["p50_us"] / 1000, raw["p99_us"] / 1000, errors)
+        return cls(
+            target,
+            stream,
+            clients,
+            raw["requests"] / (raw["duration_us"] / 1e6),
+            raw["p50_us"] / 1000,
+            raw["p99_us"] / 1000,
+            errors,
+        )
 
 
 def say(message: str) -> None:
@@ -93,12 +100,19 @@ def say(message: str) -> None:
 
 
 def request_body(stream: bool) -> str:
-    return json.dumps({"model": SERVED_NAME, "max_tokens": 8, "stream": stream,
-                       "messages": [{"role": "user", "content": "Say hello."}]})
+    return json.dumps(
+        {
+            "model": SERVED_NAME,
+            "max_tokens": 8,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        }
+    )
 
 
-def http(url: str, *, key: str = "", body: str | None = None, timeout: float = 5) -> tuple[
-        int, bytes]:
+def http(
+    url: str, *, key: str = "", body: str | None = None, timeout: float = 5
+) -> tuple[int, bytes]:
     """One request with the standard library; the status and body (errors included)."""
     headers = {"Content-Type": "application/json"}
     if key:
@@ -134,14 +148,16 @@ def seed(stub_url: str) -> str:
     repo = ModelRepo(name="stub", visibility=Visibility.PUBLIC, created_by=user)
     repo.set_owner(user)
     repo.save()
-    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64,
-                                          model_type="llama", config={})
-    node = Node.objects.create(name="bench-node", token_hash="b" * 64,
-                               status=NodeStatus.READY)
-    deployment = Deployment.objects.create(model_version=version, served_name=repo.full_name,
-                                           replicas=1)
-    Replica.objects.create(deployment=deployment, node=node, status=ReplicaStatus.READY,
-                           url=stub_url)
+    version = ModelVersion.objects.create(
+        repo=repo, number=1, revision="0" * 64, model_type="llama", config={}
+    )
+    node = Node.objects.create(name="bench-node", token_hash="b" * 64, status=NodeStatus.READY)
+    deployment = Deployment.objects.create(
+        model_version=version, served_name=repo.full_name, replicas=1
+    )
+    Replica.objects.create(
+        deployment=deployment, node=node, status=ReplicaStatus.READY, url=stub_url
+    )
     return raw
 
 
@@ -157,18 +173,34 @@ class Stack:
         self.key = ""
 
     def start(self) -> None:
-        self.env = {**os.environ, **self.services.start_all(),
-                    "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "0",
-                    "OPENMAAS_DEVSTACK_DIR": str(self.root), "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **os.environ,
+            **self.services.start_all(),
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "0",
+            "OPENMAAS_DEVSTACK_DIR": str(self.root),
+            "PYTHONPATH": str(ROOT),
+        }
         self.stub_url = self._start_stub()
         say("migrating the database")
         self._python(["manage.py", "migrate", "--noinput"])
-        self.key = self._python(["-c", "from tests.bench.gateway import seed_main; "
-                                       "seed_main()", self.stub_url]).strip().splitlines()[-1]
+        self.key = (
+            self._python(
+                ["-c", "from tests.bench.gateway import seed_main; seed_main()", self.stub_url]
+            )
+            .strip()
+            .splitlines()[-1]
+        )
 
     def _python(self, argv: Sequence[str]) -> str:
-        done = subprocess.run([sys.executable, *argv], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, *argv],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
@@ -176,12 +208,21 @@ class Stack:
     def _start_stub(self) -> str:
         port = free_port()
         log = self.root / "logs" / "stub.log"
-        proc = spawn([sys.executable, "-m", "tests.bench.stub_engine", "--port", str(port)],
-                     log=log, env=self.env, cwd=ROOT)
+        proc = spawn(
+            [sys.executable, "-m", "tests.bench.stub_engine", "--port", str(port)],
+            log=log,
+            env=self.env,
+            cwd=ROOT,
+        )
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http(url + "/health")[0] == 200, timeout_s=30, what="stub engine",
-                 proc=proc, log=log)
+        wait_for(
+            lambda: http(url + "/health")[0] == 200,
+            timeout_s=30,
+            what="stub engine",
+            proc=proc,
+            log=log,
+        )
         say(f"stub engine on {url}")
         return url
 
@@ -191,16 +232,36 @@ class Stack:
         URL and pid (with one worker, the pid of the process that serves)."""
         port = free_port()
         log = self.root / "logs" / f"gateway-{workers}w.log"
-        argv = [sys.executable, "-m", "uvicorn", "portal.asgi:application",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         proc = spawn(argv, log=log, env=self.env, cwd=ROOT)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: self._gateway_ready(url, workers), timeout_s=90,
-                     what="gateway", proc=proc, log=log)
+            wait_for(
+                lambda: self._gateway_ready(url, workers),
+                timeout_s=90,
+                what="gateway",
+                proc=proc,
+                log=log,
+            )
             check_relay(url, self.key)
             say(f"gateway ({workers} worker{'s' * (workers > 1)}) on {url}")
             yield url, proc.pid
@@ -210,8 +271,7 @@ class Stack:
 
     def _gateway_ready(self, url: str, workers: int) -> bool:
         # Several answers in a row, so that every worker has started and loaded its routes.
-        return all(http(url + "/v1/models", key=self.key)[0] == 200
-                   for _ in range(4 * workers))
+        return all(http(url + "/v1/models", key=self.key)[0] == 200 for _ in range(4 * workers))
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -241,14 +301,23 @@ def write_scripts(folder: Path, key: str) -> dict[bool, Path]:
     return scripts
 
 
-def run_wrk(url: str, script: Path, clients: int, threads: int, seconds: int
-            ) -> dict[str, Any]:
-    argv = ["wrk", f"-t{min(threads, clients)}", f"-c{clients}", f"-d{seconds}s",
-            "--timeout", "10s", "--latency", "-s", str(script), url + PATH]
+def run_wrk(url: str, script: Path, clients: int, threads: int, seconds: int) -> dict[str, Any]:
+    argv = [
+        "wrk",
+        f"-t{min(threads, clients)}",
+        f"-c{clients}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url + PATH,
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     for line in done.stdout.splitlines():
         if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK):]))
+            return dict(json.loads(line[len(MARK) :]))
     raise RuntimeError(f"wrk gave no result ({done.returncode}):\n{done.stdout}{done.stderr}")
 
 
@@ -268,9 +337,11 @@ def measure(target: str, url: str, scripts: dict[bool, Path], plan: Plan) -> lis
                 run_wrk(url, scripts[stream], clients, plan.threads, plan.warmup)
             raw = run_wrk(url, scripts[stream], clients, plan.threads, plan.seconds)
             cell = Cell.from_wrk(target, stream, clients, raw)
-            say(f"{target:<22} stream={stream!s:<5} clients={clients:<3} "
+            say(
+                f"{target:<22} stream={stream!s:<5} clients={clients:<3} "
                 f"{cell.rps:8.0f} req/s  p50 {cell.p50_ms:6.2f} ms  "
-                f"p99 {cell.p99_ms:6.2f} ms  errors {cell.errors}")
+                f"p99 {cell.p99_ms:6.2f} ms  errors {cell.errors}"
+            )
             cells.append(cell)
     return cells
 
@@ -302,8 +373,21 @@ def profile(pid: int, url: str, script: Path, plan: Plan, folder: Path) -> None:
     """Sample the gateway while wrk loads it; save raw stacks and a summary."""
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / "gateway-py-spy.txt"
-    argv = [py_spy(), "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
-            "--duration", str(plan.seconds), "--format", "raw", "--output", str(raw)]
+    argv = [
+        py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--nonblocking",
+        "--duration",
+        str(plan.seconds),
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+    ]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         result = run_wrk(url, script, max(plan.clients), plan.threads, plan.seconds)
@@ -312,8 +396,11 @@ def profile(pid: int, url: str, script: Path, plan: Plan, folder: Path) -> None:
         if spy.poll() is None:
             spy.kill()
     rps = result["requests"] / (result["duration_us"] / 1e6)
-    lines = [f"gateway (1 worker), {max(plan.clients)} clients, not streamed, under py-spy: "
-             f"{rps:,.0f} req/s", *summarize(raw)]
+    lines = [
+        f"gateway (1 worker), {max(plan.clients)} clients, not streamed, under py-spy: "
+        f"{rps:,.0f} req/s",
+        *summarize(raw),
+    ]
     (folder / "gateway-summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -326,12 +413,15 @@ def summarize(raw: Path) -> list[str]:
         if not count.isdigit() or "threading.py" in stack:
             continue  # the sync_to_async executor thread is counted apart from the loop
         frames = stack.split(";")
-        name = next((label for frame in reversed(frames) for key, label in COMPONENTS
-                     if key in frame), "event loop (uvloop, task steps) and the rest")
+        name = next(
+            (label for frame in reversed(frames) for key, label in COMPONENTS if key in frame),
+            "event loop (uvloop, task steps) and the rest",
+        )
         shares[name] = shares.get(name, 0) + int(count)
     total = sum(shares.values()) or 1
-    return [f"  {n / total:6.1%}  {name}"
-            for name, n in sorted(shares.items(), key=lambda kv: -kv[1])]
+    return [
+        f"  {n / total:6.1%}  {name}" for name, n in sorted(shares.items(), key=lambda kv: -kv[1])
+    ]
 
 
 # --- the report -------------------------------------------------------------------------
@@ -364,16 +454,23 @@ def _ms(value: float) -> str:
 
 def table(cells: list[Cell]) -> list[str]:
     direct = {(c.stream, c.clients): c for c in cells if c.target == "direct"}
-    lines = ["| path | stream | clients | req/s | p50 ms | p99 ms "
-             "| added p50 ms | added p99 ms | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| path | stream | clients | req/s | p50 ms | p99 ms "
+        "| added p50 ms | added p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for c in cells:
         base = direct.get((c.stream, c.clients))
-        added = ("–", "–") if c.target == "direct" or base is None else (
-            _ms(c.p50_ms - base.p50_ms), _ms(c.p99_ms - base.p99_ms))
-        lines.append(f"| {c.target} | {'yes' if c.stream else 'no'} | {c.clients} "
-                     f"| {c.rps:,.0f} | {_ms(c.p50_ms)} | {_ms(c.p99_ms)} "
-                     f"| {added[0]} | {added[1]} | {c.errors} |")
+        added = (
+            ("–", "–")
+            if c.target == "direct" or base is None
+            else (_ms(c.p50_ms - base.p50_ms), _ms(c.p99_ms - base.p99_ms))
+        )
+        lines.append(
+            f"| {c.target} | {'yes' if c.stream else 'no'} | {c.clients} "
+            f"| {c.rps:,.0f} | {_ms(c.p50_ms)} | {_ms(c.p99_ms)} "
+            f"| {added[0]} | {added[1]} | {c.errors} |"
+        )
     return lines
 
 
@@ -385,25 +482,31 @@ def aims(cells: list[Cell]) -> list[str]:
             continue
         if c.clients == max(x.clients for x in cells):
             verdict = "met" if c.rps >= AIM_RPS else "missed"
-            lines.append(f"- {c.target}, {c.clients} clients, not streamed: {c.rps:,.0f} req/s "
-                         f"(aim ≥ {AIM_RPS}: {verdict})")
+            lines.append(
+                f"- {c.target}, {c.clients} clients, not streamed: {c.rps:,.0f} req/s "
+                f"(aim ≥ {AIM_RPS}: {verdict})"
+            )
         if c.clients == 1 and (False, 1) in direct:
             added = c.p50_ms - direct[(False, 1)].p50_ms
             verdict = "met" if added <= AIM_ADDED_P50_MS else "missed"
-            lines.append(f"- {c.target}, 1 client, not streamed: p50 added {added:.2f} ms "
-                         f"(aim ≤ {AIM_ADDED_P50_MS:g} ms: {verdict})")
+            lines.append(
+                f"- {c.target}, 1 client, not streamed: p50 added {added:.2f} ms "
+                f"(aim ≤ {AIM_ADDED_P50_MS:g} ms: {verdict})"
+            )
     return lines
 
 
 def render(cells: list[Cell], plan: Plan, workers: list[int], load_before: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [
-        HEADING, "",
+        HEADING,
+        "",
         f"Measured {when} on {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, {wrk_version()}. "
         f"Load average (1/5/15 min) before the run: {load_before}; after: {load_average()} "
         "(anything above ~0.5 before the run means other work shared the CPUs: "
-        "expect noisier numbers, the tails most).", "",
+        "expect noisier numbers, the tails most).",
+        "",
         f"`POST {PATH}` with a small chat body and `Authorization: Bearer sk-…`, "
         "on loopback, against a stub engine that answers at once "
         "(`tests/bench/stub_engine.py`: a fixed JSON body, or 5 SSE chunks + "
@@ -416,7 +519,8 @@ def render(cells: list[Cell], plan: Plan, workers: list[int], load_before: str) 
         "stream when streamed). The load generator, the gateway, the stub, Redis and "
         "PostgreSQL share the same CPUs. Added latency = gateway − direct at the same "
         "stream/clients; at 64 clients the servers are saturated, so latency there is "
-        "mostly queueing (≈ clients ÷ req/s). errors = socket errors + non-2xx answers.", "",
+        "mostly queueing (≈ clients ÷ req/s). errors = socket errors + non-2xx answers.",
+        "",
     ]
     return "\n".join([*head, *table(cells), "", *aims(cells), ""])
 
@@ -429,8 +533,9 @@ def write_section(path: Path, section: str) -> None:
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         before = "\n".join(lines[:start]).rstrip("\n")
         after = "\n".join(lines[end:])
         new = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
@@ -450,10 +555,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="gateway worker counts to measure")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="also sample the 1-worker gateway with py-spy (pip install "
-                             "py-spy) under the largest client count, not streamed; write "
-                             "the raw stacks and a summary by component to DIR")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="also sample the 1-worker gateway with py-spy (pip install "
+        "py-spy) under the largest client count, not streamed; write "
+        "the raw stacks and a summary by component to DIR",
+    )
     return parser.parse_args(argv)
 
 
@@ -462,8 +571,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace, root: Path) -> list[Cell]:
-    plan = Plan(args.seconds, args.warmup, args.threads,
-                [int(n) for n in args.clients.split(",")])
+    plan = Plan(args.seconds, args.warmup, args.threads, [int(n) for n in args.clients.split(",")])
     stack = Stack(root)
     try:
         stack.start()
@@ -471,8 +579,9 @@ def run(args: argparse.Namespace, root: Path) -> list[Cell]:
         cells = measure("direct", stack.stub_url, scripts, plan)
         for workers in [int(n) for n in args.workers.split(",")]:
             with stack.gateway(workers) as (url, pid):
-                cells += measure(f"gateway ({workers} worker{'s' * (workers > 1)})", url,
-                                 scripts, plan)
+                cells += measure(
+                    f"gateway ({workers} worker{'s' * (workers > 1)})", url, scripts, plan
+                )
                 if args.profile is not None and workers == 1:
                     profile(pid, url, scripts[False], plan, args.profile)
         return cells

@@ -18,12 +18,22 @@ from typing import Any
 
 import httptools
 
-COMPLETION = json.dumps({
-    "id": "cmpl-stub", "object": "chat.completion", "created": 0, "model": "stub",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": "Hello from the stub."}}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
-}).encode()
+COMPLETION = json.dumps(
+    {
+        "id": "cmpl-stub",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "stub",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello from the stub."},
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+    }
+).encode()
 TOKENS = ("Hello", " from", " the", " stub", ".")
 
 
@@ -32,15 +42,22 @@ def _chunk(data: bytes) -> bytes:
 
 
 def _sse(token: str, finish: str | None) -> bytes:
-    event = {"id": "cmpl-stub", "object": "chat.completion.chunk", "created": 0,
-             "model": "stub", "choices": [{"index": 0, "delta": {"content": token},
-                                           "finish_reason": finish}]}
+    event = {
+        "id": "cmpl-stub",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "stub",
+        "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": finish}],
+    }
     return _chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
 
 
 def _response(status: str, ctype: bytes, body: bytes) -> bytes:
-    head = (f"HTTP/1.1 {status}\r\ncontent-type: ".encode() + ctype
-            + b"\r\ncontent-length: %d\r\n\r\n" % len(body))
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: ".encode()
+        + ctype
+        + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
     return head + body
 
 
@@ -48,10 +65,13 @@ JSON = b"application/json"
 OK_JSON = _response("200 OK", JSON, COMPLETION)
 HEALTH = _response("200 OK", JSON, b'{"status":"ok"}')
 NOT_FOUND = _response("404 Not Found", JSON, b'{"error":{"message":"not found"}}')
-STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-               b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
-STREAM_EVENTS = [_sse(t, "stop" if i == len(TOKENS) - 1 else None)
-                 for i, t in enumerate(TOKENS)] + [_chunk(b"data: [DONE]\n\n"), b"0\r\n\r\n"]
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+STREAM_EVENTS = [
+    _sse(t, "stop" if i == len(TOKENS) - 1 else None) for i, t in enumerate(TOKENS)
+] + [_chunk(b"data: [DONE]\n\n"), b"0\r\n\r\n"]
 POST_PATHS = {b"/v1/chat/completions", b"/v1/completions"}
 
 
