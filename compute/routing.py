@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -78,18 +79,30 @@ class RouteTable:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self.routes: dict[str, Route] = {}
-        self.loaded_at = -1e9
+        self.loaded_at = -1.0
         self.lock = asyncio.Lock()
+        self.refreshing: asyncio.Task[None] | None = None
         self.down_until: dict[str, float] = {}
         self.outstanding: dict[str, int] = {}
 
     async def current(self) -> dict[str, Route]:
-        if time.monotonic() - self.loaded_at > self.ttl_s:
+        """The routes; only the first call waits for the database. Later, a stale table
+        is served while one background task refreshes it, so no request queues behind
+        the refresh."""
+        if self.loaded_at < 0:
             async with self.lock:
-                if time.monotonic() - self.loaded_at > self.ttl_s:
-                    self.routes = await sync_to_async(load_routes)()
-                    self.loaded_at = time.monotonic()
+                if self.loaded_at < 0:
+                    await self._refresh()
+        elif time.monotonic() - self.loaded_at > self.ttl_s and self.refreshing is None:
+            self.refreshing = asyncio.create_task(self._refresh())
         return self.routes
+
+    async def _refresh(self) -> None:
+        try:
+            self.routes = await sync_to_async(load_routes)()
+            self.loaded_at = time.monotonic()
+        finally:
+            self.refreshing = None
 
     def candidates(self, route: Route) -> list[str]:
         now = time.monotonic()
@@ -106,12 +119,14 @@ class RouteTable:
         self.outstanding[url] = max(0, self.outstanding.get(url, 1) - 1)
 
 
-_tables: dict[int, RouteTable] = {}
+_tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RouteTable] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def route_table() -> RouteTable:
-    loop_id = id(asyncio.get_running_loop())
-    table = _tables.get(loop_id)
+    loop = asyncio.get_running_loop()
+    table = _tables.get(loop)
     if table is None:
-        table = _tables[loop_id] = RouteTable(settings.GATEWAY_ROUTE_TTL_S)
+        table = _tables[loop] = RouteTable(settings.GATEWAY_ROUTE_TTL_S)
     return table

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from django.conf import settings
 
-_clients: dict[int, Any] = {}
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
 def async_redis() -> Any:
     import redis.asyncio as aioredis
 
-    loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=256)
-        _clients[loop_id] = client
+        client = _clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=256)
     return client

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +40,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 INFERENCE_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
-_sessions: dict[int, aiohttp.ClientSession] = {}
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def handles(path: str) -> bool:
@@ -47,15 +50,15 @@ def handles(path: str) -> bool:
 
 
 def _session() -> aiohttp.ClientSession:
-    loop_id = id(asyncio.get_running_loop())
-    session = _sessions.get(loop_id)
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         timeout = aiohttp.ClientTimeout(
             total=None, connect=5, sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT_S
         )
         session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
-        _sessions[loop_id] = session
+        _sessions[loop] = session
     return session
 
 
@@ -73,7 +76,11 @@ async def send_json(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*JSON_HEADERS, *(headers or [])],
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -237,6 +244,7 @@ async def relay(url: str, body: bytes, send: Send, receive: Receive, *, stream: 
         ]
         if not stream or upstream.status != 200:
             payload = await upstream.read()
+            headers.append((b"content-length", str(len(payload)).encode()))
             await send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
             )
