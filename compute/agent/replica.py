@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from portal.devstack.procs import free_port, spawn, stop
+from portal.digests import sha256_file
 
 logger = logging.getLogger("compute.agent")
 
@@ -56,7 +57,7 @@ class ModelCache:
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"unsafe path from portal: {rel}")
         dest = root / rel
-        if dest.exists() and _sha256(dest) == item["sha256"]:
+        if dest.exists() and sha256_file(dest) == item["sha256"]:
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".tmp")
@@ -70,14 +71,6 @@ class ModelCache:
             tmp.unlink(missing_ok=True)
             raise ValueError(f"checksum mismatch for {rel}")
         tmp.replace(dest)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def engine_command(

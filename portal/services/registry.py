@@ -19,6 +19,7 @@ import yaml
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from portal.digests import sha256_file
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models import (
     ModelFile,
@@ -121,17 +122,9 @@ def _collect_files(manifest: Manifest) -> None:
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             raise ModelImportError(f"{rel} links outside the model directory.")
         if path.is_file():
-            manifest.files.append((rel.as_posix(), path, path.stat().st_size, _sha256(path)))
+            manifest.files.append((rel.as_posix(), path, path.stat().st_size, sha256_file(path)))
         if len(manifest.files) > MAX_FILES:
             raise ModelImportError(f"More than {MAX_FILES} files in the model directory.")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_weights(manifest: Manifest) -> None:
