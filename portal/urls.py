@@ -19,6 +19,9 @@ def v1_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("signup/", views.sign_up, name="signup-page"),
+    path("keys/", views.api_keys, name="api-keys-page"),
+    path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -2,18 +2,65 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
-from portal.models import ModelRepo
+from portal.errors import NotFound
+from portal.forms import APIKeyForm, SignUpForm
+from portal.models import APIKey, ModelRepo
+from portal.services import keys
 
 
 def home(request: HttpRequest) -> HttpResponse:
     models = ModelRepo.objects.restrict(request.user).order_by("-updated_at")[:20]
     return render(request, "portal/home.html", {"models": models})
+
+
+def sign_up(request: HttpRequest) -> HttpResponse:
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        if user is not None:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("api-keys-page")
+    return render(request, "portal/signup.html", {"form": form})
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """List your keys and create one; a new key is shown once, on this response only."""
+    form = APIKeyForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        days = form.cleaned_data.get("expires_in_days")
+        expires = timezone.now() + timedelta(days=days) if days else None
+        _key, created = keys.create_api_key(request.user, form.cleaned_data["name"], expires)
+        form = APIKeyForm()
+    listing = APIKey.objects.filter(user=request.user)
+    return render(
+        request, "portal/api_keys.html", {"form": form, "keys": listing, "created": created}
+    )
+
+
+@login_required
+@require_POST
+def revoke_api_key(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        keys.revoke_api_key(request.user, key_id)
+    except NotFound:
+        return not_found(request)
+    messages.success(request, _("密钥已吊销。"))
+    return redirect("api-keys-page")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -74,6 +74,7 @@ class Launcher:
         env = self.environment()
         say("applying database migrations")
         self.manage(env, "migrate", "--noinput")
+        self.manage(env, "collectstatic", "--noinput")
         say("bootstrapping: admin, demo API key, demo model, node token, deployment")
         args = ["devstack_bootstrap", "--root", str(self.root)]
         if self.demo_steps is not None:
