@@ -28,6 +28,11 @@ class Node(models.Model):
     address = models.CharField(
         max_length=255, blank=True, help_text="Host the portal reaches the node's replicas on"
     )
+    pinned_address = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Set by an admin: replicas are reached here, whatever the agent reports",
+    )
     cpu_count = models.PositiveIntegerField(default=0)
     memory_bytes = models.BigIntegerField(default=0)
     gpus = models.JSONField(default=list, blank=True)

@@ -148,6 +148,8 @@ MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 50 * 1024**3, minimum
 # Compute pool
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)
 NODE_OFFLINE_AFTER_S = env_int("NODE_OFFLINE_AFTER_S", 30, minimum=2)
+# Nodes on the portal's own host (the local stack). Production sets 0.
+COMPUTE_ALLOW_LOOPBACK_NODES = env_bool("COMPUTE_ALLOW_LOOPBACK_NODES", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -16,6 +16,7 @@ class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "status",
             "hostname",
             "address",
+            "pinned_address",
             "cpu_count",
             "memory_bytes",
             "gpus",
@@ -28,7 +29,14 @@ class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "created_at",
             "token_prefix",
         ]
-        read_only_fields = [f for f in fields if f not in ("name", "labels", "max_replicas")]
+        read_only_fields = [
+            f for f in fields if f not in ("name", "labels", "max_replicas", "pinned_address")
+        ]
+
+    def validate_pinned_address(self, value: str) -> str:
+        from compute.services.nodes import check_node_address
+
+        return check_node_address(value) if value else value
 
 
 class ReplicaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

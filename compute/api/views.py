@@ -34,7 +34,10 @@ class NodeViewSet(
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         node, token = nodes.create_node(
-            request.user, data.validated_data["name"], data.validated_data.get("labels")
+            request.user,
+            data.validated_data["name"],
+            data.validated_data.get("labels"),
+            pinned_address=data.validated_data.get("pinned_address", ""),
         )
         return Response(
             dict(self.get_serializer(node).data, token=token), status=status.HTTP_201_CREATED

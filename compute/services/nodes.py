@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,11 +23,44 @@ from compute.models import (
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models.keys import hash_key
 
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 NODE_TOKEN_PREFIX = "mnode-"  # noqa: S105 - a prefix, not a secret
 MAX_REPORTED_REPLICAS = 256
 
 
-def create_node(actor: Any, name: str, labels: dict[str, str] | None = None) -> tuple[Node, str]:
+def check_node_address(value: str) -> str:
+    """The address replicas of a node may be reached on, or PlatformError (400).
+
+    Nodes are third parties: an address they report must not aim the gateway at
+    link-local (cloud metadata), multicast or unspecified addresses, nor at the
+    portal's own host unless loopback nodes are allowed (the local stack).
+    """
+    value = value.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return _check_hostname(value)
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        raise PlatformError(f"{ip} cannot be a node address.", param="address")
+    if ip.is_loopback and not settings.COMPUTE_ALLOW_LOOPBACK_NODES:
+        raise PlatformError("Loopback node addresses are not allowed.", param="address")
+    return str(ip)
+
+
+def _check_hostname(value: str) -> str:
+    if not _HOSTNAME.fullmatch(value):
+        raise PlatformError(f"'{value}' is not an IP address or host name.", param="address")
+    if value.lower() == "localhost" and not settings.COMPUTE_ALLOW_LOOPBACK_NODES:
+        raise PlatformError("Loopback node addresses are not allowed.", param="address")
+    return value
+
+
+def create_node(
+    actor: Any, name: str, labels: dict[str, str] | None = None, *, pinned_address: str = ""
+) -> tuple[Node, str]:
     """Issue a node and its token (returned once, stored hashed). Admins only."""
     if not getattr(actor, "is_staff", False):
         raise PermissionDenied("Only administrators may add nodes to the pool.")
@@ -37,6 +72,7 @@ def create_node(actor: Any, name: str, labels: dict[str, str] | None = None) -> 
         token_hash=hash_key(raw),
         token_prefix=raw[:14],
         labels=labels or {},
+        pinned_address=check_node_address(pinned_address) if pinned_address else "",
         created_by=actor,
     )
     return node, raw
@@ -70,7 +106,7 @@ def register_node(node: Node, inventory: Inventory) -> Node:
     """Record what the agent found on its host; the node becomes ready."""
     now = timezone.now()
     node.hostname = inventory.hostname[:255]
-    node.address = inventory.address[:255]
+    node.address = check_node_address(inventory.address[:255])
     node.cpu_count = inventory.cpu_count
     node.memory_bytes = inventory.memory_bytes
     node.gpus = inventory.gpus
@@ -124,7 +160,7 @@ def _apply_report(node: Node, report: dict[str, Any]) -> None:
 def _replica_url(node: Node, port: Any) -> str:
     if not isinstance(port, int) or not 0 < port < 65536:
         raise PlatformError("A ready replica needs its port.", param="port")
-    host = node.address or "127.0.0.1"
+    host = node.pinned_address or node.address or "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
