@@ -11,6 +11,20 @@ from pathlib import Path
 from types import FrameType
 
 from compute.agent.core import Agent
+from compute.agent.replica import Listen
+
+
+def parse_port_range(text: str | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(text, tuple):
+        return text
+    low, _, high = text.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise argparse.ArgumentTypeError("ports must satisfy 1024 <= LOW <= HIGH <= 65535")
+    return lo, hi
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -18,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m compute.agent", description="openmaas node agent"
     )
     parser.add_argument(
-        "--portal", required=True, help="portal base URL, e.g. https://maas.example"
+        "--portal",
+        default=os.environ.get("OPENMAAS_PORTAL", ""),
+        help="portal base URL, e.g. https://maas.example (or OPENMAAS_PORTAL)",
     )
     parser.add_argument(
         "--token",
@@ -37,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--bind-host", default="127.0.0.1", help="interface engines listen on")
     parser.add_argument(
+        "--port-range",
+        type=parse_port_range,
+        default=os.environ.get("OPENMAAS_PORT_RANGE") or None,
+        help="LOW-HIGH ports engines may listen on, e.g. 20000-20099 (default: any free)",
+    )
+    parser.add_argument(
         "--engines", default="", help="comma-separated engines this node offers (default: detected)"
     )
     parser.add_argument("--log-level", default="INFO")
@@ -46,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s agent: %(message)s")
+    if not args.portal:
+        print("the portal URL is required (--portal or OPENMAAS_PORTAL)", file=sys.stderr)
+        return 2
     if not args.token:
         print("a node token is required (--token or OPENMAAS_NODE_TOKEN)", file=sys.stderr)
         return 2
@@ -55,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         args.token,
         args.work_dir,
         address=args.address,
-        bind_host=args.bind_host,
+        listen=Listen(args.bind_host, args.port_range),
         engines=engines,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from compute.agent.inventory import inventory
-from compute.agent.replica import LocalReplica, ModelCache
+from compute.agent.replica import Listen, LocalReplica, ModelCache
 
 logger = logging.getLogger("compute.agent")
 
@@ -36,7 +36,7 @@ class Agent:
         work_dir: Path,
         *,
         address: str = "127.0.0.1",
-        bind_host: str = "127.0.0.1",
+        listen: Listen | None = None,
         engines: list[str] | None = None,
     ) -> None:
         self.portal = portal.rstrip("/")
@@ -45,7 +45,8 @@ class Agent:
         )
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.address, self.bind_host, self.engines = address, bind_host, engines
+        self.address, self.engines = address, engines
+        self.listen = listen or Listen()
         self.cache = ModelCache(work_dir)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         self.local: dict[int, LocalReplica] = {}
@@ -113,7 +114,7 @@ class Agent:
         for rid, spec in wanted.items():
             if rid not in self.local:
                 self.local[rid] = LocalReplica(
-                    spec, self.cache, self.pool, self.work_dir / "logs", self.bind_host
+                    spec, self.cache, self.pool, self.work_dir / "logs", self.listen
                 )
 
     def _sleep(self, seconds: float) -> None:

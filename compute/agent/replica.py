@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import shutil
+import socket
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from subprocess import Popen
 from typing import Any
@@ -101,6 +104,30 @@ def engine_command(
     return list(adapter.build_command(spec)), dict(adapter.build_env(spec))
 
 
+@dataclass(frozen=True)
+class Listen:
+    """Where engines listen: an interface and, optionally, a range of allowed ports (so a
+    firewall or container can publish exactly those)."""
+
+    host: str = "127.0.0.1"
+    ports: tuple[int, int] | None = None
+
+    def pick_port(self) -> int:
+        if self.ports is None:
+            return free_port(self.host)
+        low, high = self.ports
+        candidates = list(range(low, high + 1))
+        random.shuffle(candidates)
+        for port in candidates:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((self.host, port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port in {low}-{high}")
+
+
 class LocalReplica:
     """Drives one replica: fetching → starting → ready; failed → restart with backoff."""
 
@@ -110,11 +137,12 @@ class LocalReplica:
         cache: ModelCache,
         pool: ThreadPoolExecutor,
         logs: Path,
-        bind_host: str,
+        listen: Listen,
     ) -> None:
         self.id: int = desired["id"]
         self.desired = desired
-        self.cache, self.pool, self.logs, self.bind_host = cache, pool, logs, bind_host
+        self.cache, self.pool, self.logs, self.listen = cache, pool, logs, listen
+        self.bind_host = listen.host
         self.status = "starting"
         self.error = ""
         self.restarts = 0
@@ -163,7 +191,7 @@ class LocalReplica:
 
     def _spawn(self, model_dir: Path) -> None:
         d = self.desired
-        self.port = free_port(self.bind_host)
+        self.port = self.listen.pick_port()
         try:
             argv, extra_env = engine_command(
                 d["engine"],
