@@ -25,7 +25,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class ModelVersionInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ModelVersion
     extra = 0
-    fields = ["number", "revision", "architecture", "total_bytes", "created_at"]
+    fields = ("number", "revision", "architecture", "total_bytes", "created_at")
     readonly_fields = fields
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -18,6 +20,14 @@ def bearer_token(header: str | bytes | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def acting_user(request: HttpRequest | Request) -> User:
+    """The signed-in user of a view that requires one (DRF or Django checked it)."""
+    user = request.user
+    if not isinstance(user, User):
+        raise exceptions.NotAuthenticated()
+    return user
 
 
 class APIKeyAuthentication(authentication.BaseAuthentication):

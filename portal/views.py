@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from portal.auth import acting_user
 from portal.errors import NotFound
 from portal.forms import APIKeyForm, SignUpForm
 from portal.models import APIKey, ModelRepo
@@ -46,7 +47,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         expires = timezone.now() + timedelta(days=days) if days else None
         _key, created = keys.create_api_key(request.user, form.cleaned_data["name"], expires)
         form = APIKeyForm()
-    listing = APIKey.objects.filter(user=request.user)
+    listing = APIKey.objects.filter(user=acting_user(request))
     return render(
         request, "portal/api_keys.html", {"form": form, "keys": listing, "created": created}
     )

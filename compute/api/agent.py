@@ -45,6 +45,12 @@ class IsNode(permissions.BasePermission):
         return isinstance(request.auth, Node)
 
 
+def _node(request: Request) -> Node:
+    """The node a request is from (the views only run for authenticated nodes)."""
+    assert isinstance(request.auth, Node)
+    return request.auth
+
+
 def _agent_view(methods: list[str]) -> Any:
     def wrap(func: Any) -> Any:
         func = permission_classes([IsNode])(func)
@@ -59,7 +65,7 @@ def _agent_view(methods: list[str]) -> Any:
 def register(request: Request) -> Response:
     data = InventorySerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    node = nodes.register_node(request.auth, nodes.Inventory(**data.validated_data))
+    node = nodes.register_node(_node(request), nodes.Inventory(**data.validated_data))
     place_pending()
     return Response(
         {
@@ -75,7 +81,7 @@ def register(request: Request) -> Response:
 def heartbeat(request: Request) -> Response:
     data = HeartbeatSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    node: Node = request.auth
+    node = _node(request)
     reports = data.validated_data["replicas"]
     nodes.heartbeat(node, reports)
     nodes.finish_stopping(node, {r["id"] for r in reports if r["status"] != "stopped"})

@@ -15,6 +15,7 @@ from compute.models import Deployment, Node, NodeStatus
 from compute.services import deployments, nodes
 from portal.errors import NotFound
 from portal.models import ModelRepo
+from portal.models.ownership import Action
 
 
 class NodeViewSet(
@@ -62,7 +63,7 @@ class DeploymentViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Deployment]:
-        action = "read" if self.action in ("list", "retrieve") else "write"
+        action: Action = "read" if self.action in ("list", "retrieve") else "write"
         repos = ModelRepo.objects.restrict(self.request.user, action)
         return (
             Deployment.objects.filter(model_version__repo__in=repos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -52,7 +53,7 @@ def deploy_model(
         ):
             old.status = DeploymentStatus.STOPPED
             old.save(update_fields=["status", "updated_at"])
-            transaction.on_commit(lambda old=old: reconcile_deployment(old))
+            transaction.on_commit(partial(reconcile_deployment, old))
         dep = Deployment.objects.create(
             model_version=version,
             served_name=repo.full_name,

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from portal.api import serializers as s
 from portal.api.base import OwnedViewSet
+from portal.auth import acting_user
 from portal.errors import AuthenticationFailed, NotFound
 from portal.models import APIKey, Membership, ModelRepo, Organization
 from portal.services import accounts, keys
@@ -70,7 +71,7 @@ class APIKeyViewSet(
     serializer_class = s.APIKeySerializer
 
     def get_queryset(self) -> Any:
-        return APIKey.objects.filter(user=self.request.user)
+        return APIKey.objects.filter(user=acting_user(self.request))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self.get_serializer(data=request.data)
@@ -98,7 +99,7 @@ class OrganizationViewSet(
     lookup_field = "name"
 
     def get_queryset(self) -> Any:
-        return Organization.objects.filter(memberships__user=self.request.user)
+        return Organization.objects.filter(memberships__user=acting_user(self.request))
 
     def perform_create(self, serializer: Any) -> None:
         serializer.instance = accounts.create_organization(

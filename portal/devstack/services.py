@@ -141,6 +141,7 @@ class BackingServices:
         )
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
+        assert entry is not None
         ensure_prefix_permissions(data)
         ensure_prefix_permissions(bin_path)
         readable = stat.S_IRGRP | stat.S_IROTH
