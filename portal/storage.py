@@ -81,8 +81,11 @@ class ObjectStore:
             part_size=PART_SIZE,
         )
 
-    def put_stream(self, kind: str, key: str, stream: BinaryIO, length: int = -1) -> None:
-        self.client.put_object(self.bucket(kind), key, stream, length, part_size=PART_SIZE)
+    def put_stream(
+        self, kind: str, key: str, stream: BinaryIO, length: int = -1, part_size: int = PART_SIZE
+    ) -> None:
+        """Upload from a file object; an unknown ``length`` (-1) goes up in parts."""
+        self.client.put_object(self.bucket(kind), key, stream, length, part_size=part_size)
 
     def put_bytes(self, kind: str, key: str, data: bytes) -> None:
         self.client.put_object(self.bucket(kind), key, io.BytesIO(data), len(data))
