@@ -1,4 +1,4 @@
-"""Adapter for the built-in CPU engine (:mod:`compute.engines.transformers_server`).
+"""Adapter for the built-in CPU engine (:mod:`compute.engines.transformers`).
 
 Accepted ``extra_args``: ``max_model_len``, ``max_batch_size``, ``dtype`` (``auto``,
 ``float32``, ``bfloat16``, ``float16``; vLLM's ``float``/``half`` aliases are mapped),
@@ -20,7 +20,7 @@ from compute.engines.base import (
     render_options,
 )
 
-SERVER_MODULE = "compute.engines.transformers_server"
+SERVER_MODULE = "compute.engines.transformers_server"  # thin entry that runs the package's main
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"float": "float32", "half": "float16"}
 

@@ -148,7 +148,7 @@ def test_transformers_command_runs_the_cpu_server_module_with_the_spec_python() 
 
 
 def test_transformers_command_parses_with_the_servers_own_argument_parser() -> None:
-    from compute.engines.transformers_server import parse_args
+    from compute.engines.transformers.server import parse_args
 
     argv = get_engine("transformers").build_command(spec(max_model_len=128, device="cpu"))
     args = parse_args(argv[3:])

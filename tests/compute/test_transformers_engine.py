@@ -15,7 +15,10 @@ import openai
 import pytest
 import torch
 
-from compute.engines import transformers_server as ts
+from compute.engines.transformers.responses import collect
+from compute.engines.transformers.sampling import SamplingParams
+from compute.engines.transformers.server import load_engine, parse_args
+from compute.engines.transformers.text import IncrementalDetokenizer
 from tests.compute.conftest import MAX_MODEL_LEN, SERVED_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -212,7 +215,7 @@ def test_detokenizer_never_emits_half_a_chinese_character(tokenizer: Any) -> Non
     text = "机器学习模型需要大量的数据。你好，世界！"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) > len(text) / 2  # byte-level pieces: characters do get split
-    detok = ts.IncrementalDetokenizer(tokenizer)
+    detok = IncrementalDetokenizer(tokenizer)
     deltas = [detok.add(i) for i in ids] + [detok.flush()]
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) == text
@@ -413,19 +416,19 @@ def test_recompute_mode_generates_the_same_tokens_as_the_kv_cache_mode(
     tiny_model_dir: Path,
 ) -> None:
     """The fallback for models whose cache cannot be merged must agree with the fast path."""
-    args = ts.parse_args(
+    args = parse_args(
         ["--model", str(tiny_model_dir), "--served-model-name", "t", "--max-batch-size", "3"]
     )
     torch.set_num_threads(1)
 
     async def generate(use_cache: bool) -> list[list[int]]:
-        engine = ts.load_engine(args)
+        engine = load_engine(args)
         engine.scheduler._batch.use_cache = use_cache
         engine.scheduler.start()
         try:
-            params = ts.SamplingParams(max_tokens=6, temperature=0)
+            params = SamplingParams(max_tokens=6, temperature=0)
             seqs = [engine.submit(engine.encode_text(p), params) for p in PROMPTS[:5]]
-            results = await asyncio.gather(*(ts.collect(s) for s in seqs))
+            results = await asyncio.gather(*(collect(s) for s in seqs))
         finally:
             engine.scheduler.stop()
         return [[t.token_id for t in r.tokens] for r in results]

@@ -1,0 +1,39 @@
+"""CPU inference engine: an OpenAI-compatible HTTP server over a local Hugging Face model.
+
+Run it as::
+
+    python -m compute.engines.transformers_server --model DIR --served-model-name NAME \
+        --host 127.0.0.1 --port PORT [--max-batch-size 8] [--max-model-len N] \
+        [--dtype auto|float32|bfloat16|float16] [--device cpu|cuda]
+
+Contract:
+
+* The model is loaded from the local directory only (``local_files_only=True``); the port is
+  bound after loading, so ``GET /health`` answering 200 means the engine can serve.
+* ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` follow
+  OpenAI's request and response shapes, streamed (SSE) or not. Bad input is answered with a
+  4xx and OpenAI's error object, never a 500.
+* ``GET /v1/engine/stats`` (JSON) and ``GET /metrics`` (Prometheus text) report the
+  scheduler's counters, including the largest decode batch it has run.
+
+Batching: one scheduler thread owns the model. Requests wait in a queue; at every iteration
+the scheduler admits waiting requests up to ``--max-batch-size``, prefills them together
+(left-padded), merges their KV cache into the running batch's cache (padding the shorter one
+on the left, masked out), then runs ONE forward pass that decodes a token for every active
+sequence. Finished sequences leave the batch between steps. Tokens are handed back to each
+request's asyncio queue with ``loop.call_soon_threadsafe``.
+
+Modules, from the wire inwards:
+
+* :mod:`~compute.engines.transformers.server`: command line, model loading, ``main``.
+* :mod:`~compute.engines.transformers.api`: aiohttp routes, handlers, error middleware.
+* :mod:`~compute.engines.transformers.parsing`: request validation into ``ParsedRequest``.
+* :mod:`~compute.engines.transformers.responses`: response bodies, logprobs, SSE chunks.
+* :mod:`~compute.engines.transformers.errors`: ``ApiError`` (OpenAI's error object).
+* :mod:`~compute.engines.transformers.engine`: the model, tokenizer and scheduler as one.
+* :mod:`~compute.engines.transformers.scheduler`: the scheduler thread and its counters.
+* :mod:`~compute.engines.transformers.batch`: the running batch and its merged KV cache.
+* :mod:`~compute.engines.transformers.sequence`: one prompt in generation, its outputs.
+* :mod:`~compute.engines.transformers.sampling`: sampling parameters, token choice, logprobs.
+* :mod:`~compute.engines.transformers.text`: incremental detokenizer, stop strings, token bytes.
+"""

@@ -1,0 +1,166 @@
+"""The HTTP API: aiohttp routes, handlers and the error middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from compute.engines.transformers.engine import Engine
+from compute.engines.transformers.errors import ApiError
+from compute.engines.transformers.parsing import Fields, parse_chat, parse_completion
+from compute.engines.transformers.responses import (
+    chat_frames,
+    chat_response,
+    collect,
+    completion_choice,
+    completion_frames,
+    envelope,
+    stream_sse,
+    usage,
+)
+
+log = logging.getLogger(__name__)
+
+OWNED_BY = "openmaas"
+# Request bodies carry whole prompts; aiohttp's 1 MiB default is too small for long contexts.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+ENGINE_KEY = web.AppKey("engine", Engine)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(
+            400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    if not request.app[ENGINE_KEY].scheduler.alive():
+        return ApiError(503, "The engine is not running.", type_="server_error").response()
+    return web.json_response({"status": "ok"})
+
+
+def _model_card(engine: Engine) -> dict[str, Any]:
+    return {
+        "id": engine.served_model_name,
+        "object": "model",
+        "created": engine.created,
+        "owned_by": OWNED_BY,
+        "max_model_len": engine.max_model_len,
+    }
+
+
+async def handle_models(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    return web.json_response({"object": "list", "data": [_model_card(engine)]})
+
+
+async def handle_model(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    engine.check_model(Fields({"model": request.match_info["model"]}))
+    return web.json_response(_model_card(engine))
+
+
+async def handle_stats(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    stats = asdict(engine.scheduler.stats)
+    stats["max_batch_size"] = engine.scheduler.max_batch_size
+    stats["kv_cache"] = engine.scheduler.kv_cache
+    return web.json_response(stats)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """The same counters in Prometheus' text format."""
+    stats = asdict(request.app[ENGINE_KEY].scheduler.stats)
+    lines = []
+    for name, value in stats.items():
+        metric = f"openmaas_engine_{name}"
+        kind = (
+            "gauge"
+            if name.startswith(("requests_running", "requests_waiting", "max_"))
+            else "counter"
+        )
+        lines += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def handle_chat(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE_KEY]
+    req = parse_chat(engine, await _json_body(request))
+    seq = engine.submit(req.prompts[0], req.params)
+    try:
+        if req.stream:
+            return await stream_sse(request, chat_frames(engine, req, seq))
+        return web.json_response(chat_response(engine, req, await collect(seq)))
+    finally:
+        seq.cancel()  # no-op when finished; frees the batch slot when the client went away
+
+
+async def handle_completion(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE_KEY]
+    req = parse_completion(engine, await _json_body(request))
+    seqs = [engine.submit(p, req.params) for p in req.prompts]
+    try:
+        if req.stream:
+            return await stream_sse(request, completion_frames(engine, req, seqs[0]))
+        results = await asyncio.gather(*(collect(s) for s in seqs))
+        choices = [
+            completion_choice(engine, req, i, s, r)
+            for i, (s, r) in enumerate(zip(seqs, results, strict=True))
+        ]
+        body = {
+            **envelope(engine, "text_completion", "cmpl"),
+            "choices": choices,
+            "usage": usage(sum(map(len, req.prompts)), sum(len(r.tokens) for r in results)),
+            "system_fingerprint": None,
+        }
+        return web.json_response(body)
+    finally:
+        for seq in seqs:
+            seq.cancel()
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Answer every failure in OpenAI's error shape; unexpected ones as a logged 500."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return err.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        return ApiError(exc.status, exc.reason, type_=kind).response()
+    except ConnectionResetError:
+        raise  # the client went away; there is nobody to answer
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ApiError(500, "Internal engine error.", type_="server_error").response()
+
+
+def build_app(engine: Engine) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[ENGINE_KEY] = engine
+    app.router.add_get("/health", handle_health)
+    app.router.add_get("/v1/models", handle_models)
+    app.router.add_get("/v1/models/{model:.+}", handle_model)  # names may contain "/"
+    app.router.add_get("/v1/engine/stats", handle_stats)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_post("/v1/chat/completions", handle_chat)
+    app.router.add_post("/v1/completions", handle_completion)
+    return app
