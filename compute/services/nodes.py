@@ -103,7 +103,11 @@ class Inventory:
 
 
 def register_node(node: Node, inventory: Inventory) -> Node:
-    """Record what the agent found on its host; the node becomes ready."""
+    """Record what the agent found on its host; the node becomes ready.
+
+    An agent registers when it starts, with no engine running (its engines die with
+    it), so replicas the database still places there as running are started again.
+    """
     now = timezone.now()
     node.hostname = inventory.hostname[:255]
     node.address = check_node_address(inventory.address[:255])
@@ -117,6 +121,9 @@ def register_node(node: Node, inventory: Inventory) -> Node:
     if node.status in (NodeStatus.PENDING, NodeStatus.OFFLINE):
         node.status = NodeStatus.READY
     node.save()
+    running = [ReplicaStatus.STARTING, ReplicaStatus.READY, ReplicaStatus.FAILED]
+    for replica in Replica.objects.filter(node=node, status__in=running):
+        replica.transition(ReplicaStatus.ASSIGNED, reason="agent restarted", url="", pid=None)
     return node
 
 

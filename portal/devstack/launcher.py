@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -39,6 +41,7 @@ class Launcher:
         self.services = BackingServices(root, durable=True, say=say)
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
+        self.started_at = datetime.now(UTC)
 
     @property
     def url(self) -> str:
@@ -245,13 +248,26 @@ class Launcher:
             return "web not answering yet"
         for dep in deployments:
             if dep["model"] == DEMO_MODEL and dep["status"] == "active":
-                states = [r["status"] for r in dep["replica_set"]]
-                return "ready" if "ready" in states else ",".join(states) or "pending"
+                return self._summarise(dep["replica_set"])
         return "no deployment"
+
+    def _summarise(self, replicas: list[dict[str, Any]]) -> str:
+        """'ready' once a replica became ready after this launch (not a stale row)."""
+        fresh = [
+            r
+            for r in replicas
+            if r["status"] == "ready"
+            and r["ready_at"]
+            and datetime.fromisoformat(r["ready_at"]) >= self.started_at
+        ]
+        if fresh:
+            return "ready"
+        # A row still 'ready' from the previous run waits for the agent to restart it.
+        states = ["from last run" if r["status"] == "ready" else r["status"] for r in replicas]
+        return ",".join(states) or "pending"
 
     def _banner(self, key: str) -> None:
         password = (self.root / "admin_password").read_text().strip()
-        print(json.dumps({"event": "ready", "url": self.url, "model": DEMO_MODEL}), flush=True)
         say("=" * 60)
         say(f"openmaas is running at {self.url}")
         say(f"  admin:    {self.url}/admin/  user 'admin', password '{password}'")
@@ -259,6 +275,8 @@ class Launcher:
         say(f"  try:      OpenAI(base_url='{self.url}/v1', api_key=KEY) with model '{DEMO_MODEL}'")
         say("Press Ctrl-C to stop everything.")
         say("=" * 60)
+        # A machine-readable line last, for scripts and tests that wait for readiness.
+        print(json.dumps({"event": "ready", "url": self.url, "model": DEMO_MODEL}), flush=True)
 
     def _check_children(self) -> None:
         for name, proc in self.children:

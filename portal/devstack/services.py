@@ -89,7 +89,7 @@ class BackingServices:
                 capture_output=True,
                 user=user,
             )
-        (data / "postmaster.pid").unlink(missing_ok=True)
+        _clear_stale_pid_file(data / "postmaster.pid")
         port = self.port("postgres")
         argv = [
             str(POSTGRES_BIN_PATH / "postgres"),
@@ -276,6 +276,25 @@ class BackingServices:
         path.write_text(json.dumps({"access_key": access, "secret_key": secret}))
         path.chmod(0o600)
         return access, secret
+
+
+def _clear_stale_pid_file(path: Path) -> None:
+    """Remove a lock file left by a postmaster that is gone (a crash or a SIGKILL).
+
+    A live postmaster keeps its file: PostgreSQL then refuses to start a second server
+    on the same data, which is what we want.
+    """
+    if not path.exists():
+        return
+    import psutil
+
+    try:
+        pid = int(path.read_text().split()[0])
+        alive = psutil.Process(pid).name() == "postgres"
+    except (ValueError, IndexError, psutil.Error):
+        alive = False
+    if not alive:
+        path.unlink(missing_ok=True)
 
 
 def _s3_ready(endpoint: str, access: str, secret: str) -> bool:

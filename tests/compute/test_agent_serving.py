@@ -84,7 +84,7 @@ def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
     client = sdk(pool, owner.key)
     assert MODEL in [m.id for m in client.models.list()]
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "你好"}], max_tokens=8
+        model=MODEL, messages=[{"role": "user", "content": "你好"}], max_tokens=8, temperature=0
     )
     assert reply.object == "chat.completion"
     assert reply.choices[0].message.role == "assistant"
@@ -93,6 +93,7 @@ def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
         model=MODEL,
         messages=[{"role": "user", "content": "hello"}],
         max_tokens=6,
+        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
     )

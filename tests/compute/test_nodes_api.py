@@ -157,3 +157,23 @@ def test_malformed_heartbeat_is_400(node_token):
         "POST", "/api/compute/agent/heartbeat", "{oops", content_type="application/json"
     )
     assert response.status_code == 400
+
+
+def test_agent_restart_takes_its_replicas_out_of_routing(node_token, owner):
+    client = agent_client(node_token)
+    client.post("/api/compute/agent/register", INVENTORY, format="json")
+    repo = ModelRepo(name="m3", visibility="public")
+    repo.set_owner(owner.user)
+    repo.save()
+    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64)
+    dep = Deployment.objects.create(model_version=version, served_name=repo.full_name)
+    replica = Replica.objects.create(
+        deployment=dep,
+        node=Node.objects.get(name="gpu-01"),
+        status=ReplicaStatus.READY,
+        url="http://10.0.0.7:8000",
+    )
+    client.post("/api/compute/agent/register", INVENTORY, format="json")
+    replica.refresh_from_db()
+    assert (replica.status, replica.url) == (ReplicaStatus.ASSIGNED, "")
+    assert replica.events.filter(reason="agent restarted").exists()

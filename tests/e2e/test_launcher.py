@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -90,14 +91,21 @@ class Launcher:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path_factory.mktemp("devstack"), free_port())
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Launcher]]:
+    """The launchers of this module, newest last; tests may stop one and start another."""
+    launchers = [Launcher(tmp_path_factory.mktemp("devstack"), free_port())]
     try:
-        launcher.wait_ready()
-        yield launcher
+        launchers[0].wait_ready()
+        yield launchers
     finally:
-        if launcher.proc.poll() is None:
-            os.killpg(launcher.proc.pid, signal.SIGKILL)
+        for launcher in launchers:
+            if launcher.proc.poll() is None:
+                os.killpg(launcher.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def launched(stack: list[Launcher]) -> Launcher:
+    return stack[-1]
 
 
 def client(launched: Launcher) -> openai.OpenAI:
@@ -105,6 +113,16 @@ def client(launched: Launcher) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=f"http://127.0.0.1:{launched.port}/v1", api_key=key, max_retries=0
     )
+
+
+def wait_gone(processes: list[psutil.Process], timeout_s: float = 60) -> list[Any]:
+    """The processes still alive (zombies count as gone) after waiting up to timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    alive: list[Any] = processes
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    return [(p.pid, p.name()) for p in alive]
 
 
 def test_progress_is_shown_while_starting(launched):
@@ -150,6 +168,28 @@ def test_sdk_streams_chat_with_demo_model(launched):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
+def test_sigterm_stops_everything_and_a_restart_reuses_the_data(stack):
+    first = stack[-1]
+    family = first.descendants()
+    key = (first.root / "demo_api_key").read_text()
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(90) == 0
+    assert not wait_gone(family)
+    second = Launcher(first.root, free_port())
+    stack.append(second)
+    second.wait_ready()
+    demo = httpx.get(
+        f"http://127.0.0.1:{second.port}/api/models/{DEMO}/",
+        headers={"Authorization": f"Bearer {key.strip()}"},
+    ).json()
+    assert demo["latest_version"] == 1  # the demo model was not built again
+    assert (second.root / "demo_api_key").read_text() == key
+    reply = client(second).chat.completions.create(
+        model=DEMO, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    assert reply.usage.completion_tokens > 0
+
+
 def test_killing_the_launcher_leaves_no_orphans(launched):
     family = launched.descendants()
     names = {p.name() for p in family}
@@ -157,9 +197,4 @@ def test_killing_the_launcher_leaves_no_orphans(launched):
     assert len(family) >= 8
     launched.proc.send_signal(signal.SIGKILL)
     launched.proc.wait(10)
-    deadline = time.monotonic() + 60
-    alive: list[Any] = family
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.2)
-    assert not alive, [(p.pid, p.name()) for p in alive]
+    assert not wait_gone(family)
