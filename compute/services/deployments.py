@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -48,12 +47,14 @@ def deploy_model(
     if version is None or version.repo_id != repo.pk:
         raise NotFound("The model has no such version.")
     with transaction.atomic():
-        for old in Deployment.objects.select_for_update().filter(
-            served_name=repo.full_name, status=DeploymentStatus.ACTIVE
-        ):
+        replaced = list(
+            Deployment.objects.select_for_update().filter(
+                served_name=repo.full_name, status=DeploymentStatus.ACTIVE
+            )
+        )
+        for old in replaced:
             old.status = DeploymentStatus.STOPPED
             old.save(update_fields=["status", "updated_at"])
-            transaction.on_commit(partial(reconcile_deployment, old))
         dep = Deployment.objects.create(
             model_version=version,
             served_name=repo.full_name,
@@ -63,6 +64,8 @@ def deploy_model(
             engine_args=engine_args or {},
             created_by=actor,
         )
+    for old in replaced:
+        reconcile_deployment(old)
     reconcile_deployment(dep)
     place_pending()
     return dep
