@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.decorators import (
@@ -60,7 +61,7 @@ def _agent_view(methods: list[str]) -> Any:
     return wrap
 
 
-@extend_schema(request=InventorySerializer)
+@extend_schema(request=InventorySerializer, responses={200: OpenApiTypes.OBJECT})
 @_agent_view(["POST"])
 def register(request: Request) -> Response:
     data = InventorySerializer(data=request.data)
@@ -76,7 +77,7 @@ def register(request: Request) -> Response:
     )
 
 
-@extend_schema(request=HeartbeatSerializer)
+@extend_schema(request=HeartbeatSerializer, responses={200: OpenApiTypes.OBJECT})
 @_agent_view(["POST"])
 def heartbeat(request: Request) -> Response:
     data = HeartbeatSerializer(data=request.data)

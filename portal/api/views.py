@@ -69,6 +69,7 @@ class APIKeyViewSet(
     """Your API keys. The secret is shown once, in the create response; DELETE revokes."""
 
     serializer_class = s.APIKeySerializer
+    queryset = APIKey.objects.none()  # for the schema; get_queryset scopes to the user
 
     def get_queryset(self) -> Any:
         return APIKey.objects.filter(user=acting_user(self.request))
@@ -96,6 +97,7 @@ class OrganizationViewSet(
     """Organisations you belong to; ``members`` lists and changes membership."""
 
     serializer_class = s.OrganizationSerializer
+    queryset = Organization.objects.none()  # for the schema; get_queryset scopes to the user
     lookup_field = "name"
 
     def get_queryset(self) -> Any:

@@ -63,3 +63,25 @@ def test_home_lists_only_visible_models(db, owner, outsider):
     client.force_login(outsider.user)
     page = client.get("/").content.decode()
     assert "olivia/open-one" in page and "olivia/hidden-one" not in page
+
+
+def test_openapi_schema_and_docs_are_served(db):
+    client = Client()
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in (
+        "/api/keys/",
+        "/api/models/",
+        "/api/compute/deployments/",
+        "/api/compute/agent/heartbeat",
+    ):
+        assert path in text
+    assert client.get("/api/docs/").status_code == 200
+
+
+def test_openapi_schema_has_no_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yaml"))
+    assert (tmp_path / "s.yaml").read_text().startswith("openapi:")
