@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import ClassVar
 
 from django.conf import settings
@@ -103,6 +104,10 @@ class Deployment(models.Model):
         return f"{self.served_name} x{self.replicas}"
 
 
+def replica_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class ReplicaStatus(models.TextChoices):
     PENDING = "pending", "Waiting for a node"
     ASSIGNED = "assigned", "Assigned to a node"
@@ -144,6 +149,9 @@ class Replica(models.Model):
     )
     gpu_indices = models.JSONField(default=list, blank=True)
     url = models.CharField(max_length=255, blank=True)
+    # The engine's own API key: the agent starts the engine with it and the gateway
+    # sends it, so a replica's port answers no one else.
+    secret = models.CharField(max_length=64, default=replica_secret, editable=False)
     pid = models.IntegerField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

@@ -28,6 +28,7 @@ class Route:
     visibility: str
     created: int
     replicas: list[str] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 def load_routes() -> dict[str, Route]:
@@ -65,11 +66,12 @@ def _query_routes() -> dict[str, Route]:
             deployment__status=DeploymentStatus.ACTIVE,
         )
         .exclude(url="")
-        .values_list("deployment__served_name", "url")
+        .values_list("deployment__served_name", "url", "secret")
     )
-    for name, url in ready:
+    for name, url, secret in ready:
         if name in routes:
             routes[name].replicas.append(url)
+            routes[name].secrets[url] = secret
     return routes
 
 

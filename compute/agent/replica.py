@@ -206,6 +206,9 @@ class LocalReplica:
             self._fail(f"cannot start engine: {exc}")
             return
         env = {**os.environ, **extra_env}
+        if d.get("secret"):
+            # Both engines read their API key from the environment (not argv: ps shows it).
+            env["OPENMAAS_ENGINE_API_KEY"] = env["VLLM_API_KEY"] = d["secret"]
         if d.get("gpu_indices"):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in d["gpu_indices"])
         logger.info("starting replica %s: %s", self.id, " ".join(argv))

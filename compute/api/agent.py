@@ -119,6 +119,7 @@ def _desired(node: Node, replica: Replica) -> dict[str, Any]:
         "engine": _engine_for(node, replica),
         "engine_args": dep.engine_args,
         "gpu_indices": replica.gpu_indices,
+        "secret": replica.secret,
         "model": {"version_id": version.pk, "revision": version.revision, "files": files},
         "restart": replica.status == ReplicaStatus.FAILED,
     }

@@ -6,97 +6,222 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('portal', '0001_initial'),
+        ("portal", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('served_name', models.CharField(db_index=True, max_length=200)),
-                ('engine', models.CharField(choices=[('auto', 'vLLM on GPU nodes, transformers on CPU nodes'), ('transformers', 'transformers (CPU)'), ('vllm', 'vLLM (GPU)')], default='auto', max_length=16)),
-                ('replicas', models.PositiveIntegerField(default=1)),
-                ('gpus_per_replica', models.PositiveIntegerField(default=0)),
-                ('engine_args', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('stopped', 'Stopped')], default='active', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='portal.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("served_name", models.CharField(db_index=True, max_length=200)),
+                (
+                    "engine",
+                    models.CharField(
+                        choices=[
+                            ("auto", "vLLM on GPU nodes, transformers on CPU nodes"),
+                            ("transformers", "transformers (CPU)"),
+                            ("vllm", "vLLM (GPU)"),
+                        ],
+                        default="auto",
+                        max_length=16,
+                    ),
+                ),
+                ("replicas", models.PositiveIntegerField(default=1)),
+                ("gpus_per_replica", models.PositiveIntegerField(default=0)),
+                ("engine_args", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("stopped", "Stopped")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="portal.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Node',
+            name="Node",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('token_prefix', models.CharField(max_length=20)),
-                ('status', models.CharField(choices=[('pending', 'Token issued, never connected'), ('ready', 'Ready'), ('offline', 'Offline (missed heartbeats)'), ('draining', 'Draining (no new work)'), ('disabled', 'Disabled')], default='pending', max_length=16)),
-                ('hostname', models.CharField(blank=True, max_length=255)),
-                ('address', models.CharField(blank=True, help_text="Host the portal reaches the node's replicas on", max_length=255)),
-                ('cpu_count', models.PositiveIntegerField(default=0)),
-                ('memory_bytes', models.BigIntegerField(default=0)),
-                ('gpus', models.JSONField(blank=True, default=list)),
-                ('engines', models.JSONField(blank=True, default=list)),
-                ('labels', models.JSONField(blank=True, default=dict)),
-                ('agent_version', models.CharField(blank=True, max_length=40)),
-                ('max_replicas', models.PositiveIntegerField(default=4)),
-                ('last_heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('registered_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                ("token_prefix", models.CharField(max_length=20)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Token issued, never connected"),
+                            ("ready", "Ready"),
+                            ("offline", "Offline (missed heartbeats)"),
+                            ("draining", "Draining (no new work)"),
+                            ("disabled", "Disabled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("hostname", models.CharField(blank=True, max_length=255)),
+                (
+                    "address",
+                    models.CharField(
+                        blank=True,
+                        help_text="Host the portal reaches the node's replicas on",
+                        max_length=255,
+                    ),
+                ),
+                ("cpu_count", models.PositiveIntegerField(default=0)),
+                ("memory_bytes", models.BigIntegerField(default=0)),
+                ("gpus", models.JSONField(blank=True, default=list)),
+                ("engines", models.JSONField(blank=True, default=list)),
+                ("labels", models.JSONField(blank=True, default=dict)),
+                ("agent_version", models.CharField(blank=True, max_length=40)),
+                ("max_replicas", models.PositiveIntegerField(default=4)),
+                ("last_heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("registered_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Replica',
+            name="Replica",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Waiting for a node'), ('assigned', 'Assigned to a node'), ('starting', 'Engine starting'), ('ready', 'Ready'), ('failed', 'Engine exited; the agent restarts it'), ('stopping', 'Stopping'), ('stopped', 'Stopped')], db_index=True, default='pending', max_length=16)),
-                ('gpu_indices', models.JSONField(blank=True, default=list)),
-                ('url', models.CharField(blank=True, max_length=255)),
-                ('pid', models.IntegerField(blank=True, null=True)),
-                ('restarts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('assigned_at', models.DateTimeField(blank=True, null=True)),
-                ('ready_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='replica_set', to='compute.deployment')),
-                ('node', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replicas', to='compute.node')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting for a node"),
+                            ("assigned", "Assigned to a node"),
+                            ("starting", "Engine starting"),
+                            ("ready", "Ready"),
+                            ("failed", "Engine exited; the agent restarts it"),
+                            ("stopping", "Stopping"),
+                            ("stopped", "Stopped"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("gpu_indices", models.JSONField(blank=True, default=list)),
+                ("url", models.CharField(blank=True, max_length=255)),
+                ("pid", models.IntegerField(blank=True, null=True)),
+                ("restarts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("assigned_at", models.DateTimeField(blank=True, null=True)),
+                ("ready_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replica_set",
+                        to="compute.deployment",
+                    ),
+                ),
+                (
+                    "node",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="replicas",
+                        to="compute.node",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pk'],
+                "ordering": ["pk"],
             },
         ),
         migrations.CreateModel(
-            name='ReplicaEvent',
+            name="ReplicaEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('old_status', models.CharField(max_length=16)),
-                ('new_status', models.CharField(max_length=16)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('replica', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='compute.replica')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("old_status", models.CharField(max_length=16)),
+                ("new_status", models.CharField(max_length=16)),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "replica",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="compute.replica",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pk'],
+                "ordering": ["pk"],
             },
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('served_name',), name='one_active_deployment_per_name'),
+            model_name="deployment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "active")),
+                fields=("served_name",),
+                name="one_active_deployment_per_name",
+            ),
         ),
     ]

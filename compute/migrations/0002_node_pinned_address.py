@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('compute', '0001_initial'),
+        ("compute", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='node',
-            name='pinned_address',
-            field=models.CharField(blank=True, help_text='Set by an admin: replicas are reached here, whatever the agent reports', max_length=255),
+            model_name="node",
+            name="pinned_address",
+            field=models.CharField(
+                blank=True,
+                help_text="Set by an admin: replicas are reached here, whatever the agent reports",
+                max_length=255,
+            ),
         ),
     ]

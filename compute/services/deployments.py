@@ -37,7 +37,7 @@ def deploy_model(
     takes the name. Only a writer of the repo (or an admin) may deploy it.
     """
     if not (
-        actor.is_staff or ModelRepo.objects.filter(pk=repo.pk).restrict(actor, "write").exists()
+        actor.is_staff or ModelRepo.objects.restrict(actor, "write").filter(pk=repo.pk).exists()
     ):
         raise PermissionDenied("You may not deploy this model.")
     _check_replicas(replicas)

@@ -216,8 +216,17 @@ async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kin
     for url in table.candidates(route):
         table.begin(url)
         try:
+            upstream_headers = {
+                "content-type": "application/json",
+                "authorization": f"Bearer {route.secrets.get(url, '')}",
+            }
             if await relay(
-                url + scope["path"], body, send, receive, stream=bool(payload.get("stream"))
+                url + scope["path"],
+                body,
+                upstream_headers,
+                send,
+                receive,
+                stream=bool(payload.get("stream")),
             ):
                 return
         finally:
@@ -230,12 +239,18 @@ async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kin
     )
 
 
-async def relay(url: str, body: bytes, send: Send, receive: Receive, *, stream: bool) -> bool:
+async def relay(
+    url: str,
+    body: bytes,
+    upstream_headers: dict[str, str],
+    send: Send,
+    receive: Receive,
+    *,
+    stream: bool,
+) -> bool:
     """Forward to one replica; False if it could not be reached (try another)."""
     try:
-        upstream = await _session().post(
-            url, data=body, headers={"content-type": "application/json"}
-        )
+        upstream = await _session().post(url, data=body, headers=upstream_headers)
     except (TimeoutError, aiohttp.ClientConnectionError):
         return False
     async with upstream:

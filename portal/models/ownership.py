@@ -10,7 +10,7 @@ on a snapshot, for the gateway's hot path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,7 +20,7 @@ from django.db.models import Q
 from portal.models.accounts import Membership, Organization, Role
 
 Action = Literal["read", "write"]
-_Q = TypeVar("_Q", bound="OwnedQuerySet[Any]")
+_M = TypeVar("_M", bound=models.Model)
 
 
 class Visibility(models.TextChoices):
@@ -61,8 +61,8 @@ class Principal:
         return visibility == Visibility.ORG or role in Role.managers()
 
 
-class OwnedQuerySet(models.QuerySet[Any]):
-    def restrict(self: _Q, user: Any, action: Action = "read") -> _Q:
+class OwnedQuerySet(models.QuerySet[_M]):
+    def restrict(self, user: Any, action: Action = "read") -> Self:
         """Only the rows ``user`` may ``read`` or ``write``; the single tenancy filter."""
         if getattr(user, "is_superuser", False):
             return self
@@ -77,6 +77,16 @@ class OwnedQuerySet(models.QuerySet[Any]):
             allowed |= Q(visibility=Visibility.PUBLIC)
             allowed |= Q(visibility=Visibility.ORG, owner_org__in=member_of)
         return self.filter(allowed)
+
+
+class OwnedManager(models.Manager[_M]):
+    """The manager of every owned model: ``Model.objects.restrict(user, action)``."""
+
+    def get_queryset(self) -> OwnedQuerySet[_M]:
+        return OwnedQuerySet(self.model, using=self._db)
+
+    def restrict(self, user: Any, action: Action = "read") -> OwnedQuerySet[_M]:
+        return self.get_queryset().restrict(user, action)
 
 
 class OwnedModel(models.Model):
@@ -97,7 +107,7 @@ class OwnedModel(models.Model):
         max_length=8, choices=Visibility.choices, default=Visibility.PRIVATE
     )
 
-    objects = OwnedQuerySet.as_manager()
+    objects: ClassVar[OwnedManager[Self]] = OwnedManager()
 
     class Meta:
         abstract = True

@@ -103,6 +103,18 @@ def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2
 
 
+def test_replica_answers_only_with_its_secret(pool):
+    replica = ready_replica(pool["deployment"])
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    url = f"{replica.url}/v1/chat/completions"
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-secret"}
+    assert httpx.post(url, json=body, headers=wrong, timeout=30).status_code == 401
+    right = {"Authorization": f"Bearer {replica.secret}"}
+    assert httpx.post(url, json=body, headers=right, timeout=30).status_code == 200
+    assert httpx.get(f"{replica.url}/health", timeout=5).status_code == 200
+
+
 def test_completions_with_logprobs_pass_through(pool, owner):
     reply = sdk(pool, owner.key).completions.create(
         model=MODEL, prompt="今天天气很好", max_tokens=0, echo=True, logprobs=1

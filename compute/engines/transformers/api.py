@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -153,8 +154,38 @@ async def error_middleware(
         return ApiError(500, "Internal engine error.", type_="server_error").response()
 
 
-def build_app(engine: Engine) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+API_KEY_ENV = "OPENMAAS_ENGINE_API_KEY"
+
+
+def auth_middleware(api_key: str) -> Any:
+    """Require ``Authorization: Bearer <api_key>`` on ``/v1``; ``/health`` stays open for
+    the agent's probe. The gateway holds each replica's key; nothing else should call."""
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise ApiError(
+                    401,
+                    "Invalid or missing engine API key.",
+                    code="invalid_api_key",
+                    type_="authentication_error",
+                )
+        return await handler(request)
+
+    return check
+
+
+def build_app(engine: Engine, api_key: str = "") -> web.Application:
+    """The engine's aiohttp application; with ``api_key``, ``/v1`` needs it as bearer."""
+    middlewares: list[Any] = [error_middleware]
+    if api_key:
+        middlewares.append(auth_middleware(api_key))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[ENGINE_KEY] = engine
     app.router.add_get("/health", handle_health)
     app.router.add_get("/v1/models", handle_models)

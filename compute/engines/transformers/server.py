@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from aiohttp import web
 
-from compute.engines.transformers.api import build_app
+from compute.engines.transformers.api import API_KEY_ENV, build_app
 from compute.engines.transformers.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def load_engine(args: argparse.Namespace) -> Engine:
 
 async def serve(engine: Engine, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then stop the scheduler and close connections."""
-    runner = web.AppRunner(build_app(engine), access_log=None, shutdown_timeout=5.0)
+    app = build_app(engine, os.environ.get(API_KEY_ENV, ""))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     engine.scheduler.start()
     stop = asyncio.Event()

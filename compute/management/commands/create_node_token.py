@@ -14,8 +14,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
-        parser.add_argument("--rotate", action="store_true",
-                            help="if the node exists, issue it a new token instead")
+        parser.add_argument(
+            "--rotate", action="store_true", help="if the node exists, issue it a new token instead"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
