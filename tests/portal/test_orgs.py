@@ -74,3 +74,18 @@ def test_malformed_json_to_api_is_400(owner):
         "POST", "/api/orgs/", "{not json", content_type="application/json"
     )
     assert response.status_code == 400
+
+
+def test_oversized_api_body_is_413(owner, settings):
+    body = '{"name": "' + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10) + '"}'
+    response = owner.client().generic("POST", "/api/orgs/", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
+
+
+def test_wrong_types_to_api_are_400(owner):
+    response = owner.client().post(
+        "/api/keys/", {"name": "k", "expires_in_days": "soon"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "expires_in_days" in response.json()
