@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from compute.models import Deployment, Node, Replica, ReplicaStatus
+from compute.models import Node, Replica, ReplicaStatus
 from compute.services.nodes import create_node
-from portal.models import ModelRepo, ModelVersion
+from tests.factories import deployment
 
 INVENTORY = {
     "hostname": "gpu-01",
@@ -106,11 +106,7 @@ def test_pinned_address_wins_over_reported_one(admin, owner):
     client = agent_client(created["token"])
     client.post("/api/compute/agent/register", dict(INVENTORY, address="10.9.9.9"), format="json")
     node = Node.objects.get(name="pinned")
-    repo = ModelRepo(name="m", visibility="public")
-    repo.set_owner(owner.user)
-    repo.save()
-    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64)
-    dep = Deployment.objects.create(model_version=version, served_name=repo.full_name)
+    dep = deployment(owner.user, "m")
     replica = Replica.objects.create(deployment=dep, node=node, status=ReplicaStatus.STARTING)
     client.post(
         "/api/compute/agent/heartbeat",
@@ -123,11 +119,7 @@ def test_pinned_address_wins_over_reported_one(admin, owner):
 
 def test_heartbeat_cannot_touch_another_nodes_replica(node_token, admin, owner):
     other, _ = create_node(admin.user, "other")
-    repo = ModelRepo(name="m2", visibility="public")
-    repo.set_owner(owner.user)
-    repo.save()
-    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64)
-    dep = Deployment.objects.create(model_version=version, served_name=repo.full_name)
+    dep = deployment(owner.user, "m2")
     replica = Replica.objects.create(deployment=dep, node=other, status=ReplicaStatus.STARTING)
     response = agent_client(node_token).post(
         "/api/compute/agent/heartbeat",
@@ -162,11 +154,7 @@ def test_malformed_heartbeat_is_400(node_token):
 def test_agent_restart_takes_its_replicas_out_of_routing(node_token, owner):
     client = agent_client(node_token)
     client.post("/api/compute/agent/register", INVENTORY, format="json")
-    repo = ModelRepo(name="m3", visibility="public")
-    repo.set_owner(owner.user)
-    repo.save()
-    version = ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64)
-    dep = Deployment.objects.create(model_version=version, served_name=repo.full_name)
+    dep = deployment(owner.user, "m3")
     replica = Replica.objects.create(
         deployment=dep,
         node=Node.objects.get(name="gpu-01"),

@@ -10,7 +10,7 @@ from django.utils import timezone
 from compute.models import Deployment, DeploymentStatus, Node, NodeStatus, ReplicaStatus
 from compute.services.deployments import deploy_model, scale_deployment, stop_deployment
 from compute.tasks import reconcile_pool
-from portal.models import ModelRepo, ModelVersion
+from tests.factories import model_repo
 
 
 def ready_node(name: str, **fields) -> Node:
@@ -26,11 +26,7 @@ def ready_node(name: str, **fields) -> Node:
 
 @pytest.fixture
 def repo(owner):
-    repo = ModelRepo(name="sched", visibility="public")
-    repo.set_owner(owner.user)
-    repo.save()
-    ModelVersion.objects.create(repo=repo, number=1, revision="0" * 64)
-    return repo
+    return model_repo(owner.user, "sched")
 
 
 def test_replicas_spread_over_ready_nodes_least_loaded_first(repo, owner):

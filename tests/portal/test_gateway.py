@@ -3,23 +3,19 @@ the right status, never a 500."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from compute.models import Deployment, Node, Replica, ReplicaStatus
-from portal.models import ModelRepo, ModelVersion, Organization
+from portal.models import Organization
+from tests.factories import deployment
 
 
-def make_served_model(owner, name: str, visibility: str = "public") -> ModelRepo:
+def make_served_model(owner, name: str, visibility: str = "public") -> Any:
     """A registered model with an active deployment but no ready replica."""
-    repo = ModelRepo(name=name, visibility=visibility)
-    repo.set_owner(owner)
-    repo.save()
-    version = ModelVersion.objects.create(
-        repo=repo, number=1, revision="0" * 64, model_type="llama"
-    )
-    Deployment.objects.create(model_version=version, served_name=repo.full_name)
-    return repo
+    return deployment(owner, name, visibility)
 
 
 def post_chat(url: str, key: str | None, body: object = None, **kwargs) -> httpx.Response:
