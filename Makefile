@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck bench-gateway clean-devstack
+.PHONY: run test check install lint typecheck bench-gateway clean-devstack
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m portal.devstack run
 
-test: $(STAMP)
+# The suite runs after lint and type checks: CI runs exactly this.
+test: check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
