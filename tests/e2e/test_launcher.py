@@ -45,7 +45,13 @@ def clean_env() -> dict[str, str]:
 
 
 class Launcher:
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.root, self.port = root, port
         self.lines: list[str] = []
         self.ready = threading.Event()
@@ -61,9 +67,10 @@ class Launcher:
                 str(port),
                 "--demo-steps",
                 "40",
+                *extra_args,
             ],
             cwd=REPO,
-            env=clean_env(),
+            env={**clean_env(), **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -198,3 +205,29 @@ def test_killing_the_launcher_leaves_no_orphans(launched):
     launched.proc.send_signal(signal.SIGKILL)
     launched.proc.wait(10)
     assert not wait_gone(family)
+
+
+def test_external_services_are_used_instead_of_embedded_ones(tmp_path):
+    external = {
+        name: os.environ[name]
+        for name in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+    }
+    launcher = Launcher(
+        tmp_path,
+        free_port(),
+        ("--no-agent",),
+        {**external, "S3_BUCKET_PREFIX": "openmaas-external"},
+    )
+    try:
+        launcher.wait_ready()
+        names = {p.name() for p in launcher.descendants()}
+        assert not names & {"postgres", "redis-server", "weed"}, names
+        key = (tmp_path / "demo_api_key").read_text().strip()
+        me = httpx.get(
+            f"http://127.0.0.1:{launcher.port}/api/auth/me/",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert me.json()["username"] == "admin"
+    finally:
+        launcher.proc.send_signal(signal.SIGTERM)
+        launcher.proc.wait(60)
