@@ -16,9 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 def _die_with_parent(sig: int) -> Callable[[], None]:
@@ -92,24 +93,31 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def wait_for(
-    check: Callable[[], bool],
+    check: Callable[[], T],
     *,
     timeout_s: float,
     what: str,
     proc: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
-) -> None:
-    """Poll ``check`` until it is true; raise with the log's tail if it is not in time."""
+    interval_s: float = 0.2,
+    ignore: tuple[type[Exception], ...] = (Exception,),
+) -> T:
+    """Poll ``check`` until it returns something truthy, and return that.
+
+    Exceptions in ``ignore`` count as "not yet" (a server still starting); a dead
+    ``proc`` or the deadline raises, with the tail of ``log``.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}{_tail(log)}")
         try:
-            if check():
-                return
-        except Exception:  # noqa: S110 - not ready yet, keep polling
-            pass
-        time.sleep(0.2)
+            value = check()
+        except ignore:
+            value = None
+        if value:
+            return value
+        time.sleep(interval_s)
     raise TimeoutError(f"{what} was not ready within {timeout_s:.0f}s{_tail(log)}")
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from portal.devstack.procs import free_port
+from portal.devstack.procs import free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVED_NAME = "tiny-llama"
@@ -56,15 +55,19 @@ def start_engine(model_dir: Path, log_path: Path, *extra: str) -> EngineProcess:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     engine = EngineProcess(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"engine exited with {proc.returncode}:\n{engine.logs()}")
-        if health_status(engine.base_url) == 200:
-            return engine
-        time.sleep(0.1)  # poll interval; the deadline above is what bounds the wait
-    stop_engine(engine)
-    raise RuntimeError(f"engine not healthy within {STARTUP_DEADLINE_S}s:\n{engine.logs()}")
+    try:
+        wait_for(
+            lambda: health_status(engine.base_url) == 200,
+            timeout_s=STARTUP_DEADLINE_S,
+            what="engine",
+            proc=proc,
+            log=log_path,
+            interval_s=0.1,
+        )
+    except (RuntimeError, TimeoutError):
+        stop_engine(engine)
+        raise
+    return engine
 
 
 def stop_engine(engine: EngineProcess, timeout: float = 20.0) -> int:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,14 @@ import pytest
 from compute.models import Deployment, Node, NodeStatus, Replica, ReplicaStatus
 from compute.services.deployments import deploy_model, scale_deployment
 from compute.services.nodes import create_node
-from portal.devstack.procs import spawn, stop
+from portal.devstack.procs import spawn, stop, wait_for
 from portal.services.registry import import_model_dir
 
 MODEL = "acme/tiny-chat"
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout_s=timeout_s, what=what, interval_s=0.1, ignore=())
 
 
 def ready_replica(deployment: Deployment) -> Replica | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from compute.engines.transformers.responses import collect
 from compute.engines.transformers.sampling import SamplingParams
 from compute.engines.transformers.server import load_engine, parse_args
 from compute.engines.transformers.text import IncrementalDetokenizer
+from portal.devstack.procs import wait_for
 from tests.compute.conftest import MAX_MODEL_LEN, SERVED_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -201,12 +201,12 @@ def test_client_hanging_up_mid_stream_frees_its_batch_slot(client: httpx.Client)
         for n, _ in enumerate(resp.iter_lines()):
             if n == 4:
                 break
-    deadline = time.monotonic() + 10
-    while True:
+
+    def finished() -> dict[str, Any] | None:
         stats = client.get("/v1/engine/stats").json()
-        if stats["requests_finished"] > before["requests_finished"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return stats if stats["requests_finished"] > before["requests_finished"] else None
+
+    stats = wait_for(finished, timeout_s=10, what="the hung-up request to end", ignore=())
     assert stats["requests_finished"] == before["requests_finished"] + 1
     assert stats["generation_tokens_total"] - before["generation_tokens_total"] < 200
 

@@ -4,6 +4,7 @@ gateway and a replica the node agent started; killing the launcher leaves no orp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,14 +14,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import psutil
 import pytest
 
-from portal.devstack.procs import free_port
+from portal.devstack.procs import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -122,14 +122,23 @@ def client(launched: Launcher) -> openai.OpenAI:
     )
 
 
-def wait_gone(processes: list[psutil.Process], timeout_s: float = 60) -> list[Any]:
-    """The processes still alive (zombies count as gone) after waiting up to timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    alive: list[Any] = processes
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.2)
-    return [(p.pid, p.name()) for p in alive]
+def alive(processes: list[psutil.Process]) -> list[tuple[int, str]]:
+    """The processes still running (a zombie has exited)."""
+    running = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                running.append((p.pid, p.name()))
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def wait_gone(processes: list[psutil.Process], timeout_s: float = 60) -> list[tuple[int, str]]:
+    """The processes still alive after waiting up to ``timeout_s`` for all to exit."""
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not alive(processes), timeout_s=timeout_s, what="exit", ignore=())
+    return alive(processes)
 
 
 def test_progress_is_shown_while_starting(launched):
