@@ -20,6 +20,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("signup/", views.sign_up, name="signup-page"),
+    path("models/<str:namespace>/<str:name>/", views.model_detail, name="model-page"),
     path("keys/", views.api_keys, name="api-keys-page"),
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("admin/", admin.site.urls),

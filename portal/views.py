@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from compute.models import Deployment, DeploymentStatus
 from portal.auth import acting_user
 from portal.errors import NotFound
 from portal.forms import APIKeyForm, SignUpForm
@@ -25,6 +26,22 @@ from portal.services import keys
 def home(request: HttpRequest) -> HttpResponse:
     models = ModelRepo.objects.restrict(request.user).order_by("-updated_at")[:20]
     return render(request, "portal/home.html", {"models": models})
+
+
+def model_detail(request: HttpRequest, namespace: str, name: str) -> HttpResponse:
+    """A model's page: card, versions and files, how to call it. Hidden models are 404."""
+    repo = ModelRepo.objects.restrict(request.user).filter(namespace=namespace, name=name).first()
+    if repo is None:
+        return not_found(request)
+    versions = repo.versions.prefetch_related("files")
+    served = Deployment.objects.filter(
+        served_name=repo.full_name, status=DeploymentStatus.ACTIVE
+    ).exists()
+    return render(
+        request,
+        "portal/model_detail.html",
+        {"repo": repo, "versions": versions, "served": served},
+    )
 
 
 def sign_up(request: HttpRequest) -> HttpResponse:

@@ -85,3 +85,20 @@ def test_openapi_schema_has_no_warnings(tmp_path):
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yaml"))
     assert (tmp_path / "s.yaml").read_text().startswith("openapi:")
+
+
+def test_model_page_shows_card_versions_and_hides_private_models(
+    db, owner, outsider, tiny_model_dir
+):
+    from portal.services.registry import import_model_dir
+
+    import_model_dir(tiny_model_dir, "olivia/tiny", actor=owner.user, visibility="private")
+    client = Client()
+    client.force_login(owner.user)
+    page = client.get("/models/olivia/tiny/")
+    assert page.status_code == 200
+    assert "model.safetensors" in page.content.decode() and "v1" in page.content.decode()
+    client.force_login(outsider.user)
+    assert client.get("/models/olivia/tiny/").status_code == 404
+    assert Client().get("/models/olivia/tiny/").status_code == 404
+    assert Client().get("/models/nobody/nothing/").status_code == 404
