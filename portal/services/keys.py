@@ -7,6 +7,7 @@ is cached under its hash for a short time and dropped from the cache on revocati
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,10 @@ from portal.models.keys import KEY_PREFIX, VISIBLE_CHARS, generate_key, hash_key
 
 CACHE_TTL_S = 30
 CACHE_PREFIX = "openmaas:apikey:"
+# A per-process memo in front of Redis: one Redis round trip per key per second.
+LOCAL_TTL_S = 1.0
+LOCAL_MAX_ENTRIES = 10_000
+_local_grants: dict[str, tuple[KeyGrant | None, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ def revoke_api_key(actor: Any, key_id: int) -> APIKey:
 
 
 def forget_key(key_hash: str) -> None:
+    """Drop a key's cached grant: from Redis (all processes) and from this process."""
+    _local_grants.pop(key_hash, None)
     _redis().delete(CACHE_PREFIX + key_hash)
 
 
@@ -116,6 +123,21 @@ def resolve_grant_sync(raw: str) -> KeyGrant | None:
         close_old_connections()
 
 
+async def _shared_grant(raw: str, key_hash: str) -> KeyGrant | None:
+    from asgiref.sync import sync_to_async
+
+    from portal.redis import async_redis
+
+    cache_key = CACHE_PREFIX + key_hash
+    redis = async_redis()
+    cached = await redis.get(cache_key)
+    if cached is not None:
+        return None if cached == b"-" else KeyGrant.loads(cached)
+    grant = await sync_to_async(resolve_grant_sync)(raw)
+    await redis.set(cache_key, grant.dumps() if grant else "-", ex=CACHE_TTL_S)
+    return grant
+
+
 def _redis() -> Any:
     import redis
 
@@ -123,21 +145,20 @@ def _redis() -> Any:
 
 
 async def resolve_grant(raw: str) -> KeyGrant | None:
-    """The grant of a presented key, from Redis if cached, else from the database."""
-    from asgiref.sync import sync_to_async
-
-    from portal.redis import async_redis
-
+    """The grant of a presented key: from this process's one-second memo, else Redis,
+    else the database. Revocation clears Redis at once, so other processes see it
+    within :data:`LOCAL_TTL_S`."""
     if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
         return None
-    cache_key = CACHE_PREFIX + hash_key(raw)
-    redis = async_redis()
-    cached = await redis.get(cache_key)
-    if cached is not None:
-        grant = None if cached == b"-" else KeyGrant.loads(cached)
+    key_hash = hash_key(raw)
+    memo = _local_grants.get(key_hash)
+    if memo is not None and memo[1] > time.monotonic():
+        grant = memo[0]
     else:
-        grant = await sync_to_async(resolve_grant_sync)(raw)
-        await redis.set(cache_key, grant.dumps() if grant else "-", ex=CACHE_TTL_S)
+        grant = await _shared_grant(raw, key_hash)
+        if len(_local_grants) >= LOCAL_MAX_ENTRIES:
+            _local_grants.clear()
+        _local_grants[key_hash] = (grant, time.monotonic() + LOCAL_TTL_S)
     expired = (
         grant is not None
         and grant.expires_at is not None
