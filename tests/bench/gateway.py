@@ -513,7 +513,7 @@ def render(cells: list[Cell], plan: Plan, workers: list[int], load_before: str) 
         "`data: [DONE]` when streamed). *direct* is wrk → stub; *gateway* is wrk → "
         "uvicorn (`portal.asgi`, `--loop uvloop --http httptools --no-access-log`, "
         f"workers: {', '.join(map(str, workers))}) → stub, with the real key "
-        "authentication (Redis-cached) and routing (database, per-process TTL) in the path. "
+        "authentication (1 s per-process memo, then Redis, then PostgreSQL) and routing (database, refreshed in the background) in the path. "
         f"wrk {plan.threads} thread(s), closed loop, {plan.warmup:g} s warm-up then "
         f"{plan.seconds:g} s measured per row; latency is to the last byte (the whole "
         "stream when streamed). The load generator, the gateway, the stub, Redis and "
