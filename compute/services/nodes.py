@@ -178,6 +178,7 @@ def desired_replicas(node: Node) -> list[Replica]:
     return list(
         Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE)
         .select_related("deployment__model_version__repo")
+        .prefetch_related("deployment__model_version__files")
         .order_by("pk")
     )
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
@@ -126,20 +124,13 @@ class ModelRepoSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
             "updated_at",
             "latest_version",
         ]
-        read_only_fields = [
-            "id",
-            "namespace",
-            "name",
-            "pipeline_tag",
-            "license",
-            "tags",
-            "card_data",
-            "card",
-            "created_at",
-            "updated_at",
-        ]
+        # Visibility and description are edited here; the rest comes from the card.
+        read_only_fields = [f for f in fields if f not in ("visibility", "description")]
 
     def get_latest_version(self, repo: ModelRepo) -> int | None:
+        annotated = getattr(repo, "latest_number", None)  # set by the viewset's queryset
+        if annotated is not None:
+            return int(annotated)
         latest = repo.latest_version()
         return latest.number if latest else None
 
@@ -148,6 +139,3 @@ class ModelRepoSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
         if value == "org" and repo is not None and repo.owner_user_id is not None:
             raise serializers.ValidationError("Only organisation models can be 'org'.")
         return value
-
-    def to_representation(self, instance: Any) -> dict[str, Any]:
-        return dict(super().to_representation(instance))

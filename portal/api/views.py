@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import authenticate, login, logout
+from django.db.models import Max
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -139,7 +140,7 @@ class ModelRepoViewSet(
 ):
     """Models in the registry you may see; ``id`` is ``namespace/name``."""
 
-    queryset = ModelRepo.objects.all()
+    queryset = ModelRepo.objects.annotate(latest_number=Max("versions__number"))
     serializer_class = s.ModelRepoSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly]
     lookup_value_regex = r"[^/]+/[^/]+"

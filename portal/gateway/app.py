@@ -30,6 +30,7 @@ from portal.errors import (
     openai_error_body,
 )
 from portal.gateway.validation import validate_body
+from portal.models.ownership import Principal
 from portal.services.keys import KeyGrant, resolve_grant
 
 logger = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ async def authenticate(scope: Scope) -> KeyGrant:
     return grant
 
 
-def visible(grant: KeyGrant, route: Route) -> bool:
-    return grant.principal.can_read(route.owner_user_id, route.owner_org_id, route.visibility)
+def visible(principal: Principal, route: Route) -> bool:
+    return principal.can_read(route.owner_user_id, route.owner_org_id, route.visibility)
 
 
 def model_card(route: Route) -> dict[str, Any]:
@@ -154,13 +155,14 @@ def model_card(route: Route) -> dict[str, Any]:
 
 async def list_models(grant: KeyGrant, send: Send) -> None:
     routes = await route_table().current()
-    data = [model_card(r) for r in routes.values() if visible(grant, r)]
+    principal = grant.principal
+    data = [model_card(r) for r in routes.values() if visible(principal, r)]
     await send_json(send, 200, {"object": "list", "data": data})
 
 
 async def get_model(grant: KeyGrant, name: str, send: Send) -> None:
     route = (await route_table().current()).get(name)
-    if route is None or not visible(grant, route):
+    if route is None or not visible(grant.principal, route):
         raise _model_not_found(name)
     await send_json(send, 200, model_card(route))
 
@@ -211,7 +213,7 @@ async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kin
     name = payload["model"]
     table = route_table()
     route = (await table.current()).get(name)
-    if route is None or not visible(grant, route):
+    if route is None or not visible(grant.principal, route):
         raise _model_not_found(name)
     for url in table.candidates(route):
         table.begin(url)

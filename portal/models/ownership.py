@@ -118,9 +118,14 @@ class OwnedModel(models.Model):
         if self.owner_user_id is not None and self.visibility == Visibility.ORG:
             raise ValidationError({"visibility": "Only organisation resources can be 'org'."})
 
+    @staticmethod
+    def namespace_of(owner: Any) -> str:
+        """The namespace of a user or an organisation: its name."""
+        return owner.name if isinstance(owner, Organization) else str(owner.get_username())
+
     def set_owner(self, owner: Any) -> None:
         """Own by a user or an organisation; the namespace follows the owner's name."""
-        if isinstance(owner, Organization):
-            self.owner_org, self.owner_user, self.namespace = owner, None, owner.name
-        else:
-            self.owner_user, self.owner_org, self.namespace = owner, None, owner.get_username()
+        is_org = isinstance(owner, Organization)
+        self.owner_org = owner if is_org else None
+        self.owner_user = None if is_org else owner
+        self.namespace = self.namespace_of(owner)

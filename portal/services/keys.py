@@ -87,9 +87,14 @@ def forget_key(key_hash: str) -> None:
     _redis().delete(CACHE_PREFIX + key_hash)
 
 
+def plausible_key(raw: str) -> bool:
+    """Cheap shape check before any hashing or lookup."""
+    return raw.startswith(KEY_PREFIX) and len(raw) <= 200
+
+
 def lookup_key(raw: str) -> APIKey | None:
     """The active key for a presented secret, or None. Synchronous (DRF, admin)."""
-    if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
+    if not plausible_key(raw):
         return None
     return APIKey.objects.active().select_related("user").filter(key_hash=hash_key(raw)).first()
 
@@ -148,7 +153,7 @@ async def resolve_grant(raw: str) -> KeyGrant | None:
     """The grant of a presented key: from this process's one-second memo, else Redis,
     else the database. Revocation clears Redis at once, so other processes see it
     within :data:`LOCAL_TTL_S`."""
-    if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
+    if not plausible_key(raw):
         return None
     key_hash = hash_key(raw)
     memo = _local_grants.get(key_hash)

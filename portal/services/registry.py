@@ -221,9 +221,7 @@ def import_model_dir(
 
 
 def _get_or_create_repo(owner: Any, name: str, visibility: str, actor: Any) -> ModelRepo:
-    repo = ModelRepo.objects.filter(
-        namespace=getattr(owner, "name", None) or owner.get_username(), name=name
-    ).first()
+    repo = ModelRepo.objects.filter(namespace=ModelRepo.namespace_of(owner), name=name).first()
     if repo is not None:
         return repo
     if visibility not in Visibility.values:
