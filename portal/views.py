@@ -15,10 +15,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from compute.models import Deployment, DeploymentStatus
 from portal.auth import acting_user
 from portal.errors import NotFound
 from portal.forms import APIKeyForm, SignUpForm
+from portal.hooks import is_served
 from portal.models import APIKey, ModelRepo
 from portal.services import keys
 
@@ -34,13 +34,10 @@ def model_detail(request: HttpRequest, namespace: str, name: str) -> HttpRespons
     if repo is None:
         return not_found(request)
     versions = repo.versions.prefetch_related("files")
-    served = Deployment.objects.filter(
-        served_name=repo.full_name, status=DeploymentStatus.ACTIVE
-    ).exists()
     return render(
         request,
         "portal/model_detail.html",
-        {"repo": repo, "versions": versions, "served": served},
+        {"repo": repo, "versions": versions, "served": is_served(repo.full_name)},
     )
 
 

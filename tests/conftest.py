@@ -80,7 +80,7 @@ def live_portal(transactional_db: Any) -> Any:
 
     import uvicorn
 
-    from portal.devstack.procs import free_port, wait_for
+    from compute.agent.procs import free_port, wait_for
 
     port = free_port()
     server = uvicorn.Server(

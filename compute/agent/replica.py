@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from portal.devstack.procs import free_port, spawn, stop
-from portal.digests import sha256_file
+from compute.agent.procs import free_port, sha256_file, spawn, stop
 
 logger = logging.getLogger("compute.agent")
 

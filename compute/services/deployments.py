@@ -87,3 +87,8 @@ def stop_deployment(actor: Any, dep: Deployment) -> Deployment:
     dep.refresh_from_db()
     reconcile_deployment(dep)
     return dep
+
+
+def is_served(full_name: str) -> bool:
+    """Whether an active deployment serves ``full_name`` (the hub's model page asks this)."""
+    return Deployment.objects.filter(served_name=full_name, status=DeploymentStatus.ACTIVE).exists()

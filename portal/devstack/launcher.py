@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from portal.devstack.procs import port_open, spawn, stop, wait_for
+from compute.agent.procs import port_open, spawn, stop, wait_for
 from portal.devstack.services import BackingServices
 
 DEMO_MODEL = "openmaas/demo-tiny"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.devstack.procs import free_port, port_open, spawn, stop, wait_for
+from compute.agent.procs import free_port, port_open, spawn, stop, wait_for
 
 PG_SYSTEM_USER = "openmaas-pg"
 

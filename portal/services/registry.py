@@ -1,16 +1,15 @@
 """The model registry: import Hugging Face model directories as immutable versions.
 
 A model directory is accepted when it has a parseable ``config.json`` naming a
-``model_type``, weights in safetensors (or PyTorch ``.bin``) whose headers read, and a
-tokenizer. Files are uploaded content-addressed; the version's ``revision`` hashes
-the manifest (path, size, sha256 of every file), so equal directories give equal ids.
+``model_type``, weights in safetensors (which the ``safetensors`` library opens) or PyTorch
+``.bin``, and a tokenizer. Files are uploaded content-addressed; the version's ``revision``
+hashes the manifest (path, size, sha256 of every file), so equal directories give equal ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from typing import Any
 import yaml
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from safetensors import SafetensorError, safe_open
 
-from portal.digests import sha256_file
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models import (
     ModelFile,
@@ -122,9 +121,14 @@ def _collect_files(manifest: Manifest) -> None:
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             raise ModelImportError(f"{rel} links outside the model directory.")
         if path.is_file():
-            manifest.files.append((rel.as_posix(), path, path.stat().st_size, sha256_file(path)))
+            manifest.files.append((rel.as_posix(), path, path.stat().st_size, _sha256(path)))
         if len(manifest.files) > MAX_FILES:
             raise ModelImportError(f"More than {MAX_FILES} files in the model directory.")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _check_weights(manifest: Manifest) -> None:
@@ -137,21 +141,21 @@ def _check_weights(manifest: Manifest) -> None:
 
 
 def _check_safetensors_header(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ModelImportError(f"{path.name} is truncated (no safetensors header).")
-        (length,) = struct.unpack("<Q", head)
-        if length <= 0 or length > min(size - 8, 100 * 1024 * 1024):
-            raise ModelImportError(f"{path.name} is not a safetensors file (bad header size).")
-        try:
-            header = json.loads(fh.read(length))
-        except ValueError as exc:
-            raise ModelImportError(f"{path.name} has a corrupt safetensors header.") from exc
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-    if ends and 8 + length + max(ends) > size:
-        raise ModelImportError(f"{path.name} is truncated: tensors run past the end of file.")
+    """Open ``path`` with ``safetensors``, which checks the header and that the tensors' byte
+    ranges cover the file exactly; its errors become a clear ModelImportError."""
+    try:
+        with safe_open(path, framework="numpy"):
+            pass
+    except SafetensorError as exc:
+        raise ModelImportError(_safetensors_problem(path.name, str(exc))) from exc
+
+
+def _safetensors_problem(name: str, detail: str) -> str:
+    if "header too small" in detail:
+        return f"{name} is truncated (no safetensors header)."
+    if "not fully covered" in detail:
+        return f"{name} is truncated: its tensors and the file's length disagree."
+    return f"{name} is not a valid safetensors file ({detail})."
 
 
 def _owner_for_import(namespace: str, actor: Any) -> Any:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from portal.devstack.procs import free_port, spawn, stop, wait_for
+from compute.agent.procs import free_port, spawn, stop, wait_for
 from portal.devstack.services import BackingServices
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from portal.devstack.procs import free_port, wait_for
+from compute.agent.procs import free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVED_NAME = "tiny-llama"

@@ -15,10 +15,10 @@ import httpx
 import openai
 import pytest
 
+from compute.agent.procs import spawn, stop, wait_for
 from compute.models import Deployment, Node, NodeStatus, Replica, ReplicaStatus
 from compute.services.deployments import deploy_model, scale_deployment
 from compute.services.nodes import create_node
-from portal.devstack.procs import spawn, stop, wait_for
 from portal.services.registry import import_model_dir
 
 MODEL = "acme/tiny-chat"

@@ -14,11 +14,11 @@ import openai
 import pytest
 import torch
 
+from compute.agent.procs import wait_for
 from compute.engines.transformers.responses import collect
 from compute.engines.transformers.sampling import SamplingParams
 from compute.engines.transformers.server import load_engine, parse_args
 from compute.engines.transformers.text import IncrementalDetokenizer
-from portal.devstack.procs import wait_for
 from tests.compute.conftest import MAX_MODEL_LEN, SERVED_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -20,7 +20,7 @@ import openai
 import psutil
 import pytest
 
-from portal.devstack.procs import free_port, wait_for
+from compute.agent.procs import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -183,7 +183,7 @@ def test_no_ready_replica_is_503_with_clear_message(live_portal, served, owner):
 
 
 def test_replica_that_refuses_connections_is_503_not_500(live_portal, served, owner):
-    from portal.devstack.procs import free_port
+    from compute.agent.procs import free_port
 
     node = Node.objects.create(name="n1", token_hash="f" * 64, status="ready")
     Replica.objects.create(
