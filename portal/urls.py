@@ -1,18 +1,26 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import views
 from portal.errors import openai_error_body
+from portal.gateway.app import handles as gateway_handles
 
 
-def v1_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    body = openai_error_body(
-        f"Unknown endpoint {request.method} {request.path}.",
-        error_type="invalid_request_error",
-        code="unknown_url",
-    )
+@csrf_exempt  # /v1 authenticates with a bearer key, never a cookie
+def v1_not_found(request: HttpRequest, rest: str | None = None) -> JsonResponse:
+    """Every ``/v1`` request the gateway does not serve, whatever its method: OpenAI's 404.
+
+    A trailing slash is not the same path (as on OpenAI's servers); the message names the
+    path without it.
+    """
+    message = f"Unknown endpoint {request.method} {request.path}."
+    bare = request.path.rstrip("/")
+    if bare != request.path and gateway_handles(bare):
+        message += f" Did you mean {bare} (without the trailing slash)?"
+    body = openai_error_body(message, error_type="invalid_request_error", code="unknown_url")
     return JsonResponse(body, status=404)
 
 
@@ -28,7 +36,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("portal.api.urls")),
-    re_path(r"^v1/(?P<rest>.*)$", v1_not_found),
+    # Matches every /v1 path (``/v1`` itself too), so APPEND_SLASH never redirects one.
+    re_path(r"^v1(?:/(?P<rest>.*))?$", v1_not_found),
 ]
 
 handler404 = "portal.views.not_found"
