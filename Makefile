@@ -6,16 +6,37 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lint typecheck bench-gateway clean-devstack
+.PHONY: run test check install lock lint imports typecheck bench-gateway clean-devstack
 
-$(STAMP): pyproject.toml
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+LOCK := requirements.lock
+# uv does not read pip's configuration: hand it the same package sources pip has here
+# (pip.conf and PIP_* variables: find-links, extra indexes such as the local CPU torch wheel).
+PIP_SOURCES = $(shell $(PYTHON) -m pip config list 2>/dev/null \
+	| sed -nE "s/^[^.]*\.(find-links|extra-index-url|index-url)='(.*)'$$/\1 \2/p" \
+	| awk '{for (i = 2; i <= NF; i++) printf "--%s %s ", $$1, $$i}')
+UV_SOURCES = $(PIP_SOURCES) --index-strategy unsafe-best-match
+export UV_LINK_MODE ?= copy
+
+$(UV):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> installing openmaas into $(VENV) (first time takes a few minutes)"
-	$(PIP) install --quiet --upgrade pip
-	# The CPU build of torch first, so the dependency below installs nothing bigger.
-	$(PIP) install --quiet "torch==2.13.0"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet "uv==$(UV_VERSION)"
+
+# Exactly the lock file (hash-checked), then the project itself without dependencies.
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
+	@echo "==> installing openmaas into $(VENV) from $(LOCK)"
+	$(UV) pip install --quiet --python $(PY) --require-hashes $(UV_SOURCES) -r $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml (dependencies + the dev extra; not the gpu extra).
+# Pins already in the lock are kept; `make lock UPGRADE=1` moves everything to the newest.
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		$(UV_SOURCES) $(if $(UPGRADE),--upgrade) --quiet \
+		--custom-compile-command "make lock" -o $(LOCK)
 
 install: $(STAMP)
 
@@ -26,11 +47,15 @@ run: $(STAMP)
 test: check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-check: lint typecheck
+check: lint imports typecheck
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The layers (docs/architecture.md) as import contracts, in pyproject.toml.
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy portal compute
