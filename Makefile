@@ -17,7 +17,6 @@ PIP_SOURCES = $(shell $(PYTHON) -m pip config list 2>/dev/null \
 	| sed -nE "s/^[^.]*\.(find-links|extra-index-url|index-url)='(.*)'$$/\1 \2/p" \
 	| awk '{for (i = 2; i <= NF; i++) printf "--%s %s ", $$1, $$i}')
 UV_SOURCES = $(PIP_SOURCES) --index-strategy unsafe-best-match
-export UV_LINK_MODE ?= copy
 
 $(UV):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
