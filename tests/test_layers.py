@@ -38,3 +38,16 @@ def test_node_side_loads_no_django_celery_or_portal():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_model_page_learns_it_is_served_from_compute_through_the_hook(db, owner):
+    """The hub core's model page asks ``portal.hooks``; compute answers from its deployments."""
+    from compute.services.deployments import stop_deployment
+    from tests.factories import deployment
+
+    dep = deployment(owner.user, "served-model")
+    page = owner.client().get(f"/models/{dep.served_name}/")
+    assert "client.chat.completions.create" in page.content.decode()
+    stop_deployment(owner.user, dep)
+    page = owner.client().get(f"/models/{dep.served_name}/")
+    assert "client.chat.completions.create" not in page.content.decode()

@@ -68,6 +68,10 @@ def test_same_directory_twice_is_one_version_and_a_change_is_the_next(db, model_
         (lambda d: (d / "config.json").unlink(), "Missing config.json"),
         (lambda d: (d / "config.json").write_text("{oops"), "config.json is not valid JSON"),
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 4), "truncated"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"{garbage"),
+            "not a valid safetensors file",
+        ),
         (lambda d: (d / "tokenizer.json").unlink(), "No tokenizer"),
         (lambda d: (d / "model.safetensors").unlink(), "No weights"),
     ],
