@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lint typecheck bench-gateway clean-devstack
+.PHONY: run test check install lint typecheck browser bench-gateway clean-devstack
+
+# Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +27,7 @@ run: $(STAMP)
 	$(PY) -m portal.devstack run
 
 # The suite runs after lint and type checks: CI runs exactly this.
-test: check
+test: check browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint typecheck
@@ -34,6 +38,14 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy portal compute
+
+# Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
+browser:
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+		(echo "==> installing $(BROWSER_PACKAGES) for the browser tests" && \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(BROWSER_PACKAGES) >/dev/null)
 
 bench-gateway: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
