@@ -33,10 +33,10 @@
     }
     const known = { 401: text.msg401, 403: text.msg403, 429: text.msg429, 503: text.msg503 };
     let message = `${text.msgError} ${response.status}`;
-    if (known[response.status]) message += ` · ${known[response.status]}`;
+    if (known[response.status]) message += `: ${known[response.status]}`;
     const retry = response.headers.get("Retry-After");
     if (retry) message += ` ${text.msgRetry.replace("{seconds}", retry)}`;
-    return detail ? `${message} (${detail})` : message;
+    return detail ? `${message}\n${detail}` : message;
   }
 
   async function loadModels() {
@@ -121,7 +121,7 @@
     const system = $("pg-system").value.trim();
     const messages = [...(system ? [{ role: "system", content: system }] : []), ...history];
     messages.push({ role: "user", content });
-    addTurn("user", content);
+    const question = addTurn("user", content).parentElement;
     input.value = "";
     const answer = addTurn("assistant", "");
     answer.parentElement.classList.add("streaming");
@@ -130,7 +130,10 @@
     try {
       const response = await request(messages);
       if (!response.ok) {
+        // Nothing was said: take the turn back so the message can be sent again.
         answer.parentElement.remove();
+        question.remove();
+        input.value = content;
         showError(await describeFailure(response));
         return;
       }
