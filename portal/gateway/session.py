@@ -10,12 +10,13 @@ browser send the cookies but can neither read the token nor forge those headers.
 
 from __future__ import annotations
 
+import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.core.exceptions import DisallowedHost
@@ -31,6 +32,8 @@ from portal.services.keys import KeyGrant
 
 SESSION_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
 CSRF_HEADER = "HTTP_X_CSRFTOKEN"
+# Session look-ups get threads of their own: never the one the route refresh uses.
+_executor: ThreadPoolExecutor | None = None
 
 
 class CsrfFailed(PermissionDenied):
@@ -52,10 +55,18 @@ async def session_grant(scope: dict[str, Any]) -> KeyGrant | None:
     if not session_key:
         return None
     check_same_origin(request)
-    grant = await sync_to_async(grant_for_session)(session_key)
+    grant = await _in_thread(session_key)
     if grant is None:
         raise AuthenticationFailed("Your session has ended; sign in again.", code="session_expired")
     return grant
+
+
+async def _in_thread(session_key: str) -> KeyGrant | None:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(2, "openmaas-session")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, grant_for_session, session_key)
 
 
 def check_same_origin(request: HttpRequest) -> None:
@@ -100,21 +111,21 @@ def _unmask(token: str) -> str | None:
 def grant_for_session(session_key: str) -> KeyGrant | None:
     """The signed-in, active user of a session as a key-less grant; None otherwise.
 
-    Runs in the gateway's worker thread, outside any request: it manages its connection.
+    Runs in a worker thread, outside any request: it manages its connection.
     """
     close_old_connections()
     try:
         request = HttpRequest()
         request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         user = get_user(request)
-        if not (user.is_authenticated and user.is_active):
-            return None
-        return _grant(user)
+        return session_user_grant(user) if user.is_authenticated else None
     finally:
         close_old_connections()
 
 
-def _grant(user: Any) -> KeyGrant:
-    # A key-less grant with the user's own roles: key id 0 names no API key.
+def session_user_grant(user: Any) -> KeyGrant | None:
+    """A key-less grant with the user's own roles (key id 0 names no API key)."""
+    if not user.is_active:
+        return None
     principal = Principal.of(user)
     return KeyGrant(0, user.pk, user.is_superuser, principal.org_roles, None)
