@@ -52,9 +52,13 @@ def browser(live_portal: str, owner: Any) -> Iterator[Browser]:
 
 
 def test_playground_needs_sign_in_and_carries_no_api_key(db, owner):
+    deployment(owner.user, "mine")
     client = Client()
     assert client.get("/playground/").status_code == 302
+    assert "/playground/" not in client.get("/models/olivia/mine/").content.decode()
     client.force_login(owner.user)
+    model_page = client.get("/models/olivia/mine/").content.decode()
+    assert 'href="/playground/?model=olivia/mine"' in model_page
     page = client.get("/playground/?model=olivia/mine")
     text = page.content.decode()
     assert page.status_code == 200 and "csrftoken" in page.cookies
