@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lock lint imports typecheck bench-gateway clean-devstack
+.PHONY: run test check install lock lint imports typecheck browser bench-gateway clean-devstack
+
+# Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
 
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
@@ -43,7 +47,7 @@ run: $(STAMP)
 	$(PY) -m portal.devstack run
 
 # The suite runs after lint and type checks: CI runs exactly this.
-test: check
+test: check browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint imports typecheck
@@ -58,6 +62,14 @@ imports: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy portal compute
+
+# Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
+browser:
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+		(echo "==> installing $(BROWSER_PACKAGES) for the browser tests" && \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(BROWSER_PACKAGES) >/dev/null)
 
 bench-gateway: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

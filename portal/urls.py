@@ -31,6 +31,8 @@ urlpatterns = [
     path("models/<str:namespace>/<str:name>/", views.model_detail, name="model-page"),
     path("keys/", views.api_keys, name="api-keys-page"),
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
+    path("playground/", views.playground, name="playground-page"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
 from portal.auth import acting_user
@@ -76,6 +77,14 @@ def revoke_api_key(request: HttpRequest, key_id: int) -> HttpResponse:
         return not_found(request)
     messages.success(request, _("密钥已吊销。"))
     return redirect("api-keys-page")
+
+
+@login_required
+@ensure_csrf_cookie
+def playground(request: HttpRequest) -> HttpResponse:
+    """Chat with any model the user may use; the page's script calls ``/v1`` with the
+    browser session (see ``portal.gateway.session``), so no API key is involved."""
+    return render(request, "portal/playground.html", {"model": request.GET.get("model", "")})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

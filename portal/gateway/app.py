@@ -29,6 +29,7 @@ from portal.errors import (
     Unavailable,
     openai_error_body,
 )
+from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
 from portal.models.ownership import Principal
 from portal.services.keys import KeyGrant, resolve_grant
@@ -130,6 +131,10 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 async def authenticate(scope: Scope) -> KeyGrant:
     token = bearer_token(_header(scope, b"authorization"))
     if token is None:
+        # The playground: a signed-in browser's session, same-origin only.
+        session = await session_grant(scope)
+        if session is not None:
+            return session
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.",
             code="missing_api_key",
