@@ -443,7 +443,7 @@ def measure(target: str, url: str, scripts: dict[bool, Path], plan: Plan) -> tup
 
 # Which component a sample's innermost recognised frame belongs to.
 COMPONENTS = (
-    ("redis/", "auth: redis-py (GET of the cached grant)"),
+    ("redis/", "redis-py"),
     ("services/keys.py", "auth: resolve_grant, KeyGrant.loads"),
     ("aiohttp/", "relay: aiohttp client (request to the engine)"),
     ("uvicorn/protocols", "uvicorn: HTTP parsing, ASGI send (socket writes)"),
@@ -501,6 +501,25 @@ def profile(pid: int, url: str, script: Path, plan: Plan, folder: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
+def component(frames: list[str]) -> str:
+    """The component of a sample's innermost recognised frame; redis-py's time goes to
+    the project function that called it (grant look-up, limiter, usage publishing)."""
+    name = next(
+        (label for frame in reversed(frames) for key, label in COMPONENTS if key in frame),
+        "event loop (uvloop, task steps) and the rest",
+    )
+    if name != "redis-py":
+        return name
+    caller = next(
+        (f for f in reversed(frames) if f.startswith(("portal/", "compute/"), f.find("(") + 1)),
+        "",
+    )
+    if not caller:
+        return "redis-py (reading replies, from the event loop)"
+    function, _, where = caller.partition(" (")
+    return f"redis-py, called from {function} ({where.split(':')[0]})"
+
+
 def summarize(raw: Path) -> list[str]:
     """Share of the event-loop thread's busy samples per component."""
     shares: dict[str, int] = {}
@@ -508,11 +527,7 @@ def summarize(raw: Path) -> list[str]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit() or "threading.py" in stack:
             continue  # the sync_to_async executor thread is counted apart from the loop
-        frames = stack.split(";")
-        name = next(
-            (label for frame in reversed(frames) for key, label in COMPONENTS if key in frame),
-            "event loop (uvloop, task steps) and the rest",
-        )
+        name = component(stack.split(";"))
         shares[name] = shares.get(name, 0) + int(count)
     total = sum(shares.values()) or 1
     return [
