@@ -784,14 +784,13 @@ def _load1(load: str) -> float:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the section with the same heading (to the next ``## `` heading), or put
-    it first, under the title: the newest measurement on top, older ones kept."""
+    it before the first section: the newest measurement on top, older ones kept."""
     heading = section.splitlines()[0]
     text = path.read_text() if path.exists() else TITLE + "\n"
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
     if start is None:
-        title = next((i for i, line in enumerate(lines) if line.strip() == TITLE), None)
-        at = 0 if title is None else title + 1
+        at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
         end = at
     else:
         at = start
@@ -873,6 +872,7 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
     trap = litellm_proxy.ProxyTrap()
     model = litellm_proxy.MODEL
     key = litellm_proxy.MASTER_KEY
+    cells: list[Cell] = []
     try:
         with litellm_proxy.litellm_proxy(
             venv, stack.stub_url, stack.root, stack.env, litellm_ready, trap
@@ -880,6 +880,10 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
             check_relay(url, key, model, "LiteLLM")
             say(f"LiteLLM {facts.litellm_version} on {url}")
             cells, _ = measure(LITELLM, url, write_scripts(stack.root, key, model, "litellm"), plan)
+    except (RuntimeError, TimeoutError) as exc:
+        # Keep the gateway's numbers: report why LiteLLM has none.
+        facts.litellm_error = str(exc).splitlines()[0]
+        say(f"LiteLLM failed: {exc}")
     finally:
         trap.close()
         facts.outbound_attempts = list(trap.attempts)

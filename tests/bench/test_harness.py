@@ -84,11 +84,12 @@ def test_summary_has_one_row_per_path_with_added_latency() -> None:
 
 def test_a_new_section_goes_on_top_and_older_ones_are_kept(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\n## Old run\n\nold numbers\n")
+    doc.write_text("# Benchmarks\n\nHow to run.\n\n## Old run\n\nold numbers\n")
     write_section(doc, "## New run (2026-11-23)\n\nnew numbers\n")
     write_section(doc, "## New run (2026-11-23)\n\nnewer numbers\n")
     assert doc.read_text() == (
-        "# Benchmarks\n\n## New run (2026-11-23)\n\nnewer numbers\n\n## Old run\n\nold numbers\n"
+        "# Benchmarks\n\nHow to run.\n\n## New run (2026-11-23)\n\nnewer numbers\n\n"
+        "## Old run\n\nold numbers\n"
     )
 
 
