@@ -667,7 +667,8 @@ def aims(cells: list[Cell], on: str, off: str, facts: Facts) -> list[str]:
             cost = 1 - with_.rps / without.rps
             lines.append(
                 f"- limits and metering on vs off, req/s at {most} clients, {kind}: "
-                f"{with_.rps:,.0f} vs {without.rps:,.0f}, on is {cost:.1%} below off "
+                f"{with_.rps:,.0f} vs {without.rps:,.0f}, on is {abs(cost):.1%} "
+                f"{'below' if cost >= 0 else 'above'} off "
                 f"(aim ≤ {AIM_LIMITS_COST:.0%} slower: {_verdict(cost <= AIM_LIMITS_COST)})"
                 + (f"; not valid: {facts.in_path(on)} with limits on" if facts.in_path(on) else "")
             )
