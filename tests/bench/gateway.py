@@ -356,12 +356,17 @@ class Stack:
         self.services.stop_all()
 
 
-def check_relay(url: str, key: str, model: str, what: str) -> dict[str, str]:
+def check_relay(url: str, key: str, model: str, what: str, timeout: float = 5) -> dict[str, str]:
     """Both request kinds must reach the stub through ``url`` before we measure; the
     headers of the non-streamed answer."""
     headers: dict[str, str] = {}
     for stream in (False, True):
-        status, got, body = http_full(url + PATH, key=key, body=request_body(stream, model))
+        try:
+            status, got, body = http_full(
+                url + PATH, key=key, body=request_body(stream, model), timeout=timeout
+            )
+        except OSError as exc:
+            raise RuntimeError(f"{what} relay check failed: {exc!r}") from exc
         expected = b"data: [DONE]" if stream else b"Hello from the stub."
         if status != 200 or expected not in body:
             raise RuntimeError(f"{what} relay check failed ({status}): {body[:300]!r}")
@@ -878,10 +883,11 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
         with litellm_proxy.litellm_proxy(
             venv, stack.stub_url, stack.root, stack.env, litellm_ready, trap
         ) as url:
-            check_relay(url, key, model, "LiteLLM")
+            # Its first answers are slow (lazy imports): a generous limit for the check.
+            check_relay(url, key, model, "LiteLLM", timeout=60)
             say(f"LiteLLM {facts.litellm_version} on {url}")
             cells, _ = measure(LITELLM, url, write_scripts(stack.root, key, model, "litellm"), plan)
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, OSError) as exc:
         # Keep the gateway's numbers: report why LiteLLM has none.
         facts.litellm_error = str(exc).splitlines()[0]
         say(f"LiteLLM failed: {exc}")
