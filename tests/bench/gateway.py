@@ -61,6 +61,7 @@ AIM_LIMITS_COST = 0.15  # limits on may be at most this much below limits off (r
 KEY_LIMITS = {"rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000, "max_concurrent": 10_000}
 SWITCHES = ("GATEWAY_LIMITS", "GATEWAY_METERING")
 DIRECT = "direct"
+PRELIMINARY = "**Preliminary**"
 LITELLM = "LiteLLM proxy (1 worker)"
 
 # wrk's Lua side: a POST with a JSON body and the key, and a done() hook that prints
@@ -729,7 +730,7 @@ def render(
     ]
     if preliminary:
         head += [
-            f"**Preliminary** ({plan.seconds} s per row, load {load_before} before the run): "
+            f"{PRELIMINARY} ({plan.seconds} s per row, load {load_before} before the run): "
             "measured while other work shared the CPUs, to check the harness; not "
             "representative. Re-run `make bench-gateway` on a quiet machine.",
             "",
@@ -788,23 +789,38 @@ def _load1(load: str) -> float:
         return 0.0
 
 
+def _sections(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, past-last) line of each ``## `` section."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    return [(a, b) for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+
+
+def _replaced_by(lines: list[str], section: tuple[int, int], heading: str) -> bool:
+    """A section with the same heading, or a preliminary one of this bench from another
+    day, gives way to a new one; final measurements of other days stay as history."""
+    first, past = section
+    if lines[first].strip() == heading:
+        return True
+    family = HEADING.split("{date}")[0]
+    return (
+        heading.startswith(family)
+        and lines[first].startswith(family)
+        and any(line.startswith(PRELIMINARY) for line in lines[first:past])
+    )
+
+
 def write_section(path: Path, section: str) -> None:
-    """Replace the section with the same heading (to the next ``## `` heading), or put
-    it before the first section: the newest measurement on top, older ones kept."""
-    heading = section.splitlines()[0]
+    """Put ``section`` before the first section (the newest measurement on top, older
+    ones kept), or in place of the one it replaces (see :func:`_replaced_by`)."""
+    heading = section.splitlines()[0].strip()
     text = path.read_text() if path.exists() else TITLE + "\n"
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    if start is None:
-        at = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
-        end = at
-    else:
-        at = start
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-    before = "\n".join(lines[:at]).rstrip("\n")
-    after = "\n".join(lines[end:]).strip("\n")
+    sections = _sections(lines)
+    dropped = [sec for sec in sections if _replaced_by(lines, sec, heading)]
+    at = dropped[0][0] if dropped else (sections[0][0] if sections else len(lines))
+    kept = [i for i in range(len(lines)) if not any(a <= i < b for a, b in dropped)]
+    before = "\n".join(lines[i] for i in kept if i < at).rstrip("\n")
+    after = "\n".join(lines[i] for i in kept if i >= at).strip("\n")
     new = (before + "\n\n" if before else "") + section.rstrip("\n") + "\n"
     new += "\n" + after + "\n" if after else ""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ and shows up in the report instead of hanging the start.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -27,6 +28,8 @@ from pathlib import Path
 from portal.devstack.procs import free_port, spawn, stop, wait_for
 
 VERSION = "1.102.4"  # the newest whose dependencies resolve from the registry here
+# litellm[proxy]==VERSION and its dependencies, frozen (pip freeze of a working install).
+REQUIREMENTS = Path(__file__).with_name("litellm-requirements.txt")
 MASTER_KEY = "sk-bench-litellm-master"
 MODEL = "bench-stub"
 
@@ -36,8 +39,11 @@ def venv_python(venv: Path) -> Path:
 
 
 def ensure_venv(venv: Path, say: Callable[[str], None]) -> None:
-    """Create ``venv`` with ``litellm[proxy]==VERSION`` unless it already has it."""
-    stamp = venv / f".litellm-{VERSION}"
+    """Create ``venv`` with :data:`REQUIREMENTS` (``litellm[proxy]==VERSION``) unless it
+    already has them."""
+    stamp = (
+        venv / f".litellm-{VERSION}-{hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]}"
+    )
     if stamp.exists():
         return
     if not venv_python(venv).exists():
@@ -52,7 +58,8 @@ def ensure_venv(venv: Path, say: Callable[[str], None]) -> None:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            f"litellm[proxy]=={VERSION}",
+            "-r",
+            str(REQUIREMENTS),
         ],
         capture_output=True,
         text=True,

@@ -14,7 +14,9 @@ from portal.devstack.procs import wait_for
 from tests.bench import litellm_proxy
 from tests.bench.gateway import (
     DIRECT,
+    HEADING,
     LITELLM,
+    PRELIMINARY,
     Cell,
     Facts,
     aims,
@@ -91,6 +93,17 @@ def test_a_new_section_goes_on_top_and_older_ones_are_kept(tmp_path: Path) -> No
         "# Benchmarks\n\nHow to run.\n\n## New run (2026-11-23)\n\nnewer numbers\n\n"
         "## Old run\n\nold numbers\n"
     )
+
+
+def test_a_final_run_replaces_a_preliminary_one_of_another_day(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    final = HEADING.format(date="2026-11-20")
+    early = HEADING.format(date="2026-11-23")
+    doc.write_text(f"# Benchmarks\n\n{early}\n\n{PRELIMINARY} (3 s per row)\n\n{final}\n\nfinal\n")
+    write_section(doc, f"{HEADING.format(date='2026-11-24')}\n\nnew numbers\n")
+    text = doc.read_text()
+    assert early not in text
+    assert text.index("2026-11-24") < text.index(final)
 
 
 def test_litellm_config_routes_one_model_to_the_stub_with_a_master_key() -> None:
