@@ -73,7 +73,7 @@ browser:
 
 bench-gateway: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(PY) -m tests.bench.gateway --output docs/benchmarks.md
+	$(PY) -m tests.bench.gateway --output docs/benchmarks.md $(BENCH_ARGS)
 
 clean-devstack:
 	rm -rf .devstack

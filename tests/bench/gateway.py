@@ -1,14 +1,23 @@
-"""``make bench-gateway``: the gateway's added latency and throughput, on loopback.
+"""``make bench-gateway``: the gateway's added latency and throughput on loopback, with
+limits and metering on and off, beside a LiteLLM proxy, in one run.
 
 Starts the real backing services (PostgreSQL, Redis, SeaweedFS), a stub engine that
-answers at once (:mod:`tests.bench.stub_engine`), seeds a user, an API key and a ready
-replica pointing at the stub, and starts the web process (uvicorn, the real ASGI app:
-key authentication through Redis and routing from the database are in the path). Then
-``wrk``, in its own process, drives ``POST /v1/chat/completions`` first at the stub
-directly, then through the gateway, streamed and not, at 1 and 64 clients; each cell
-gets a warm-up and a bounded measured run. The results replace the section
-"Gateway (make bench-gateway)" of the output file; every process is stopped at the end,
-on error and on Ctrl-C.
+answers at once (:mod:`tests.bench.stub_engine`), seeds a user, an API key (with real
+per-key limits set high enough never to trip, when the key model has them) and a ready
+replica pointing at the stub. Then ``wrk``, in its own process, drives
+``POST /v1/chat/completions``, streamed and not, at 1 and 64 clients, at:
+
+- *direct*: the stub itself;
+- *gateway, limits on*: the web process (uvicorn, the real ASGI app) with default
+  settings, so key authentication, the Redis limiter and the usage stream are in the
+  path (1 and 2 workers);
+- *gateway, limits off*: the same with ``GATEWAY_LIMITS=0 GATEWAY_METERING=0``;
+- *LiteLLM proxy*: :mod:`tests.bench.litellm_proxy` (its own virtual environment, one
+  worker, offline) routing one model to the same stub.
+
+Each cell gets a warm-up and a bounded measured run. The results go into a dated
+section of the output file (older sections are kept); every process is stopped at the
+end, on error and on Ctrl-C.
 
     python -m tests.bench.gateway --output docs/benchmarks.md
 """
@@ -29,21 +38,31 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from compute.agent.procs import free_port, spawn, stop, wait_for
 from portal.devstack.services import BackingServices
+from tests.bench import litellm_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
-HEADING = "## Gateway (make bench-gateway)"
+TITLE = "# Benchmarks"
+HEADING = "## Gateway with limits and metering, beside LiteLLM (make bench-gateway, {date})"
 PATH = "/v1/chat/completions"
 SERVED_NAME = "bench/stub"
 MARK = "BENCH_JSON "
-AIM_RPS = 500
-AIM_ADDED_P50_MS = 3.0
+AIM_RATIO = 40.0  # gateway (limits on) req/s ÷ LiteLLM req/s at the largest client count
+AIM_ADDED_P50_MS = 1.0  # at 1 client, not streamed, limits on
+AIM_LIMITS_COST = 0.15  # limits on may be at most this much below limits off (req/s)
+# Per-key limits for the bench key, where the key model has the field: high enough that
+# they never trip, so the limiter does its full work on every request and denies none.
+KEY_LIMITS = {"rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000, "max_concurrent": 10_000}
+SWITCHES = ("GATEWAY_LIMITS", "GATEWAY_METERING")
+DIRECT = "direct"
+PRELIMINARY = "**Preliminary**"
+LITELLM = "LiteLLM proxy (1 worker)"
 
 # wrk's Lua side: a POST with a JSON body and the key, and a done() hook that prints
 # the counters and percentiles (microseconds) as one JSON line.
@@ -92,6 +111,27 @@ class Cell:
         )
 
 
+@dataclass
+class Facts:
+    """What the run checked besides the numbers, for the report."""
+
+    key_limits: dict[str, int] = field(default_factory=dict)
+    ratelimit_header: dict[str, str] = field(default_factory=dict)  # target → header
+    metered: dict[str, tuple[int, int]] = field(default_factory=dict)  # target → events, sent
+    litellm_version: str = ""
+    litellm_error: str = ""
+    outbound_attempts: list[str] = field(default_factory=list)
+
+    def in_path(self, target: str) -> str:
+        """Why limits and metering were not seen in ``target``'s path ("" if they were)."""
+        missing = []
+        if target not in self.ratelimit_header:
+            missing.append("no x-ratelimit headers")
+        if self.metered.get(target, (0, 0))[0] == 0:
+            missing.append("no usage events")
+        return ", ".join(missing)
+
+
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
@@ -99,10 +139,10 @@ def say(message: str) -> None:
 # --- the stack --------------------------------------------------------------------------
 
 
-def request_body(stream: bool) -> str:
+def request_body(stream: bool, model: str = SERVED_NAME) -> str:
     return json.dumps(
         {
-            "model": SERVED_NAME,
+            "model": model,
             "max_tokens": 8,
             "stream": stream,
             "messages": [{"role": "user", "content": "Say hello."}],
@@ -110,10 +150,11 @@ def request_body(stream: bool) -> str:
     )
 
 
-def http(
+def http_full(
     url: str, *, key: str = "", body: str | None = None, timeout: float = 5
-) -> tuple[int, bytes]:
-    """One request with the standard library; the status and body (errors included)."""
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with the standard library: status, headers (lower-case names) and
+    body, errors included."""
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -121,20 +162,31 @@ def http(
     req = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return int(resp.status), bytes(resp.read())
+            got = {k.lower(): v for k, v in resp.headers.items()}
+            return int(resp.status), got, bytes(resp.read())
     except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
+        return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}, bytes(exc.read())
+
+
+def http(
+    url: str, *, key: str = "", body: str | None = None, timeout: float = 5
+) -> tuple[int, bytes]:
+    """One request with the standard library; the status and body (errors included)."""
+    status, _, data = http_full(url, key=key, body=body, timeout=timeout)
+    return status, data
 
 
 def seed_main() -> None:
-    """Run in a child with the stack's environment: seed, then print the raw API key."""
+    """Run in a child with the stack's environment: seed, then print the raw API key and
+    the limits set on it as one JSON line."""
     import django
 
     django.setup()
-    print(seed(sys.argv[1]))
+    raw, limits = seed(sys.argv[1])
+    print(json.dumps({"key": raw, "limits": limits}))
 
 
-def seed(stub_url: str) -> str:
+def seed(stub_url: str) -> tuple[str, dict[str, int]]:
     """A user and key, a public repo and version, a ready node, deployment and replica."""
     from django.contrib.auth import get_user_model
 
@@ -144,7 +196,13 @@ def seed(stub_url: str) -> str:
     from portal.services.keys import create_api_key
 
     user = get_user_model().objects.create_user(username="bench", password="bench-pw-1")
-    _, raw = create_api_key(user, name="bench")
+    key, raw = create_api_key(user, name="bench")
+    names = {f.name for f in type(key)._meta.get_fields()}
+    limits = {name: value for name, value in KEY_LIMITS.items() if name in names}
+    if limits:
+        for name, value in limits.items():
+            setattr(key, name, value)
+        key.save(update_fields=list(limits))
     repo = ModelRepo(name="stub", visibility=Visibility.PUBLIC, created_by=user)
     repo.set_owner(user)
     repo.save()
@@ -158,7 +216,7 @@ def seed(stub_url: str) -> str:
     Replica.objects.create(
         deployment=deployment, node=node, status=ReplicaStatus.READY, url=stub_url
     )
-    return raw
+    return raw, limits
 
 
 class Stack:
@@ -171,10 +229,12 @@ class Stack:
         self.env: dict[str, str] = {}
         self.stub_url = ""
         self.key = ""
+        self.key_limits: dict[str, int] = {}
 
     def start(self) -> None:
+        base = {k: v for k, v in os.environ.items() if k not in SWITCHES}
         self.env = {
-            **os.environ,
+            **base,
             **self.services.start_all(),
             "DJANGO_SETTINGS_MODULE": "portal.settings",
             "DEBUG": "0",
@@ -184,13 +244,15 @@ class Stack:
         self.stub_url = self._start_stub()
         say("migrating the database")
         self._python(["manage.py", "migrate", "--noinput"])
-        self.key = (
+        seeded = json.loads(
             self._python(
                 ["-c", "from tests.bench.gateway import seed_main; seed_main()", self.stub_url]
             )
             .strip()
             .splitlines()[-1]
         )
+        self.key, self.key_limits = seeded["key"], seeded["limits"]
+        say(f"key limits set: {self.key_limits or 'none (the key model has no limit fields)'}")
 
     def _python(self, argv: Sequence[str]) -> str:
         done = subprocess.run(
@@ -227,11 +289,13 @@ class Stack:
         return url
 
     @contextmanager
-    def gateway(self, workers: int) -> Iterator[tuple[str, int]]:
-        """The web process with ``workers`` workers, for the duration of the block: its
-        URL and pid (with one worker, the pid of the process that serves)."""
+    def gateway(self, workers: int, limits: bool) -> Iterator[tuple[str, int, dict[str, str]]]:
+        """The web process with ``workers`` workers, limits and metering on (default
+        settings) or off, for the duration of the block: its URL, pid (with one worker,
+        the pid of the process that serves) and the headers of a checked answer."""
         port = free_port()
-        log = self.root / "logs" / f"gateway-{workers}w.log"
+        tag = "on" if limits else "off"
+        log = self.root / "logs" / f"gateway-{workers}w-{tag}.log"
         argv = [
             sys.executable,
             "-m",
@@ -251,7 +315,8 @@ class Stack:
             "--log-level",
             "warning",
         ]
-        proc = spawn(argv, log=log, env=self.env, cwd=ROOT)
+        env = dict(self.env) if limits else {**self.env, **{name: "0" for name in SWITCHES}}
+        proc = spawn(argv, log=log, env=env, cwd=ROOT)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -262,9 +327,9 @@ class Stack:
                 proc=proc,
                 log=log,
             )
-            check_relay(url, self.key)
-            say(f"gateway ({workers} worker{'s' * (workers > 1)}) on {url}")
-            yield url, proc.pid
+            headers = check_relay(url, self.key, SERVED_NAME, "gateway")
+            say(f"gateway ({workers} worker{'s' * (workers > 1)}, limits {tag}) on {url}")
+            yield url, proc.pid, headers
         finally:
             stop(proc)
             self.procs.remove(proc)
@@ -273,6 +338,18 @@ class Stack:
         # Several answers in a row, so that every worker has started and loaded its routes.
         return all(http(url + "/v1/models", key=self.key)[0] == 200 for _ in range(4 * workers))
 
+    def usage_events(self) -> int:
+        """How many usage events the usage stream holds (nothing consumes it here)."""
+        import redis
+
+        from compute.metering import STREAM
+
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            return int(client.xlen(STREAM))
+        finally:
+            client.close()
+
     def close(self) -> None:
         for proc in reversed(self.procs):
             stop(proc)
@@ -280,23 +357,40 @@ class Stack:
         self.services.stop_all()
 
 
-def check_relay(url: str, key: str) -> None:
-    """Both request kinds must reach the stub through the gateway before we measure."""
+def check_relay(url: str, key: str, model: str, what: str, timeout: float = 5) -> dict[str, str]:
+    """Both request kinds must reach the stub through ``url`` before we measure; the
+    headers of the non-streamed answer."""
+    headers: dict[str, str] = {}
     for stream in (False, True):
-        status, body = http(url + PATH, key=key, body=request_body(stream))
+        try:
+            status, got, body = http_full(
+                url + PATH, key=key, body=request_body(stream, model), timeout=timeout
+            )
+        except OSError as exc:
+            raise RuntimeError(f"{what} relay check failed: {exc!r}") from exc
         expected = b"data: [DONE]" if stream else b"Hello from the stub."
         if status != 200 or expected not in body:
-            raise RuntimeError(f"gateway relay check failed ({status}): {body[:300]!r}")
+            raise RuntimeError(f"{what} relay check failed ({status}): {body[:300]!r}")
+        if not stream:
+            headers = got
+    return headers
+
+
+def litellm_ready(url: str) -> bool:
+    try:
+        return http(url + "/v1/models", key=litellm_proxy.MASTER_KEY, timeout=2)[0] == 200
+    except OSError:
+        return False
 
 
 # --- wrk --------------------------------------------------------------------------------
 
 
-def write_scripts(folder: Path, key: str) -> dict[bool, Path]:
+def write_scripts(folder: Path, key: str, model: str, tag: str) -> dict[bool, Path]:
     scripts = {}
     for stream in (False, True):
-        path = folder / f"post-{'stream' if stream else 'plain'}.lua"
-        path.write_text(LUA % {"body": request_body(stream), "key": key, "mark": MARK})
+        path = folder / f"post-{tag}-{'stream' if stream else 'plain'}.lua"
+        path.write_text(LUA % {"body": request_body(stream, model), "key": key, "mark": MARK})
         scripts[stream] = path
     return scripts
 
@@ -329,34 +423,41 @@ class Plan:
     clients: list[int]
 
 
-def measure(target: str, url: str, scripts: dict[bool, Path], plan: Plan) -> list[Cell]:
+def measure(target: str, url: str, scripts: dict[bool, Path], plan: Plan) -> tuple[list[Cell], int]:
+    """The cells of one target, and how many requests were sent (warm-ups included)."""
     cells = []
+    sent = 0
     for stream in (False, True):
         for clients in plan.clients:
             if plan.warmup > 0:
-                run_wrk(url, scripts[stream], clients, plan.threads, plan.warmup)
+                sent += run_wrk(url, scripts[stream], clients, plan.threads, plan.warmup)[
+                    "requests"
+                ]
             raw = run_wrk(url, scripts[stream], clients, plan.threads, plan.seconds)
+            sent += raw["requests"]
             cell = Cell.from_wrk(target, stream, clients, raw)
             say(
-                f"{target:<22} stream={stream!s:<5} clients={clients:<3} "
-                f"{cell.rps:8.0f} req/s  p50 {cell.p50_ms:6.2f} ms  "
-                f"p99 {cell.p99_ms:6.2f} ms  errors {cell.errors}"
+                f"{target:<32} stream={stream!s:<5} clients={clients:<3} "
+                f"{cell.rps:8.0f} req/s  p50 {cell.p50_ms:7.2f} ms  "
+                f"p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}"
             )
             cells.append(cell)
-    return cells
+    return cells, sent
 
 
 # --- profiling ------------------------------------------------------------------------
 
 # Which component a sample's innermost recognised frame belongs to.
 COMPONENTS = (
-    ("redis/", "auth: redis-py (GET of the cached grant)"),
+    ("redis/", "redis-py"),
     ("services/keys.py", "auth: resolve_grant, KeyGrant.loads"),
     ("aiohttp/", "relay: aiohttp client (request to the engine)"),
     ("uvicorn/protocols", "uvicorn: HTTP parsing, ASGI send (socket writes)"),
     ("uvicorn/middleware", "uvicorn: proxy-headers middleware"),
     ("validation.py", "validate_body"),
     ("compute/routing.py", "routing table"),
+    ("limits", "limits: Redis limiter"),
+    ("metering", "metering: usage event, metrics"),
     ("gateway/app.py", "gateway app.py (own frames)"),
     ("portal/asgi.py", "portal.asgi dispatch"),
 )
@@ -397,12 +498,32 @@ def profile(pid: int, url: str, script: Path, plan: Plan, folder: Path) -> None:
             spy.kill()
     rps = result["requests"] / (result["duration_us"] / 1e6)
     lines = [
-        f"gateway (1 worker), {max(plan.clients)} clients, not streamed, under py-spy: "
+        f"gateway (1 worker, limits on), {max(plan.clients)} clients, not streamed, "
+        f"under py-spy: "
         f"{rps:,.0f} req/s",
         *summarize(raw),
     ]
     (folder / "gateway-summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
+
+
+def component(frames: list[str]) -> str:
+    """The component of a sample's innermost recognised frame; redis-py's time goes to
+    the project function that called it (grant look-up, limiter, usage publishing)."""
+    name = next(
+        (label for frame in reversed(frames) for key, label in COMPONENTS if key in frame),
+        "event loop (uvloop, task steps) and the rest",
+    )
+    if name != "redis-py":
+        return name
+    caller = next(
+        (f for f in reversed(frames) if f.startswith(("portal/", "compute/"), f.find("(") + 1)),
+        "",
+    )
+    if not caller:
+        return "redis-py (reading replies, from the event loop)"
+    function, _, where = caller.partition(" (")
+    return f"redis-py, called from {function} ({where.split(':')[0]})"
 
 
 def summarize(raw: Path) -> list[str]:
@@ -412,11 +533,7 @@ def summarize(raw: Path) -> list[str]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit() or "threading.py" in stack:
             continue  # the sync_to_async executor thread is counted apart from the loop
-        frames = stack.split(";")
-        name = next(
-            (label for frame in reversed(frames) for key, label in COMPONENTS if key in frame),
-            "event loop (uvloop, task steps) and the rest",
-        )
+        name = component(stack.split(";"))
         shares[name] = shares.get(name, 0) + int(count)
     total = sum(shares.values()) or 1
     return [
@@ -436,6 +553,15 @@ def cpu_model() -> str:
     return found.group(1).strip() if found else "unknown CPU"
 
 
+def memory_gib() -> str:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return "unknown"
+    found = re.search(r"^MemTotal:\s*(\d+) kB", text, re.MULTILINE)
+    return f"{int(found.group(1)) / 2**20:.0f} GiB" if found else "unknown"
+
+
 def load_average() -> str:
     try:
         return " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -452,8 +578,12 @@ def _ms(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _cells(cells: list[Cell]) -> dict[tuple[str, bool, int], Cell]:
+    return {(c.target, c.stream, c.clients): c for c in cells}
+
+
 def table(cells: list[Cell]) -> list[str]:
-    direct = {(c.stream, c.clients): c for c in cells if c.target == "direct"}
+    direct = {(c.stream, c.clients): c for c in cells if c.target == DIRECT}
     lines = [
         "| path | stream | clients | req/s | p50 ms | p99 ms "
         "| added p50 ms | added p99 ms | errors |",
@@ -463,7 +593,7 @@ def table(cells: list[Cell]) -> list[str]:
         base = direct.get((c.stream, c.clients))
         added = (
             ("–", "–")
-            if c.target == "direct" or base is None
+            if c.target == DIRECT or base is None
             else (_ms(c.p50_ms - base.p50_ms), _ms(c.p99_ms - base.p99_ms))
         )
         lines.append(
@@ -474,74 +604,227 @@ def table(cells: list[Cell]) -> list[str]:
     return lines
 
 
-def aims(cells: list[Cell]) -> list[str]:
-    direct = {(c.stream, c.clients): c for c in cells if c.target == "direct"}
+def summary(cells: list[Cell]) -> list[str]:
+    """One row per target: req/s at the most clients, added latency at the fewest."""
+    by = _cells(cells)
+    most = max(c.clients for c in cells)
+    least = min(c.clients for c in cells)
+    lines = [
+        f"| path | req/s, {most} clients | req/s, {most} clients, streamed "
+        f"| added p50 / p99 ms, {least} client | added p50 / p99 ms, {least} client, streamed |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for target in dict.fromkeys(c.target for c in cells):
+        row = [target]
+        for stream in (False, True):
+            cell = by.get((target, stream, most))
+            row.append(f"{cell.rps:,.0f}" if cell else "–")
+        for stream in (False, True):
+            cell, base = by.get((target, stream, least)), by.get((DIRECT, stream, least))
+            if cell is None or base is None or target == DIRECT:
+                row.append("–")
+            else:
+                row.append(f"{cell.p50_ms - base.p50_ms:.2f} / {cell.p99_ms - base.p99_ms:.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def added_p50_line(
+    by: dict[tuple[str, bool, int], Cell], on: str, off: str, stream: bool, clients: int
+) -> str:
+    base = by[(DIRECT, stream, clients)]
+    added = by[(on, stream, clients)].p50_ms - base.p50_ms
+    notes = []
+    if not stream:
+        notes.append(f"aim ≤ {AIM_ADDED_P50_MS:g} ms: {_verdict(added <= AIM_ADDED_P50_MS)}")
+    for name, label in ((off, "limits off"), (LITELLM, "LiteLLM")):
+        other = by.get((name, stream, clients))
+        if other is not None:
+            notes.append(f"{label} {other.p50_ms - base.p50_ms:+.2f} ms")
+    kind = "streamed" if stream else "not streamed"
+    return f"- {on}, added p50 at {clients} client, {kind}: {added:+.2f} ms ({'; '.join(notes)})"
+
+
+def aims(cells: list[Cell], on: str, off: str, facts: Facts) -> list[str]:
+    """The issue's three aims, for the 1-worker gateway with limits on."""
+    by = _cells(cells)
+    most = max(c.clients for c in cells)
+    least = min(c.clients for c in cells)
     lines = []
-    for c in cells:
-        if c.target == "direct" or c.stream:
-            continue
-        if c.clients == max(x.clients for x in cells):
-            verdict = "met" if c.rps >= AIM_RPS else "missed"
+    for stream in (False, True):
+        kind = "streamed" if stream else "not streamed"
+        gw, lite = by.get((on, stream, most)), by.get((LITELLM, stream, most))
+        if gw and lite and lite.rps > 0:
+            ratio = gw.rps / lite.rps
             lines.append(
-                f"- {c.target}, {c.clients} clients, not streamed: {c.rps:,.0f} req/s "
-                f"(aim ≥ {AIM_RPS}: {verdict})"
+                f"- {on} ÷ LiteLLM, req/s at {most} clients, {kind}: {ratio:,.1f}× "
+                f"({gw.rps:,.0f} ÷ {lite.rps:,.0f}; aim ≥ {AIM_RATIO:g}×: "
+                f"{_verdict(ratio >= AIM_RATIO)})"
             )
-        if c.clients == 1 and (False, 1) in direct:
-            added = c.p50_ms - direct[(False, 1)].p50_ms
-            verdict = "met" if added <= AIM_ADDED_P50_MS else "missed"
+        cell, base = by.get((on, stream, least)), by.get((DIRECT, stream, least))
+        if cell and base:
+            lines.append(added_p50_line(by, on, off, stream, least))
+        with_, without = by.get((on, stream, most)), by.get((off, stream, most))
+        if with_ and without and without.rps > 0:
+            cost = 1 - with_.rps / without.rps
             lines.append(
-                f"- {c.target}, 1 client, not streamed: p50 added {added:.2f} ms "
-                f"(aim ≤ {AIM_ADDED_P50_MS:g} ms: {verdict})"
+                f"- limits and metering on vs off, req/s at {most} clients, {kind}: "
+                f"{with_.rps:,.0f} vs {without.rps:,.0f}, on is {abs(cost):.1%} "
+                f"{'below' if cost >= 0 else 'above'} off "
+                f"(aim ≤ {AIM_LIMITS_COST:.0%} slower: {_verdict(cost <= AIM_LIMITS_COST)})"
+                + (f"; not valid: {facts.in_path(on)} with limits on" if facts.in_path(on) else "")
             )
     return lines
 
 
-def render(cells: list[Cell], plan: Plan, workers: list[int], load_before: str) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def facts_lines(facts: Facts, on: str, off: str) -> list[str]:
+    lines = []
+    limits = ", ".join(f"`{k}` = {v:,}" for k, v in facts.key_limits.items())
+    lines.append(
+        f"- The bench key's limits: {limits} (never reached, so no request is denied)."
+        if limits
+        else "- The key model has no per-key limit fields on this branch: only the defaults "
+        "(budgets, if any) were in force."
+    )
+    for target in (on, off):
+        header = facts.ratelimit_header.get(target)
+        lines.append(
+            f"- {target}: `x-ratelimit-limit-requests` "
+            + (f"= {header} on a checked answer." if header else "absent on a checked answer.")
+        )
+    if facts.in_path(on):
+        lines.append(
+            f"- **Warning**: limits and metering were not seen in the path of {on} "
+            f"({facts.in_path(on)}): this branch does not have them yet, so *on* and *off* "
+            "measure the same code."
+        )
+    for target, (events, sent) in facts.metered.items():
+        lines.append(
+            f"- {target}: {events:,} usage events published to the Redis stream for "
+            f"{sent:,} completed requests (warm-ups included; nothing consumed the stream)."
+        )
+    if facts.litellm_error:
+        lines.append(f"- LiteLLM was not measured: {facts.litellm_error}")
+    else:
+        attempts = "; ".join(facts.outbound_attempts) or "none"
+        lines.append(
+            f"- LiteLLM {facts.litellm_version}: a checked answer through it carried the "
+            f"stub's body; outbound attempts caught by the proxy trap: {attempts}."
+        )
+    return lines
+
+
+def render(
+    cells: list[Cell], plan: Plan, workers: list[int], load_before: str, facts: Facts
+) -> str:
+    now = datetime.now(UTC)
+    on, off = gateway_name(workers[0], True), gateway_name(1, False)
+    preliminary = plan.seconds < 10 or _load1(load_before) > 0.5
     head = [
-        HEADING,
-        "",
-        f"Measured {when} on {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, {wrk_version()}. "
-        f"Load average (1/5/15 min) before the run: {load_before}; after: {load_average()} "
-        "(anything above ~0.5 before the run means other work shared the CPUs: "
-        "expect noisier numbers, the tails most).",
-        "",
-        f"`POST {PATH}` with a small chat body and `Authorization: Bearer sk-…`, "
-        "on loopback, against a stub engine that answers at once "
-        "(`tests/bench/stub_engine.py`: a fixed JSON body, or 5 SSE chunks + "
-        "`data: [DONE]` when streamed). *direct* is wrk → stub; *gateway* is wrk → "
-        "uvicorn (`portal.asgi`, `--loop uvloop --http httptools --no-access-log`, "
-        f"workers: {', '.join(map(str, workers))}) → stub, with the real key "
-        "authentication (1 s per-process memo, then Redis, then PostgreSQL) and routing "
-        "(database, refreshed in the background) in the path. "
-        f"wrk {plan.threads} thread(s), closed loop, {plan.warmup:g} s warm-up then "
-        f"{plan.seconds:g} s measured per row; latency is to the last byte (the whole "
-        "stream when streamed). The load generator, the gateway, the stub, Redis and "
-        "PostgreSQL share the same CPUs. Added latency = gateway − direct at the same "
-        "stream/clients; at 64 clients the servers are saturated, so latency there is "
-        "mostly queueing (≈ clients ÷ req/s). errors = socket errors + non-2xx answers.",
+        HEADING.format(date=now.strftime("%Y-%m-%d")),
         "",
     ]
-    return "\n".join([*head, *table(cells), "", *aims(cells), ""])
+    if preliminary:
+        head += [
+            f"{PRELIMINARY} ({plan.seconds} s per row, load {load_before} before the run): "
+            "measured while other work shared the CPUs, to check the harness; not "
+            "representative. Re-run `make bench-gateway` on a quiet machine.",
+            "",
+        ]
+    head += [
+        f"Measured {now.strftime('%Y-%m-%d %H:%M UTC')} on {os.cpu_count()} CPUs "
+        f"({cpu_model()}), {memory_gib()} memory, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {wrk_version()}, LiteLLM "
+        f"{facts.litellm_version or 'not measured'}. Load average (1/5/15 min) before "
+        f"the run: {load_before}; after: {load_average()} (anything above ~0.5 before the "
+        "run means other work shared the CPUs: expect noisier numbers, the tails most).",
+        "",
+        f"`POST {PATH}` with a small chat body (`max_tokens` 8) and `Authorization: Bearer "
+        "sk-…`, on loopback, against a stub engine that answers at once "
+        "(`tests/bench/stub_engine.py`: a fixed JSON body, or 5 SSE chunks + "
+        "`data: [DONE]` when streamed, plus a usage chunk when asked for). *direct* is "
+        "wrk → stub. *gateway* is wrk → uvicorn (`portal.asgi`, `--loop uvloop --http "
+        "httptools --no-access-log`) → stub, with key authentication and routing in the "
+        "path; *limits on* is the default settings (the Redis limiter with the key's "
+        "limits, and one usage event per request to the Redis stream), *limits off* is "
+        "`GATEWAY_LIMITS=0 GATEWAY_METERING=0`. *LiteLLM* is its proxy "
+        "(`tests/bench/litellm_proxy.py`: own virtual environment, `litellm --config … "
+        "--host 127.0.0.1 --num_workers 1`, a master key, no database, "
+        "`LITELLM_LOCAL_MODEL_COST_MAP=True`, telemetry off, HTTP(S)_PROXY pointed at a "
+        "local trap) routing one model (`openai/…`, `api_base` = the stub) to the same stub "
+        f"with its default settings. wrk {plan.threads} thread(s), closed loop, "
+        f"{plan.warmup:g} s warm-up then {plan.seconds:g} s measured per row; latency is to "
+        "the last byte (the whole stream when streamed). The load generator, the proxies, "
+        "the stub, Redis and PostgreSQL share the same CPUs. Added latency = proxy − "
+        "direct at the same stream/clients; at 64 clients the servers are saturated, so "
+        "latency there is mostly queueing (≈ clients ÷ req/s). errors = socket errors + "
+        "non-2xx answers.",
+        "",
+    ]
+    return "\n".join(
+        [
+            *head,
+            *summary(cells),
+            "",
+            *aims(cells, on, off, facts),
+            "",
+            *facts_lines(facts, on, off),
+            "",
+            "All rows:",
+            "",
+            *table(cells),
+            "",
+        ]
+    )
+
+
+def _load1(load: str) -> float:
+    try:
+        return float(load.split("/")[0])
+    except ValueError:
+        return 0.0
+
+
+def _sections(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, past-last) line of each ``## `` section."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    return [(a, b) for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+
+
+def _replaced_by(lines: list[str], section: tuple[int, int], heading: str) -> bool:
+    """A section with the same heading, or a preliminary one of this bench from another
+    day, gives way to a new one; final measurements of other days stay as history."""
+    first, past = section
+    if lines[first].strip() == heading:
+        return True
+    family = HEADING.split("{date}")[0]
+    return (
+        heading.startswith(family)
+        and lines[first].startswith(family)
+        and any(line.startswith(PRELIMINARY) for line in lines[first:past])
+    )
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the section under HEADING (to the next ``## `` heading), or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    """Put ``section`` before the first section (the newest measurement on top, older
+    ones kept), or in place of the one it replaces (see :func:`_replaced_by`)."""
+    heading = section.splitlines()[0].strip()
+    text = path.read_text() if path.exists() else TITLE + "\n"
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:])
-        new = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
+    sections = _sections(lines)
+    dropped = [sec for sec in sections if _replaced_by(lines, sec, heading)]
+    at = dropped[0][0] if dropped else (sections[0][0] if sections else len(lines))
+    kept = [i for i in range(len(lines)) if not any(a <= i < b for a, b in dropped)]
+    before = "\n".join(lines[i] for i in kept if i < at).rstrip("\n")
+    after = "\n".join(lines[i] for i in kept if i >= at).strip("\n")
+    new = (before + "\n\n" if before else "") + section.rstrip("\n") + "\n"
+    new += "\n" + after + "\n" if after else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
+    path.write_text(new)
 
 
 # --- main -------------------------------------------------------------------------------
@@ -549,18 +832,26 @@ def write_section(path: Path, section: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the gateway against a stub engine.")
-    parser.add_argument("--output", type=Path, help="markdown file whose section to replace")
-    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per row")
+    parser.add_argument("--output", type=Path, help="markdown file to put the section into")
+    parser.add_argument(
+        "--seconds", "--duration", type=int, default=10, help="measured seconds per row"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per row (0: none)")
     parser.add_argument("--clients", default="1,64", help="comma-separated client counts")
-    parser.add_argument("--workers", default="1,2", help="gateway worker counts to measure")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="gateway worker counts to measure with limits on (the first is also "
+        "measured with limits off and compared)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
-        help="also sample the 1-worker gateway with py-spy (pip install "
+        help="also sample the 1-worker gateway (limits on) with py-spy (pip install "
         "py-spy) under the largest client count, not streamed; write "
         "the raw stacks and a summary by component to DIR",
     )
@@ -571,20 +862,74 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace, root: Path) -> list[Cell]:
+def gateway_name(workers: int, limits: bool) -> str:
+    return f"gateway, limits {'on' if limits else 'off'} ({workers} worker{'s' * (workers > 1)})"
+
+
+def measure_gateway(
+    stack: Stack, workers: int, limits: bool, plan: Plan, args: argparse.Namespace, facts: Facts
+) -> list[Cell]:
+    name = gateway_name(workers, limits)
+    scripts = write_scripts(stack.root, stack.key, SERVED_NAME, "gateway")
+    with stack.gateway(workers, limits) as (url, pid, headers):
+        if "x-ratelimit-limit-requests" in headers:
+            facts.ratelimit_header[name] = headers["x-ratelimit-limit-requests"]
+        events = stack.usage_events()
+        cells, sent = measure(name, url, scripts, plan)
+        facts.metered[name] = (stack.usage_events() - events, sent)
+        if args.profile is not None and workers == 1 and limits:
+            profile(pid, url, scripts[False], plan, args.profile)
+    return cells
+
+
+def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
+    venv = litellm_proxy.default_venv(ROOT)
+    try:
+        litellm_proxy.ensure_venv(venv, say)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        facts.litellm_error = str(exc)
+        say(f"LiteLLM skipped: {exc}")
+        return []
+    facts.litellm_version = litellm_proxy.version_of(venv)
+    trap = litellm_proxy.ProxyTrap()
+    model = litellm_proxy.MODEL
+    key = litellm_proxy.MASTER_KEY
+    cells: list[Cell] = []
+    try:
+        with litellm_proxy.litellm_proxy(
+            venv, stack.stub_url, stack.root, stack.env, litellm_ready, trap
+        ) as url:
+            # Its first answers are slow (lazy imports): a generous limit for the check.
+            check_relay(url, key, model, "LiteLLM", timeout=60)
+            say(f"LiteLLM {facts.litellm_version} on {url}")
+            cells, _ = measure(LITELLM, url, write_scripts(stack.root, key, model, "litellm"), plan)
+    except (RuntimeError, OSError) as exc:
+        # Keep the gateway's numbers: report why LiteLLM has none.
+        facts.litellm_error = str(exc).splitlines()[0]
+        say(f"LiteLLM failed: {exc}")
+    finally:
+        trap.close()
+        facts.outbound_attempts = list(trap.attempts)
+    return cells
+
+
+def run(args: argparse.Namespace, root: Path, facts: Facts) -> list[Cell]:
     plan = Plan(args.seconds, args.warmup, args.threads, [int(n) for n in args.clients.split(",")])
+    workers = [int(n) for n in args.workers.split(",")]
     stack = Stack(root)
     try:
         stack.start()
-        scripts = write_scripts(root, stack.key)
-        cells = measure("direct", stack.stub_url, scripts, plan)
-        for workers in [int(n) for n in args.workers.split(",")]:
-            with stack.gateway(workers) as (url, pid):
-                cells += measure(
-                    f"gateway ({workers} worker{'s' * (workers > 1)})", url, scripts, plan
-                )
-                if args.profile is not None and workers == 1:
-                    profile(pid, url, scripts[False], plan, args.profile)
+        facts.key_limits = stack.key_limits
+        scripts = write_scripts(root, stack.key, SERVED_NAME, "direct")
+        cells, _ = measure(DIRECT, stack.stub_url, scripts, plan)
+        cells += measure_gateway(stack, workers[0], True, plan, args, facts)
+        cells += measure_gateway(stack, workers[0], False, plan, args, facts)
+        for count in workers[1:]:
+            cells += measure_gateway(stack, count, True, plan, args, facts)
+        if not args.no_litellm:
+            cells += measure_litellm(stack, plan, facts)
+        else:
+            facts.litellm_error = "skipped (--no-litellm)."
         return cells
     finally:
         stack.close()
@@ -600,8 +945,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     load_before = load_average()
     root = Path(tempfile.mkdtemp(prefix="openmaas-bench-"))
+    facts = Facts()
     try:
-        cells = run(args, root)
+        cells = run(args, root, facts)
     except KeyboardInterrupt:
         say("interrupted; processes stopped")
         return 130
@@ -610,11 +956,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     workers = [int(n) for n in args.workers.split(",")]
     plan = Plan(args.seconds, args.warmup, args.threads, [])
-    section = render(cells, plan, workers, load_before)
+    section = render(cells, plan, workers, load_before, facts)
     print("\n" + section)
     if args.output is not None:
         write_section(args.output, section)
-        say(f"wrote the section '{HEADING[3:]}' of {args.output}")
+        say(f"wrote the section '{section.splitlines()[0][3:]}' of {args.output}")
     return 0
 
 

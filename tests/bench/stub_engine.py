@@ -3,7 +3,9 @@
 Raw asyncio protocol + httptools parser (+ uvloop when present), so the stub costs as
 little as possible: ``POST /v1/chat/completions`` and ``POST /v1/completions`` get a
 fixed small JSON body, or for ``"stream": true`` a few SSE chunks and ``data: [DONE]``
-(chunked, one write per event, like an engine emitting tokens); ``GET /health`` is 200.
+(chunked, one write per event, like an engine emitting tokens; with
+``"stream_options": {"include_usage": true}`` a usage chunk before ``[DONE]``, as the
+gateway asks for to meter streams); ``GET /health`` is 200.
 
 Run it in its own process: ``python -m tests.bench.stub_engine --port 8001``.
 """
@@ -69,19 +71,41 @@ STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
     b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
 )
-STREAM_EVENTS = [
-    _sse(t, "stop" if i == len(TOKENS) - 1 else None) for i, t in enumerate(TOKENS)
-] + [_chunk(b"data: [DONE]\n\n"), b"0\r\n\r\n"]
+USAGE = {"prompt_tokens": 5, "completion_tokens": len(TOKENS), "total_tokens": 5 + len(TOKENS)}
+TOKEN_EVENTS = [_sse(t, "stop" if i == len(TOKENS) - 1 else None) for i, t in enumerate(TOKENS)]
+USAGE_EVENT = _chunk(
+    b"data: "
+    + json.dumps(
+        {
+            "id": "cmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "stub",
+            "choices": [],
+            "usage": USAGE,
+        }
+    ).encode()
+    + b"\n\n"
+)
+END_EVENTS = [_chunk(b"data: [DONE]\n\n"), b"0\r\n\r\n"]
+STREAM_EVENTS = TOKEN_EVENTS + END_EVENTS
+STREAM_EVENTS_WITH_USAGE = [*TOKEN_EVENTS, USAGE_EVENT, *END_EVENTS]
 POST_PATHS = {b"/v1/chat/completions", b"/v1/completions"}
 
 
-def wants_stream(body: bytes) -> bool:
+def stream_kind(body: bytes) -> list[bytes] | None:
+    """The events to stream for this request body, or None for a plain JSON answer."""
     if b"stream" not in body:
-        return False
+        return None
     try:
-        return json.loads(body).get("stream") is True
+        parsed = json.loads(body)
+        if parsed.get("stream") is not True:
+            return None
+        options = parsed.get("stream_options") or {}
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     except (ValueError, AttributeError):
-        return False
+        return None
+    return STREAM_EVENTS_WITH_USAGE if wants_usage else STREAM_EVENTS
 
 
 class StubProtocol(asyncio.Protocol):
@@ -116,9 +140,10 @@ class StubProtocol(asyncio.Protocol):
         assert self.transport is not None
         method = self.parser.get_method()
         if method == b"POST" and self.url in POST_PATHS:
-            if wants_stream(b"".join(self.body)):
+            events = stream_kind(b"".join(self.body))
+            if events is not None:
                 self.transport.write(STREAM_HEAD)
-                for event in STREAM_EVENTS:
+                for event in events:
                     self.transport.write(event)
             else:
                 self.transport.write(OK_JSON)
