@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import (
@@ -194,9 +194,13 @@ def mark_silent_nodes_offline() -> list[int]:
         .filter(
             # A silent draining node is revisited only while it still holds replicas.
             Q(status=NodeStatus.READY)
-            | Q(replicas__status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING])
+            | Exists(
+                Replica.objects.filter(
+                    node=OuterRef("pk"),
+                    status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING],
+                )
+            )
         )
-        .distinct()
     )
     for node in silent:
         if node.status == NodeStatus.READY:  # a draining node stays draining when back
