@@ -160,8 +160,10 @@ def _replica_url(node: Node, port: Any) -> str:
     if not isinstance(port, int) or not 0 < port < 65536:
         raise PlatformError("A ready replica needs its port.", param="port")
     ip = node.resolved_ip
-    if not ip:
-        raise PlatformError("The node must register again.", code="node_not_registered")
+    if not ip:  # registered before addresses were resolved: resolve (and check) once now
+        ip = resolve_node_address(node.pinned_address or node.address or "127.0.0.1")
+        Node.objects.filter(pk=node.pk).update(resolved_ip=ip)
+        node.resolved_ip = ip
     check_replica_port(ip, port)
     host = f"[{ip}]" if ":" in ip else ip
     return f"http://{host}:{port}"

@@ -170,3 +170,16 @@ def test_loopback_node_cannot_claim_a_platform_service_port(admin, settings, own
     assert response.status_code == 400 and response.json()["param"] == "port"
     replica.refresh_from_db()
     assert replica.url == ""
+
+
+def test_agent_refused_at_registration_exits_with_the_portals_reason(
+    live_portal, admin, settings, tmp_path, caplog
+):
+    from compute.agent.core import Agent
+
+    settings.COMPUTE_ALLOW_LOOPBACK_NODES = False
+    _, raw = create_node(admin.user, "refused")
+    agent = Agent(live_portal, raw, tmp_path, address="127.1")
+    with caplog.at_level("ERROR", logger="compute.agent"):
+        assert agent.run() == 1
+    assert "Loopback node addresses are not allowed" in caplog.text
