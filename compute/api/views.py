@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from compute.api import serializers as s
+from compute.engines import engine_names, get_engine
+from compute.engines.base import describe_schema
 from compute.models import Deployment, Node, NodeStatus
 from compute.services import deployments, nodes
 from portal.errors import NotFound
@@ -63,6 +67,22 @@ class NodeViewSet(
 
     def perform_destroy(self, instance: Node) -> None:
         nodes.set_node_status(self.request.user, instance, NodeStatus.DISABLED)
+
+
+@extend_schema(responses={200: OpenApiTypes.OBJECT})
+@api_view(["GET"])
+def engines(request: Request) -> Response:
+    """The engines and the arguments each accepts in ``engine_args`` (type, range, allowed
+    values; ``access``: ``open``, ``trusted`` (trusted model versions only), ``reserved``
+    (set by the platform)). ``engine=auto`` needs arguments valid for both."""
+    return Response(
+        {
+            "engines": [
+                {"name": name, "arguments": describe_schema(get_engine(name).schema)}
+                for name in engine_names()
+            ]
+        }
+    )
 
 
 class DeploymentViewSet(

@@ -117,3 +117,11 @@ def test_transformers_engine_refuses_to_start_without_an_api_key(tmp_path):
         )  # fmt: skip
         assert done.returncode == 2
         assert "OPENMAAS_ENGINE_API_KEY" in done.stderr and "never serves" in done.stderr
+
+
+def test_engine_argument_schemas_are_published(owner):
+    response = owner.client().get("/api/compute/engines/")
+    assert response.status_code == 200
+    engines = {e["name"]: e["arguments"] for e in response.json()["engines"]}
+    assert engines["vllm"]["trust_remote_code"]["access"] == "trusted"
+    assert engines["transformers"]["device"]["choices"] == ["cpu", "cuda"]
