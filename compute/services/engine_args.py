@@ -58,7 +58,7 @@ def _check_for(name: str, engine: str, args: Mapping[str, Any], version: ModelVe
             )
         if option.access == "reserved":
             raise _bad(f"'{key}' is set by the platform, not by a deployment.")
-        if option.access == "trusted" and value is not False and not version.trusted:
+        if option.access == "trusted" and value not in (False, None) and not version.trusted:
             raise _bad(
                 f"'{key}' runs the model's own code on the node: only for model versions an "
                 "administrator marked trusted."
