@@ -5,7 +5,7 @@ replicas on ready nodes with room. Idempotent; safe to run from any process at a
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from compute.models import (
@@ -19,10 +19,6 @@ from compute.models import (
 )
 
 LEAVING = [NodeStatus.DRAINING, NodeStatus.DISABLED]
-
-
-def _on_leaving_node() -> Q:
-    return Q(node__status__in=LEAVING)
 
 
 def reconcile_deployment(deployment: Deployment) -> None:
@@ -67,7 +63,12 @@ def deployments_needing_work() -> QuerySet[Deployment]:
     every deployment stopped long ago, is not touched (nor locked)."""
     live = Q(replica_set__status__in=ReplicaStatus.LIVE)
     on_leaving = Q(replica_set__node__status__in=LEAVING)
-    return Deployment.objects.annotate(
+    has_live = Exists(
+        Replica.objects.filter(deployment=OuterRef("pk"), status__in=ReplicaStatus.LIVE)
+    )
+    # The WHERE keeps deployments stopped with nothing live out of the aggregation.
+    candidates = Deployment.objects.filter(Q(status=DeploymentStatus.ACTIVE) | has_live)
+    return candidates.annotate(
         staying=Count("replica_set", filter=live & ~on_leaving),
         leaving=Count("replica_set", filter=live & on_leaving),
     ).filter(
