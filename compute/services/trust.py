@@ -174,6 +174,8 @@ def platform_ips() -> set[IP]:
 
 
 def check_replica_port(ip: str, port: int) -> None:
-    """A replica must not claim a port of the platform's services on a shared host."""
-    if (ipaddress.ip_address(ip), port) in platform_endpoints():
+    """A replica must not claim a port of the platform's services on a shared host (a
+    loopback node; other node IPs were checked against those services at registration)."""
+    address = ipaddress.ip_address(ip)
+    if address.is_loopback and (address, port) in platform_endpoints():
         raise PlatformError(f"Port {port} belongs to one of the platform's services.", param="port")
