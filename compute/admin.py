@@ -1,12 +1,36 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 
 from compute.models import Deployment, Node, Replica, ReplicaEvent
+from compute.services.trust import resolve_node_address
+from portal.errors import PlatformError
+
+
+class NodeForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = Node
+        fields = ["name", "status", "pinned_address", "labels", "max_replicas"]
+
+    def clean(self) -> dict[str, Any]:
+        """A pinned address is checked and resolved as through the API (trust boundary)."""
+        data: dict[str, Any] = super().clean() or {}
+        pinned = (data.get("pinned_address") or "").strip()
+        target = pinned or self.instance.address
+        try:
+            self.instance.resolved_ip = resolve_node_address(target) if target else None
+        except PlatformError as exc:
+            raise forms.ValidationError({"pinned_address": exc.message}) from None
+        data["pinned_address"] = pinned
+        return data
 
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = NodeForm
     list_display = ["name", "status", "hostname", "cpu_count", "gpu_count", "last_heartbeat_at"]
-    readonly_fields = ["token_hash", "token_prefix"]
+    readonly_fields = ["token_hash", "token_prefix", "address", "resolved_ip"]
 
 
 @admin.register(Deployment)

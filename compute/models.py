@@ -34,6 +34,12 @@ class Node(models.Model):
         blank=True,
         help_text="Set by an admin: replicas are reached here, whatever the agent reports",
     )
+    resolved_ip = models.GenericIPAddressField(
+        null=True,
+        blank=True,
+        help_text="The checked IP the gateway dials (the pinned or reported address, resolved "
+        "once at registration: no later DNS rebinding)",
+    )
     cpu_count = models.PositiveIntegerField(default=0)
     memory_bytes = models.BigIntegerField(default=0)
     gpus = models.JSONField(default=list, blank=True)
@@ -79,6 +85,7 @@ class Deployment(models.Model):
     served_name = models.CharField(max_length=200, db_index=True)
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
     replicas = models.PositiveIntegerField(default=1)
+    # 0: the engine's default (one whole GPU for GPU engines, none for transformers on CPU).
     gpus_per_replica = models.PositiveIntegerField(default=0)
     engine_args = models.JSONField(default=dict, blank=True)
     status = models.CharField(
@@ -148,6 +155,8 @@ class Replica(models.Model):
         max_length=16, choices=ReplicaStatus.choices, default=ReplicaStatus.PENDING, db_index=True
     )
     gpu_indices = models.JSONField(default=list, blank=True)
+    # The engine chosen at placement (``auto`` resolved for the node): the agent runs this one.
+    engine = models.CharField(max_length=16, blank=True)
     url = models.CharField(max_length=255, blank=True)
     # The engine's own API key: the agent starts the engine with it and the gateway
     # sends it, so a replica's port answers no one else.

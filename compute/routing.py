@@ -62,7 +62,7 @@ def _query_routes() -> dict[str, Route]:
     ready = (
         Replica.objects.filter(
             status=ReplicaStatus.READY,
-            node__status=NodeStatus.READY,
+            node__status__in=[NodeStatus.READY, NodeStatus.DRAINING],
             deployment__status=DeploymentStatus.ACTIVE,
         )
         .exclude(url="")

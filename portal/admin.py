@@ -25,8 +25,8 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class ModelVersionInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ModelVersion
     extra = 0
-    fields = ("number", "revision", "architecture", "total_bytes", "created_at")
-    readonly_fields = fields
+    fields = ("number", "revision", "architecture", "total_bytes", "created_at", "trusted")
+    readonly_fields = fields[:-1]  # ``trusted``: admins allow the version's remote code
 
 
 @admin.register(ModelRepo)

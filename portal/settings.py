@@ -6,6 +6,7 @@ production sets the variables listed in the README's configuration table.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -151,6 +152,15 @@ NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)
 NODE_OFFLINE_AFTER_S = env_int("NODE_OFFLINE_AFTER_S", 30, minimum=2)
 # Nodes on the portal's own host (the local stack). Production sets 0.
 COMPUTE_ALLOW_LOOPBACK_NODES = env_bool("COMPUTE_ALLOW_LOOPBACK_NODES", True)
+# Networks node addresses must resolve into: CIDRs, or ``public`` for any globally routable
+# address. Empty (the default): only loopback, and only with COMPUTE_ALLOW_LOOPBACK_NODES.
+COMPUTE_NODE_NETWORKS = env_list("COMPUTE_NODE_NETWORKS", [])
+for _network in COMPUTE_NODE_NETWORKS:
+    if _network != "public":
+        try:
+            ipaddress.ip_network(_network, strict=False)
+        except ValueError as _exc:
+            raise ImproperlyConfigured(f"COMPUTE_NODE_NETWORKS: {_exc}") from _exc
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -68,6 +68,9 @@ class Agent:
         response = self.http.post(f"{self.portal}/api/compute/agent/{path}", json=body)
         if response.status_code in (401, 403):
             raise AgentRejected(f"portal refused this node: {response.text[:200]}")
+        if path == "register" and response.status_code == 400:
+            # E.g. an address outside the pool's networks: retrying cannot help.
+            raise AgentRejected(f"portal refused this node's inventory: {response.text[:500]}")
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

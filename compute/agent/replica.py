@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,9 @@ from compute.agent.procs import free_port, sha256_file, spawn, stop
 logger = logging.getLogger("compute.agent")
 
 MAX_BACKOFF_S = 30.0
+# Engine API keys the agent may itself have been started with: never inherited by engines
+# (each engine gets its own replica's secret from its adapter).
+SECRET_ENV = ("OPENMAAS_ENGINE_API_KEY", "VLLM_API_KEY", "OPENMAAS_NODE_TOKEN")
 HEALTH_TIMEOUT_S = 1.0
 
 
@@ -75,32 +79,60 @@ class ModelCache:
         tmp.replace(dest)
 
 
-def engine_command(
-    engine: str,
+# Engine arguments only the platform sets (from the replica's GPU reservation).
+RESERVED_ARGS = ("gpu_ids", "gpu_count")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one engine: its argv and its whole environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def engine_launch(
+    desired: Mapping[str, Any],
     model_dir: Path,
-    name: str,
     host: str,
     port: int,
-    args: dict[str, Any],
-    gpus: list[int],
-) -> tuple[list[str], dict[str, str]]:
-    """The engine's argv and the variables to add to its environment."""
+    base_env: Mapping[str, str],
+    python: str = sys.executable,
+) -> Launch:
+    """The command and environment of a replica's engine (a pure function of its inputs).
+
+    The engine gets the replica's secret (never started without one) and sees exactly the
+    GPUs the portal reserved for it: ``CUDA_VISIBLE_DEVICES`` is always set, to the
+    assigned indices, or empty for a CPU replica. Raises ValueError or LookupError.
+    """
     from compute.engines import get_engine
     from compute.engines.base import EngineSpec
 
-    extra = dict(args)
-    if gpus and engine == "vllm":
-        extra.setdefault("tensor_parallel_size", len(gpus))
+    secret = str(desired.get("secret") or "")
+    if not secret:
+        raise ValueError("the portal sent no secret; an engine never starts without one")
+    gpus = [int(i) for i in desired.get("gpu_indices") or []]
+    engine = str(desired["engine"])
+    extra = {k: v for k, v in dict(desired.get("engine_args") or {}).items()}
+    for key in RESERVED_ARGS:
+        extra.pop(key, None)
+    if engine == "vllm":
+        extra["gpu_ids"] = gpus
     spec = EngineSpec(
         model_dir=str(model_dir),
-        served_model_name=name,
+        served_model_name=str(desired["served_name"]),
         host=host,
         port=port,
         extra_args=extra,
-        python=sys.executable,
+        python=python,
+        api_key=secret,
     )
     adapter = get_engine(engine)
-    return list(adapter.build_command(spec)), dict(adapter.build_env(spec))
+    argv = list(adapter.build_command(spec))
+    env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
+    env.update(adapter.build_env(spec))
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
+    return Launch(argv, env)
 
 
 @dataclass(frozen=True)
@@ -189,29 +221,15 @@ class LocalReplica:
         self._spawn(model_dir)
 
     def _spawn(self, model_dir: Path) -> None:
-        d = self.desired
         self.port = self.listen.pick_port()
         try:
-            argv, extra_env = engine_command(
-                d["engine"],
-                model_dir,
-                d["served_name"],
-                self.bind_host,
-                self.port,
-                d.get("engine_args") or {},
-                d.get("gpu_indices") or [],
-            )
+            launch = engine_launch(self.desired, model_dir, self.bind_host, self.port, os.environ)
         except (LookupError, ValueError) as exc:
+            self.port = None
             self._fail(f"cannot start engine: {exc}")
             return
-        env = {**os.environ, **extra_env}
-        if d.get("secret"):
-            # Both engines read their API key from the environment (not argv: ps shows it).
-            env["OPENMAAS_ENGINE_API_KEY"] = env["VLLM_API_KEY"] = d["secret"]
-        if d.get("gpu_indices"):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in d["gpu_indices"])
-        logger.info("starting replica %s: %s", self.id, " ".join(argv))
-        self.proc = spawn(argv, log=self.logs / f"replica-{self.id}.log", env=env)
+        logger.info("starting replica %s: %s", self.id, " ".join(launch.argv))
+        self.proc = spawn(launch.argv, log=self.logs / f"replica-{self.id}.log", env=launch.env)
         self.status = "starting"
 
     def _healthy(self) -> bool:

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from compute.api.serializers import HeartbeatSerializer, InventorySerializer
 from compute.models import Engine, Node, Replica, ReplicaStatus
 from compute.services import nodes
-from compute.services.scheduler import place_pending
+from compute.services.scheduler import engine_on, place_pending
 from portal.auth import bearer_token
 from portal.storage import store
 
@@ -93,10 +93,8 @@ def heartbeat(request: Request) -> Response:
 
 
 def _engine_for(node: Node, replica: Replica) -> str:
-    engine = replica.deployment.engine
-    if engine != Engine.AUTO:
-        return engine
-    return Engine.VLLM if node.gpus and "vllm" in node.engines else Engine.TRANSFORMERS
+    """The engine chosen at placement (rows placed before it was recorded: resolve now)."""
+    return replica.engine or engine_on(node, replica.deployment) or Engine.TRANSFORMERS
 
 
 def _desired(node: Node, replica: Replica) -> dict[str, Any]:

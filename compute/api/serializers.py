@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
-from compute.models import Deployment, Engine, Node, Replica
+from compute.models import Deployment, Engine, Node, NodeStatus, Replica
 
 MAX_GPUS = 64
 
@@ -17,6 +20,7 @@ class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "hostname",
             "address",
             "pinned_address",
+            "resolved_ip",
             "cpu_count",
             "memory_bytes",
             "gpus",
@@ -39,8 +43,47 @@ class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return check_node_address(value) if value else value
 
 
+class NodeUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """What an admin may change on a node: drain/disable/readmit it, pin its address."""
+
+    status = serializers.ChoiceField(
+        choices=[NodeStatus.READY, NodeStatus.DRAINING, NodeStatus.DISABLED], required=False
+    )
+    pinned_address = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    labels = serializers.DictField(child=serializers.CharField(max_length=200), required=False)
+    max_replicas = serializers.IntegerField(min_value=0, max_value=1024, required=False)
+
+
+def shows_details(context: Mapping[str, Any], dep: Deployment) -> bool:
+    """Whether the request may see a deployment's internals: log tails, replica URLs and
+    nodes, GPUs, engine arguments. Only the deployment's owner (a writer of its model) and
+    admins; other readers of a public model see status only. ``owner_repos`` in the
+    context: the repo ids the requester may write, or None for an admin."""
+    if "owner_repos" not in context:
+        return False
+    owned = context["owner_repos"]
+    return owned is None or dep.model_version.repo_id in owned
+
+
+# Internals replaced by their empty value (the fields stay, so the schema holds) for
+# readers who are not the owner or an admin.
+PRIVATE_REPLICA_FIELDS: dict[str, Any] = {
+    "url": "",
+    "last_error": "",
+    "node": None,
+    "gpu_indices": [],
+    "restarts": 0,
+}
+
+
 class ReplicaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     node = serializers.CharField(source="node.name", default=None, read_only=True)
+
+    def to_representation(self, instance: Replica) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if not shows_details(self.context, instance.deployment):
+            data.update(PRIVATE_REPLICA_FIELDS)
+        return data
 
     class Meta:
         model = Replica
@@ -79,6 +122,12 @@ class DeploymentSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
             "replica_set",
         ]
         read_only_fields = ["id", "model", "version", "status", "created_at", "replica_set"]
+
+    def to_representation(self, instance: Deployment) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if not shows_details(self.context, instance):
+            data["engine_args"] = {}
+        return data
 
 
 class DeploymentCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]

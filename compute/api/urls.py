@@ -10,5 +10,6 @@ router.register("deployments", views.DeploymentViewSet, basename="deployment")
 urlpatterns = [
     path("agent/register", agent.register, name="agent-register"),
     path("agent/heartbeat", agent.heartbeat, name="agent-heartbeat"),
+    path("engines/", views.engines, name="engines"),
     path("", include(router.urls)),
 ]

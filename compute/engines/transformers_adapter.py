@@ -16,7 +16,6 @@ from compute.engines.base import (
     EngineSpec,
     Option,
     check_spec,
-    positive,
     render_options,
 )
 
@@ -25,11 +24,11 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"float": "float32", "half": "float16"}
 
 OPTIONS: dict[str, Option] = {
-    "max_model_len": Option("--max-model-len", int, positive, "a positive integer"),
-    "max_batch_size": Option("--max-batch-size", int, positive, "a positive integer"),
-    "dtype": Option("--dtype", str, lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
-    "device": Option("--device", str, lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'"),
-    "num_threads": Option("--num-threads", int, lambda v: v >= 0, "an integer >= 0"),
+    "max_model_len": Option("--max-model-len", int, minimum=1, maximum=1 << 20),
+    "max_batch_size": Option("--max-batch-size", int, minimum=1, maximum=256),
+    "dtype": Option("--dtype", str, choices=(*DTYPES, *DTYPE_ALIASES)),
+    "device": Option("--device", str, choices=("cpu", "cuda")),
+    "num_threads": Option("--num-threads", int, minimum=0, maximum=1024),
 }
 # GPU-engine options and the value at which they ask for nothing.
 NEUTRAL: dict[str, Any] = {
@@ -38,15 +37,24 @@ NEUTRAL: dict[str, Any] = {
     "gpu_ids": [],
     "enable_lora": False,
 }
+SCHEMA: dict[str, Option] = {
+    **OPTIONS,
+    "tensor_parallel_size": Option("", int, choices=(1,), hint="1 (no tensor parallelism)"),
+    "gpu_count": Option("", int, choices=(0,), access="reserved"),
+    "gpu_ids": Option("", list, hint="an empty list", access="reserved"),
+    "enable_lora": Option("", bool, choices=(False,), hint="false (no LoRA)"),
+}
+API_KEY_ENV = "OPENMAAS_ENGINE_API_KEY"  # compute.engines.transformers.api reads it
 
 
 class TransformersEngine:
     """Launches ``python -m compute.engines.transformers_server`` for one model."""
 
     name = "transformers"
+    schema = SCHEMA
 
     def build_command(self, spec: EngineSpec) -> list[str]:
-        args = check_spec(self.name, spec, [*OPTIONS, *NEUTRAL])
+        args = check_spec(self.name, spec, SCHEMA)
         for key, neutral in NEUTRAL.items():
             value = args.pop(key, neutral)
             if not _is_neutral(value, neutral):
@@ -63,8 +71,14 @@ class TransformersEngine:
         ]  # fmt: skip
 
     def build_env(self, spec: EngineSpec) -> dict[str, str]:
+        check_spec(self.name, spec, SCHEMA)
         # The server only reads the local directory; never let a miss turn into a Hub call.
-        return {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        # Its API key comes through the environment (not argv: ps shows argv).
+        return {
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            API_KEY_ENV: spec.api_key,
+        }
 
 
 def _is_neutral(value: object, neutral: object) -> bool:

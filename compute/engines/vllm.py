@@ -2,18 +2,24 @@
 
 vLLM itself is never imported here (it is not installed on the control plane).
 
-Accepted ``extra_args``:
+Accepted ``extra_args`` (declared with types, ranges and allowed values in ``SCHEMA``):
 
 * ``dtype``, ``max_model_len``, ``gpu_memory_utilization``, ``max_num_seqs``,
-  ``quantization``, ``kv_cache_dtype``, ``seed``, ``generation_config`` (values), and
-  ``enforce_eager``, ``trust_remote_code``, ``disable_log_stats``, ``enable_log_requests``
+  ``quantization``, ``kv_cache_dtype``, ``seed``, ``generation_config`` (``auto``/``vllm``:
+  never a path), and ``enforce_eager``, ``trust_remote_code`` (only for versions an admin
+  marked trusted), ``disable_log_stats``, ``enable_log_requests`` (not through the portal)
   (switches).
 * Parallelism: ``tensor_parallel_size``, or else the number of GPUs given as ``gpu_ids``
-  (a list, also exported as ``CUDA_VISIBLE_DEVICES``) or ``gpu_count``; default 1.
+  (a list, also exported as ``CUDA_VISIBLE_DEVICES``) or ``gpu_count``; default 1. The
+  platform sets ``gpu_ids`` from the replica's GPU reservation; deployers cannot.
 * LoRA: ``enable_lora`` turns on ``--enable-lora`` with ``--max-loras`` (``max_loras``,
   default 4) and ``--max-lora-rank`` (``max_lora_rank``, default 64, one of vLLM's allowed
-  ranks); ``lora_modules`` (name -> path) preloads adapters. With LoRA on, runtime adapter
-  loading (``/v1/load_lora_adapter``) is enabled through the environment.
+  ranks); ``lora_modules`` (name -> directory relative to the model version) preloads
+  adapters shipped with the model. With LoRA on, runtime adapter loading
+  (``/v1/load_lora_adapter``) is enabled through the environment.
+
+The replica's secret reaches vLLM as ``VLLM_API_KEY`` (``build_env``); a spec without one is
+refused, so vLLM never serves ``/v1`` unauthenticated.
 
 Flag names were checked against current vLLM (``vllm/engine/arg_utils.py``). Request logging
 is off by default there and ``--disable-log-requests`` was removed (vLLM 0.12), so it is
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from compute.engines.base import (
     EngineArgError,
@@ -41,34 +47,65 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_MAX_LORAS = 4
 DEFAULT_MAX_LORA_RANK = 64
+# vllm/model_executor/layers/quantization: QuantizationMethods (the common ones).
+QUANTIZATIONS = (
+    "awq", "awq_marlin", "gptq", "gptq_marlin", "gptq_marlin_24", "gptq_bitblas", "bitblas",
+    "marlin", "fp8", "fbgemm_fp8", "ptpc_fp8", "modelopt", "modelopt_fp4", "mxfp4",
+    "bitsandbytes", "compressed-tensors", "gguf", "experts_int8", "moe_wna16", "torchao",
+    "quark", "auto-round", "inc", "hqq",
+)  # fmt: skip
+# vllm/config/cache.py: CacheDType
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
+MAX_SEED = 2**32 - 1  # vLLM seeds numpy, which takes 0..2**32-1
+MAX_GPUS = 64
 
 OPTIONS: dict[str, Option] = {
-    "dtype": Option("--dtype", str, lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
-    "max_model_len": Option("--max-model-len", int, positive, "a positive integer"),
+    "dtype": Option("--dtype", str, choices=DTYPES),
+    "max_model_len": Option("--max-model-len", int, minimum=1, maximum=1 << 24),
     "gpu_memory_utilization": Option(
         "--gpu-memory-utilization", float, lambda v: 0 < v <= 1, "a number in (0, 1]"
     ),
-    "max_num_seqs": Option("--max-num-seqs", int, positive, "a positive integer"),
-    "quantization": Option("--quantization", str),
-    "kv_cache_dtype": Option("--kv-cache-dtype", str),
-    "seed": Option("--seed", int),
-    "generation_config": Option("--generation-config", str),
+    "max_num_seqs": Option("--max-num-seqs", int, minimum=1, maximum=65536),
+    "quantization": Option("--quantization", str, choices=QUANTIZATIONS),
+    "kv_cache_dtype": Option("--kv-cache-dtype", str, choices=KV_CACHE_DTYPES),
+    "seed": Option("--seed", int, minimum=0, maximum=MAX_SEED),
+    # A path would make vLLM read any directory of the node: only the built-in sources.
+    "generation_config": Option("--generation-config", str, choices=("auto", "vllm")),
     "enforce_eager": Option("--enforce-eager", bool),
-    "trust_remote_code": Option("--trust-remote-code", bool),
+    "trust_remote_code": Option("--trust-remote-code", bool, access="trusted"),
     "disable_log_stats": Option("--disable-log-stats", bool),
-    "enable_log_requests": Option("--enable-log-requests", bool),
+    # Off through the portal: prompts of everyone using a public model would land in the
+    # engine log, whose tail the deployment's owner sees.
+    "enable_log_requests": Option("--enable-log-requests", bool, access="reserved"),
 }
-PARALLEL_KEYS = ("tensor_parallel_size", "gpu_ids", "gpu_count")
-LORA_KEYS = ("enable_lora", "max_loras", "max_lora_rank", "lora_modules")
+PARALLEL: dict[str, Option] = {
+    "tensor_parallel_size": Option(
+        "", int, minimum=1, maximum=MAX_GPUS, hint="a positive integer, the GPUs per replica"
+    ),
+    "gpu_ids": Option("", list, hint="a list of GPU indices", access="reserved"),
+    "gpu_count": Option("", int, minimum=1, maximum=MAX_GPUS, access="reserved"),
+}
+LORA: dict[str, Option] = {
+    "enable_lora": Option("", bool),
+    "max_loras": Option("", int, minimum=1, maximum=256),
+    "max_lora_rank": Option("", int, choices=LORA_RANKS),
+    "lora_modules": Option(
+        "", dict, hint="adapter name -> directory inside the model version (relative path)"
+    ),
+}
+SCHEMA: dict[str, Option] = {**OPTIONS, **PARALLEL, **LORA}
+PARALLEL_KEYS = tuple(PARALLEL)
+LORA_KEYS = tuple(LORA)
 
 
 class VLLMEngine:
     """Launches ``vllm serve MODEL_DIR ...`` for one model replica."""
 
     name = "vllm"
+    schema = SCHEMA
 
     def build_command(self, spec: EngineSpec) -> list[str]:
-        args = check_spec(self.name, spec, [*OPTIONS, *PARALLEL_KEYS, *LORA_KEYS])
+        args = check_spec(self.name, spec, SCHEMA)
         return [
             vllm_executable(spec.python), "serve", spec.model_dir,
             "--served-model-name", spec.served_model_name,
@@ -76,12 +113,13 @@ class VLLMEngine:
             "--port", str(spec.port),
             "--tensor-parallel-size", str(tensor_parallel_size(args)),
             *render_options(self.name, args, OPTIONS),
-            *lora_flags(args),
+            *lora_flags(args, spec.model_dir),
         ]  # fmt: skip
 
     def build_env(self, spec: EngineSpec) -> dict[str, str]:
-        args = check_spec(self.name, spec, [*OPTIONS, *PARALLEL_KEYS, *LORA_KEYS])
-        env: dict[str, str] = {}
+        args = check_spec(self.name, spec, SCHEMA)
+        # vLLM reads its API key from VLLM_API_KEY: /v1 answers no one without it.
+        env: dict[str, str] = {"VLLM_API_KEY": spec.api_key}
         gpu_ids = args.get("gpu_ids")
         if gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in _gpu_ids(gpu_ids))
@@ -126,7 +164,7 @@ def tensor_parallel_size(args: Mapping[str, object]) -> int:
     return 1
 
 
-def lora_flags(args: Mapping[str, object]) -> list[str]:
+def lora_flags(args: Mapping[str, object], model_dir: str = "") -> list[str]:
     """``--enable-lora`` and its sizing flags; LoRA sizing without ``enable_lora`` is an error."""
     enabled = checked("vllm", "enable_lora", args.get("enable_lora", False), Option("", bool))
     if not enabled:
@@ -135,19 +173,37 @@ def lora_flags(args: Mapping[str, object]) -> list[str]:
             raise EngineArgError(f"vllm engine: {', '.join(stray)} need enable_lora=True")
         return []
     max_loras = checked(
-        "vllm", "max_loras", args.get("max_loras", DEFAULT_MAX_LORAS),
-        Option("", int, positive, "a positive integer"),
-    )  # fmt: skip
+        "vllm", "max_loras", args.get("max_loras", DEFAULT_MAX_LORAS), LORA["max_loras"]
+    )
     rank = checked(
         "vllm", "max_lora_rank", args.get("max_lora_rank", DEFAULT_MAX_LORA_RANK),
-        Option("", int, lambda v: v in LORA_RANKS, f"one of {LORA_RANKS}"),
+        LORA["max_lora_rank"],
     )  # fmt: skip
     flags = ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(rank)]
-    modules = args.get("lora_modules")
+    modules = lora_module_paths(args.get("lora_modules"))
     if modules:
-        if not isinstance(modules, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and v for k, v in modules.items()
-        ):
-            raise EngineArgError("vllm engine: lora_modules must map adapter names to paths")
-        flags += ["--lora-modules", *(f"{name}={path}" for name, path in modules.items())]
+        root = PurePosixPath(model_dir)
+        flags += ["--lora-modules", *(f"{name}={root / path}" for name, path in modules.items())]
     return flags
+
+
+def lora_module_paths(value: object) -> dict[str, str]:
+    """``lora_modules`` as adapter name -> path relative to the model directory. Absolute
+    paths and ``..`` are refused: an adapter is part of the model version, not any file of
+    the node."""
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise EngineArgError("vllm engine: lora_modules must map adapter names to paths")
+    paths: dict[str, str] = {}
+    for name, raw in value.items():
+        path = PurePosixPath(raw)
+        if path.is_absolute() or ".." in path.parts or "\\" in raw or "=" in name:
+            raise EngineArgError(
+                f"vllm engine: lora_modules[{name!r}]={raw!r} must be a relative path inside "
+                "the model version"
+            )
+        paths[name] = str(path)
+    return paths

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 
 from compute.models import Deployment, DeploymentStatus, Engine
+from compute.services.engine_args import check_engine_args
 from compute.services.scheduler import place_pending, reconcile_deployment
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError
 from portal.models import ModelRepo, ModelVersion
@@ -34,7 +35,8 @@ def deploy_model(
     """Serve ``version`` (default: the newest) of ``repo`` as ``namespace/name``.
 
     An active deployment of the same name is replaced: it is stopped and the new one
-    takes the name. Only a writer of the repo (or an admin) may deploy it.
+    takes the name. Only a writer of the repo (or an admin) may deploy it. ``engine_args``
+    are checked against the engine's schema here (400 on unknown or unsafe ones).
     """
     if not (
         actor.is_staff or ModelRepo.objects.restrict(actor, "write").filter(pk=repo.pk).exists()
@@ -46,6 +48,8 @@ def deploy_model(
     version = version or repo.latest_version()
     if version is None or version.repo_id != repo.pk:
         raise NotFound("The model has no such version.")
+    engine_args = engine_args or {}
+    gpus_per_replica = check_engine_args(engine, engine_args, version, gpus_per_replica)
     with transaction.atomic():
         replaced = list(
             Deployment.objects.select_for_update().filter(
@@ -61,7 +65,7 @@ def deploy_model(
             engine=engine,
             replicas=replicas,
             gpus_per_replica=gpus_per_replica,
-            engine_args=engine_args or {},
+            engine_args=engine_args,
             created_by=actor,
         )
     for old in replaced:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import (
@@ -20,42 +19,18 @@ from compute.models import (
     Replica,
     ReplicaStatus,
 )
+from compute.services.trust import check_replica_port, resolve_node_address
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models.keys import hash_key
 
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
 NODE_TOKEN_PREFIX = "mnode-"  # noqa: S105 - a prefix, not a secret
 MAX_REPORTED_REPLICAS = 256
 
 
 def check_node_address(value: str) -> str:
-    """The address replicas of a node may be reached on, or PlatformError (400).
-
-    Nodes are third parties: an address they report must not aim the gateway at
-    link-local (cloud metadata), multicast or unspecified addresses, nor at the
-    portal's own host unless loopback nodes are allowed (the local stack).
-    """
-    value = value.strip().strip("[]")
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        return _check_hostname(value)
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        raise PlatformError(f"{ip} cannot be a node address.", param="address")
-    if ip.is_loopback and not settings.COMPUTE_ALLOW_LOOPBACK_NODES:
-        raise PlatformError("Loopback node addresses are not allowed.", param="address")
-    return str(ip)
-
-
-def _check_hostname(value: str) -> str:
-    if not _HOSTNAME.fullmatch(value):
-        raise PlatformError(f"'{value}' is not an IP address or host name.", param="address")
-    if value.lower() == "localhost" and not settings.COMPUTE_ALLOW_LOOPBACK_NODES:
-        raise PlatformError("Loopback node addresses are not allowed.", param="address")
-    return value
+    """``value`` trimmed, if it resolves only to addresses a node may have; else a 400."""
+    resolve_node_address(value)
+    return value.strip()
 
 
 def create_node(
@@ -67,15 +42,28 @@ def create_node(
     if Node.objects.filter(name=name).exists():
         raise PlatformError(f"A node named '{name}' exists.", code="name_taken", status=409)
     raw = NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    pinned = pinned_address.strip()
     node = Node.objects.create(
         name=name,
         token_hash=hash_key(raw),
         token_prefix=raw[:14],
         labels=labels or {},
-        pinned_address=check_node_address(pinned_address) if pinned_address else "",
+        pinned_address=pinned,
+        resolved_ip=resolve_node_address(pinned) if pinned else None,
         created_by=actor,
     )
     return node, raw
+
+
+def pin_node_address(actor: Any, node: Node, address: str) -> Node:
+    """Reach ``node``'s replicas at ``address`` (checked and resolved now), or unpin it."""
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("Only administrators may pin node addresses.")
+    node.pinned_address = address.strip()
+    target = node.pinned_address or node.address
+    node.resolved_ip = resolve_node_address(target) if target else None
+    node.save(update_fields=["pinned_address", "resolved_ip"])
+    return node
 
 
 def rotate_node_token(node: Node) -> str:
@@ -110,7 +98,10 @@ def register_node(node: Node, inventory: Inventory) -> Node:
     """
     now = timezone.now()
     node.hostname = inventory.hostname[:255]
-    node.address = check_node_address(inventory.address[:255])
+    node.address = inventory.address.strip()[:255]
+    # The address the gateway will dial, checked and resolved once, here: the admin's pin
+    # wins over what the agent reports (and then the report is not dialled, so not checked).
+    node.resolved_ip = resolve_node_address(node.pinned_address or node.address)
     node.cpu_count = inventory.cpu_count
     node.memory_bytes = inventory.memory_bytes
     node.gpus = inventory.gpus
@@ -165,11 +156,16 @@ def _apply_report(node: Node, report: dict[str, Any]) -> None:
 
 
 def _replica_url(node: Node, port: Any) -> str:
+    """``http://IP:port`` on the IP resolved at registration (never re-resolved here)."""
     if not isinstance(port, int) or not 0 < port < 65536:
         raise PlatformError("A ready replica needs its port.", param="port")
-    host = node.pinned_address or node.address or "127.0.0.1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
+    ip = node.resolved_ip
+    if not ip:  # registered before addresses were resolved: resolve (and check) once now
+        ip = resolve_node_address(node.pinned_address or node.address or "127.0.0.1")
+        Node.objects.filter(pk=node.pk).update(resolved_ip=ip)
+        node.resolved_ip = ip
+    check_replica_port(ip, port)
+    host = f"[{ip}]" if ":" in ip else ip
     return f"http://{host}:{port}"
 
 
@@ -195,13 +191,23 @@ def mark_silent_nodes_offline() -> list[int]:
     """Nodes that missed heartbeats go offline; their replicas go back to pending."""
     cutoff = timezone.now() - timedelta(seconds=settings.NODE_OFFLINE_AFTER_S)
     silent = list(
-        Node.objects.select_for_update(skip_locked=True).filter(
-            status__in=[NodeStatus.READY, NodeStatus.DRAINING], last_heartbeat_at__lt=cutoff
+        Node.objects.select_for_update(skip_locked=True)
+        .filter(status__in=[NodeStatus.READY, NodeStatus.DRAINING], last_heartbeat_at__lt=cutoff)
+        .filter(
+            # A silent draining node is revisited only while it still holds replicas.
+            Q(status=NodeStatus.READY)
+            | Exists(
+                Replica.objects.filter(
+                    node=OuterRef("pk"),
+                    status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING],
+                )
+            )
         )
     )
     for node in silent:
-        node.status = NodeStatus.OFFLINE
-        node.save(update_fields=["status"])
+        if node.status == NodeStatus.READY:  # a draining node stays draining when back
+            node.status = NodeStatus.OFFLINE
+            node.save(update_fields=["status"])
         for replica in Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE):
             replica.transition(
                 ReplicaStatus.PENDING,
@@ -215,6 +221,36 @@ def mark_silent_nodes_offline() -> list[int]:
                 ReplicaStatus.STOPPED, reason=f"node {node.name} went offline", url=""
             )
     return [n.pk for n in silent]
+
+
+ADMIN_STATUSES = (NodeStatus.READY, NodeStatus.DRAINING, NodeStatus.DISABLED)
+
+
+def set_node_status(actor: Any, node: Node, status: str) -> Node:
+    """An admin drains (no new work; replicas move before they stop), disables (token
+    refused; replicas stop now and come up elsewhere) or readmits a node."""
+    from compute.services.scheduler import (
+        deployments_needing_work,
+        place_pending,
+        reconcile_deployment,
+        release_disabled_nodes,
+    )
+
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("Only administrators may change a node's status.")
+    if status not in ADMIN_STATUSES:
+        raise PlatformError(f"status must be one of {', '.join(ADMIN_STATUSES)}.", param="status")
+    if status == NodeStatus.READY and node.status != NodeStatus.READY:
+        # Readmitted: it is ready only once its agent shows up again.
+        status = NodeStatus.READY if node.last_heartbeat_at else NodeStatus.PENDING
+    Node.objects.filter(pk=node.pk).update(status=status)
+    node.status = status
+    release_disabled_nodes()
+    affected = Replica.objects.filter(node=node).values("deployment_id")
+    for dep in deployments_needing_work().filter(pk__in=affected):
+        reconcile_deployment(dep)
+    place_pending()
+    return node
 
 
 def get_node(pk: int) -> Node:

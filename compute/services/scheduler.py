@@ -5,7 +5,7 @@ replicas on ready nodes with room. Idempotent; safe to run from any process at a
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from compute.models import (
@@ -18,34 +18,116 @@ from compute.models import (
     ReplicaStatus,
 )
 
+LEAVING = [NodeStatus.DRAINING, NodeStatus.DISABLED]
+
 
 def reconcile_deployment(deployment: Deployment) -> None:
-    """Create or retire replicas so the live count equals the desired count."""
+    """Create or retire replicas so the live count equals the desired count.
+
+    Replicas on a draining node do not count: replacements are created (and placed on
+    other nodes); the drained ones stop only as replacements become ready, so serving
+    capacity never drops below the desired count while it can be met. With no other node
+    to take them they keep running until an admin disables the node.
+    """
     with transaction.atomic():
         dep = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        live = list(dep.replica_set.filter(status__in=ReplicaStatus.LIVE).order_by("-pk"))
+        live = list(
+            dep.replica_set.filter(status__in=ReplicaStatus.LIVE)
+            .select_related("node")
+            .order_by("-pk")
+        )
         want = dep.replicas if dep.status == DeploymentStatus.ACTIVE else 0
-        for _ in range(want - len(live)):
+        leaving = [r for r in live if r.node is not None and r.node.status in LEAVING]
+        staying = [r for r in live if r not in leaving]
+        for _ in range(want - len(staying)):
             Replica.objects.create(deployment=dep)
-        for replica in live[: max(0, len(live) - want)]:
-            target = ReplicaStatus.STOPPING if replica.node_id else ReplicaStatus.STOPPED
-            replica.transition(target, reason="scaled down")
+        extra = max(0, len(staying) - want)
+        for replica in staying[:extra]:
+            _retire(replica, "scaled down")
+        serving = sum(r.status == ReplicaStatus.READY for r in staying[extra:])
+        spare = serving + len(leaving) - want
+        leaving.sort(key=lambda r: r.status == ReplicaStatus.READY)  # idle ones go first
+        for replica in leaving[: max(0, spare)]:
+            _retire(replica, f"replaced: node {replica.node} is leaving the pool")
 
 
-def node_fits(node: Node, deployment: Deployment, used_gpus: set[int]) -> list[int] | None:
-    """The GPU indices a replica would get on ``node``, or None if it does not fit."""
+def _retire(replica: Replica, reason: str) -> None:
+    target = ReplicaStatus.STOPPING if replica.node_id else ReplicaStatus.STOPPED
+    replica.transition(target, reason=reason)
+
+
+def deployments_needing_work() -> QuerySet[Deployment]:
+    """Deployments a reconcile pass must visit: active ones whose live count (replicas on
+    draining or disabled nodes excluded) differs from the desired count or that still have
+    replicas on such nodes, and stopped ones with live replicas. Everything else, e.g.
+    every deployment stopped long ago, is not touched (nor locked)."""
+    live = Q(replica_set__status__in=ReplicaStatus.LIVE)
+    on_leaving = Q(replica_set__node__status__in=LEAVING)
+    has_live = Exists(
+        Replica.objects.filter(deployment=OuterRef("pk"), status__in=ReplicaStatus.LIVE)
+    )
+    # The WHERE keeps deployments stopped with nothing live out of the aggregation.
+    candidates = Deployment.objects.filter(Q(status=DeploymentStatus.ACTIVE) | has_live)
+    return candidates.annotate(
+        staying=Count("replica_set", filter=live & ~on_leaving),
+        leaving=Count("replica_set", filter=live & on_leaving),
+    ).filter(
+        Q(leaving__gt=0)
+        | Q(status=DeploymentStatus.ACTIVE) & ~Q(staying=F("replicas"))
+        | Q(status=DeploymentStatus.STOPPED, staying__gt=0)
+    )
+
+
+def release_disabled_nodes() -> int:
+    """Replicas on disabled nodes are stopped at once: the node's token no longer works,
+    so its agent can neither report nor be told anything (it stops its engines when the
+    portal refuses it). They stop counting as live, so replacements are created."""
+    released = 0
+    stuck = Replica.objects.filter(
+        node__status=NodeStatus.DISABLED,
+        status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING],
+    ).select_related("node")
+    for replica in stuck:
+        released += replica.transition(
+            ReplicaStatus.STOPPED, reason=f"node {replica.node} disabled", url="", pid=None
+        )
+    return released
+
+
+def engine_on(node: Node, deployment: Deployment) -> str | None:
+    """The engine a replica of ``deployment`` runs on ``node`` (``auto`` resolved: vLLM on
+    a node with GPUs and vLLM, else transformers), or None if the node offers none."""
     engine = deployment.engine
+    if engine == Engine.AUTO:
+        engine = Engine.VLLM if node.gpus and "vllm" in node.engines else Engine.TRANSFORMERS
     if engine == Engine.VLLM and "vllm" not in node.engines:
         return None
     if engine == Engine.TRANSFORMERS and node.engines and "transformers" not in node.engines:
         return None
-    need = deployment.gpus_per_replica
-    if engine == Engine.VLLM:
-        need = max(need, 1)
-    free = [g["index"] for g in node.gpus if g.get("index") not in used_gpus]
+    return str(engine)
+
+
+def gpus_needed(engine: str, deployment: Deployment) -> int:
+    """Whole GPUs one replica reserves: ``gpus_per_replica`` (default 1) on a GPU engine
+    (vLLM, or transformers with ``device=cuda``), none for transformers on CPU."""
+    on_gpu = engine == Engine.VLLM or (deployment.engine_args or {}).get("device") == "cuda"
+    return max(deployment.gpus_per_replica, 1) if on_gpu else 0
+
+
+def node_fits(
+    node: Node, deployment: Deployment, used_gpus: set[int]
+) -> tuple[str, list[int]] | None:
+    """The engine and GPU indices a replica would get on ``node``, or None if it does not
+    fit. GPUs held by another replica on the node (``used_gpus``) are never shared."""
+    engine = engine_on(node, deployment)
+    if engine is None:
+        return None
+    need = gpus_needed(engine, deployment)
+    indices = sorted(g["index"] for g in node.gpus if isinstance(g.get("index"), int))
+    free = [i for i in indices if i not in used_gpus]
     if len(free) < need:
         return None
-    return free[:need]
+    return engine, free[:need]
 
 
 def place_pending() -> int:
@@ -85,13 +167,15 @@ def _place_one(replica_pk: int) -> int:
         if len(on_node) >= node.max_replicas:
             continue
         used = {i for r in on_node for i in (r.gpu_indices or [])}
-        gpus = node_fits(node, replica.deployment, used)
-        if gpus is None:
+        fit = node_fits(node, replica.deployment, used)
+        if fit is None:
             continue
+        engine, gpus = fit
         replica.transition(
             ReplicaStatus.ASSIGNED,
             reason=f"placed on {node.name}",
             node=node,
+            engine=engine,
             gpu_indices=gpus,
             assigned_at=timezone.now(),
         )
@@ -100,10 +184,19 @@ def _place_one(replica_pk: int) -> int:
 
 
 def reconcile_pool() -> dict[str, int]:
-    """One full pass: liveness, desired counts, placement."""
+    """One pass: liveness, disabled nodes, desired counts (only where work is needed),
+    placement."""
     from compute.services.nodes import mark_silent_nodes_offline
 
     offline = mark_silent_nodes_offline()
-    for dep in Deployment.objects.all():
+    released = release_disabled_nodes()
+    visited = 0
+    for dep in deployments_needing_work().only("pk"):
         reconcile_deployment(dep)
-    return {"offline": len(offline), "placed": place_pending()}
+        visited += 1
+    return {
+        "offline": len(offline),
+        "released": released,
+        "reconciled": visited,
+        "placed": place_pending(),
+    }

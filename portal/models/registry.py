@@ -55,6 +55,8 @@ class ModelVersion(models.Model):
     has_chat_template = models.BooleanField(default=False)
     total_bytes = models.BigIntegerField(default=0)
     message = models.CharField(max_length=200, blank=True)
+    # Set by an admin only: the version's code may run on nodes (``trust_remote_code``).
+    trusted = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.devstack.procs import free_port, spawn, stop, wait_for
+from compute.agent.procs import free_port, spawn, stop, wait_for
 
 VERSION = "1.102.4"  # the newest whose dependencies resolve from the registry here
 # litellm[proxy]==VERSION and its dependencies, frozen (pip freeze of a working install).

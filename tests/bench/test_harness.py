@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.devstack.procs import wait_for
+from compute.agent.procs import wait_for
 from tests.bench import litellm_proxy
 from tests.bench.gateway import (
     DIRECT,

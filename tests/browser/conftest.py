@@ -38,7 +38,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from portal.devstack.procs import free_port, spawn, stop, wait_for
+from compute.agent.procs import free_port, spawn, stop, wait_for
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 

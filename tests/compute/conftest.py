@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVED_NAME = "tiny-llama"
 MAX_MODEL_LEN = 256
 STARTUP_DEADLINE_S = 90.0
+ENGINE_API_KEY = "test-engine-secret"  # the engine refuses to start without one
 
 
 def health_status(base_url: str) -> int | None:
@@ -51,7 +52,12 @@ def start_engine(model_dir: Path, log_path: Path, *extra: str) -> EngineProcess:
         "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", str(MAX_MODEL_LEN), *extra,
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OPENMAAS_ENGINE_API_KEY": ENGINE_API_KEY,
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     engine = EngineProcess(proc, f"http://127.0.0.1:{port}", log_path)

@@ -19,6 +19,7 @@ def spec(**extra: Any) -> EngineSpec:
         port=8123,
         extra_args=extra,
         python="/opt/venv/bin/python",
+        api_key="replica-secret",
     )
 
 
@@ -91,13 +92,13 @@ def test_vllm_command_carries_model_options() -> None:
 def test_vllm_lora_flags_appear_only_when_lora_is_enabled() -> None:
     engine = get_engine("vllm")
     lora = spec(
-        enable_lora=True, max_loras=8, max_lora_rank=32, lora_modules={"sql": "/adapters/sql"}
+        enable_lora=True, max_loras=8, max_lora_rank=32, lora_modules={"sql": "adapters/sql"}
     )
     argv = engine.build_command(lora)
     assert "--enable-lora" in argv
     assert flag_value(argv, "--max-loras") == "8"
     assert flag_value(argv, "--max-lora-rank") == "32"
-    assert flag_value(argv, "--lora-modules") == "sql=/adapters/sql"
+    assert flag_value(argv, "--lora-modules") == "sql=/models/qwen-7b/adapters/sql"
     assert engine.build_env(lora)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
     defaults = engine.build_command(spec(enable_lora=True))
@@ -176,3 +177,55 @@ def test_spec_fields_are_validated() -> None:
         get_engine("vllm").build_command(EngineSpec("/m", "name", "127.0.0.1", 0))
     with pytest.raises(EngineArgError, match="served_model_name"):
         get_engine("transformers").build_command(EngineSpec("/m", "", "127.0.0.1", 80))
+
+
+@pytest.mark.parametrize("path", ["/etc/ssh", "../other-model", "adapters/../../x"])
+def test_vllm_lora_modules_stay_inside_the_model_directory(path: str) -> None:
+    with pytest.raises(EngineArgError, match="relative path inside the model version"):
+        get_engine("vllm").build_command(spec(enable_lora=True, lora_modules={"a": path}))
+
+
+@pytest.mark.parametrize("engine", ["vllm", "transformers"])
+def test_no_engine_command_without_an_api_key(engine: str) -> None:
+    keyless = EngineSpec("/m", "name", "127.0.0.1", 8000)
+    with pytest.raises(EngineArgError, match="no API key"):
+        get_engine(engine).build_command(keyless)
+
+
+def test_the_api_key_reaches_each_engine_through_its_environment_not_argv() -> None:
+    vllm = get_engine("vllm")
+    assert vllm.build_env(spec())["VLLM_API_KEY"] == "replica-secret"
+    assert "replica-secret" not in vllm.build_command(spec())
+    cpu = get_engine("transformers")
+    assert cpu.build_env(spec())["OPENMAAS_ENGINE_API_KEY"] == "replica-secret"
+    assert "replica-secret" not in cpu.build_command(spec())
+
+
+def test_every_engine_declares_a_schema_of_its_arguments() -> None:
+    from compute.engines.base import describe_schema
+
+    for name in ENGINES:
+        schema = describe_schema(get_engine(name).schema)
+        assert schema["max_model_len"]["type"] == "int"
+        assert schema["max_model_len"]["minimum"] == 1
+    vllm = describe_schema(get_engine("vllm").schema)
+    assert vllm["trust_remote_code"]["access"] == "trusted"
+    assert vllm["gpu_ids"]["access"] == "reserved"
+    assert "auto" in vllm["kv_cache_dtype"]["choices"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"generation_config": "/etc"}, "generation_config"),
+        ({"quantization": "magic"}, "quantization"),
+        ({"max_num_seqs": 0}, "max_num_seqs"),
+    ],
+)
+def test_vllm_values_that_would_crash_the_engine_are_refused(
+    extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(EngineArgError, match=message):
+        get_engine("vllm").build_command(spec(**extra))

@@ -25,6 +25,11 @@ def agent_client(token: str) -> APIClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def node_networks(settings):
+    settings.COMPUTE_NODE_NETWORKS = ["10.0.0.0/8"]
+
+
 @pytest.fixture
 def node_token(admin):
     _, token = create_node(admin.user, "gpu-01")

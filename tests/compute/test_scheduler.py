@@ -131,3 +131,41 @@ def test_deployments_api_is_scoped_to_readers(repo, owner, outsider):
         "/api/compute/deployments/", {"model": "olivia/sched", "replicas": "many"}, format="json"
     )
     assert bad.status_code == 400
+
+
+def test_reconcile_selects_only_deployments_that_need_work(repo, owner):
+    from compute.models import Replica
+    from compute.services.scheduler import deployments_needing_work
+
+    node = ready_node("n", max_replicas=50)
+    settled = deploy_model(owner.user, repo, replicas=1)
+    old_repo = model_repo(owner.user, "old")
+    for _ in range(3):  # stopped long ago: every replica stopped
+        stop_deployment(owner.user, deploy_model(owner.user, old_repo, replicas=1))
+    Replica.objects.filter(status=ReplicaStatus.STOPPING).update(status=ReplicaStatus.STOPPED)
+    short = deploy_model(owner.user, model_repo(owner.user, "short"), replicas=2)
+    Replica.objects.filter(deployment=short).delete()
+    stopped_live = deploy_model(owner.user, model_repo(owner.user, "stopped-live"), replicas=1)
+    Deployment.objects.filter(pk=stopped_live.pk).update(status=DeploymentStatus.STOPPED)
+    drained = deploy_model(owner.user, model_repo(owner.user, "drained"), replicas=1)
+    assert set(deployments_needing_work().values_list("pk", flat=True)) == {
+        short.pk,
+        stopped_live.pk,
+    }
+    Node.objects.filter(pk=node.pk).update(status=NodeStatus.DRAINING)
+    needing = set(deployments_needing_work().values_list("pk", flat=True))
+    assert settled.pk in needing and drained.pk in needing  # their replicas must move
+    assert not needing & set(
+        Deployment.objects.filter(served_name=old_repo.full_name).values_list("pk", flat=True)
+    )
+    result = reconcile_pool()
+    assert result["reconciled"] == 4
+
+
+def test_auto_on_a_gpu_node_reserves_a_whole_gpu(repo, owner):
+    gpu = ready_node("gpu", gpus=[{"index": 0}, {"index": 1}], engines=["transformers", "vllm"])
+    dep = deploy_model(owner.user, repo, replicas=3)
+    placed = dep.replica_set.filter(node=gpu)
+    assert sorted(r.gpu_indices for r in placed) == [[0], [1]]
+    assert {r.engine for r in placed} == {"vllm"}
+    assert dep.replica_set.filter(status=ReplicaStatus.PENDING).count() == 1

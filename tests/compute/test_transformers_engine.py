@@ -19,7 +19,7 @@ from compute.engines.transformers.responses import collect
 from compute.engines.transformers.sampling import SamplingParams
 from compute.engines.transformers.server import load_engine, parse_args
 from compute.engines.transformers.text import IncrementalDetokenizer
-from tests.compute.conftest import MAX_MODEL_LEN, SERVED_NAME
+from tests.compute.conftest import ENGINE_API_KEY, MAX_MODEL_LEN, SERVED_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,7 +37,8 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def client(engine_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=engine_url, timeout=60.0) as c:
+    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
+    with httpx.Client(base_url=engine_url, timeout=60.0, headers=auth) as c:
         yield c
 
 
@@ -132,7 +133,7 @@ def test_streamed_chat_via_openai_sdk_matches_non_streamed_and_reports_usage(
 ) -> None:
     content = "你好，世界！Stream this please."
     expected = chat_text(client, content, max_tokens=20)
-    sdk = openai.OpenAI(base_url=engine_url + "/v1", api_key="x")
+    sdk = openai.OpenAI(base_url=engine_url + "/v1", api_key=ENGINE_API_KEY)
     stream = sdk.chat.completions.create(
         model=SERVED_NAME,
         messages=[{"role": "user", "content": content}],

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,11 @@ def load_engine(args: argparse.Namespace) -> Engine:
     )
 
 
-async def serve(engine: Engine, host: str, port: int) -> None:
+async def serve(engine: Engine, host: str, port: int, api_key: str) -> None:
     """Serve until SIGTERM/SIGINT, then stop the scheduler and close connections."""
-    app = build_app(engine, os.environ.get(API_KEY_ENV, ""))
+    if not api_key:
+        raise ValueError("the engine never serves without an API key")
+    app = build_app(engine, api_key)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     engine.scheduler.start()
@@ -133,11 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Never reach for the Hub: the model directory is all there is.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
+    api_key = os.environ.get(API_KEY_ENV, "").strip()
+    if not api_key:
+        # Without a key /v1 would answer anyone who reaches the port: refuse to start.
+        print(
+            f"error: {API_KEY_ENV} is empty or not set; the engine never serves without an "
+            "API key (the node agent sets it to the replica's secret)",
+            file=sys.stderr,
+        )
+        return 2
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     engine = load_engine(args)
     try:
-        asyncio.run(serve(engine, args.host, args.port))
+        asyncio.run(serve(engine, args.host, args.port, api_key))
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         return 1
