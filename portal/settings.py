@@ -99,8 +99,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_IMPORTS = ["compute.metering.tasks"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING below
 CELERY_BEAT_SCHEDULE = {
     "compute-reconcile": {"task": "compute.tasks.reconcile_pool", "schedule": 5.0},
+    "metering-drain": {
+        "task": "compute.metering.tasks.drain_usage",
+        "schedule": float(env_int("METERING_DRAIN_INTERVAL_S", 2, minimum=1)),
+        "options": {"expires": 30},
+    },
 }
 
 # Object store (S3 API): MinIO in production, SeaweedFS locally and in tests.
@@ -144,6 +151,11 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, mini
 GATEWAY_UPSTREAM_TIMEOUT_S = env_int("GATEWAY_UPSTREAM_TIMEOUT_S", 600, minimum=1)
 GATEWAY_ROUTE_TTL_S = float(env_int("GATEWAY_ROUTE_TTL_MS", 1000, minimum=0)) / 1000
 MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 50 * 1024**3, minimum=1)
+
+# Usage metering: the worker's batch size, and how long an entry a worker took but never
+# acknowledged (it died) stays pending before another worker claims it.
+METERING_BATCH_SIZE = env_int("METERING_BATCH_SIZE", 500, minimum=1)
+METERING_RECLAIM_AFTER_S = env_int("METERING_RECLAIM_AFTER_S", 60, minimum=1)
 
 # Compute pool
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)
