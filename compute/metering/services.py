@@ -91,13 +91,13 @@ def drain(
 
 
 def _reclaim(client: redis.Redis, me: str, min_idle_ms: int, count: int) -> list[Entry]:
-    answer = client.xautoclaim(STREAM, GROUP, me, min_idle_ms, "0-0", count=count)
+    answer: Any = client.xautoclaim(STREAM, GROUP, me, min_idle_ms, "0-0", count=count)
     # Entries deleted from the stream while pending come back as None: nothing to keep.
     return [(entry_id, fields) for entry_id, fields in answer[1] if fields]
 
 
 def _read_new(client: redis.Redis, me: str, count: int) -> list[Entry]:
-    answer = client.xreadgroup(GROUP, me, {STREAM: ">"}, count=count)
+    answer: Any = client.xreadgroup(GROUP, me, {STREAM: ">"}, count=count)
     return list(answer[0][1]) if answer else []
 
 
