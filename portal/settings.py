@@ -156,6 +156,8 @@ MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 50 * 1024**3, minimum
 # acknowledged (it died) stays pending before another worker claims it.
 METERING_BATCH_SIZE = env_int("METERING_BATCH_SIZE", 500, minimum=1)
 METERING_RECLAIM_AFTER_S = env_int("METERING_RECLAIM_AFTER_S", 60, minimum=1)
+# Bearer token of GET /metrics (Prometheus). Unset: /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # Compute pool
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)

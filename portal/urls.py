@@ -3,6 +3,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from compute.metering import views as metering_views
 from portal import views
 from portal.errors import openai_error_body
 
@@ -23,6 +24,8 @@ urlpatterns = [
     path("models/<str:namespace>/<str:name>/", views.model_detail, name="model-page"),
     path("keys/", views.api_keys, name="api-keys-page"),
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
+    path("usage/", metering_views.usage_page, name="usage-page"),
+    path("metrics", metering_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
