@@ -46,7 +46,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         group = "day"
     trunc, days, label_format = PERIODS[group]
     since = timezone.now() - timedelta(days=days)
-    rows = list(
+    buckets = (
         UsageHourly.objects.restrict(request.user)
         .filter(hour__gte=since)
         .annotate(period=trunc("hour"))
@@ -59,6 +59,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         )
         .order_by("period", "model")
     )
+    rows: list[dict[str, Any]] = [dict(row) for row in buckets]
     for row in rows:
         row["label"] = timezone.localtime(row["period"]).strftime(label_format)
     context = {"group": group, "rows": rows, "chart": chart_data(rows), "days": days}
