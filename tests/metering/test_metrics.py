@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -77,19 +76,3 @@ def test_pool_gauges_show_replicas_by_state_and_node_heartbeats(db, owner):
     assert sample(text, 'openmaas_node_up{node="gpu-box",state="ready"}') == 1
     assert 0 <= sample(text, 'openmaas_node_heartbeat_age_seconds{node="gpu-box"}') < 60
     assert sample(text, 'openmaas_node_gpu_memory_bytes{gpu="0",node="gpu-box"}') == 80 * 2**30
-
-
-@pytest.mark.parametrize("path", ["/usage/", "/usage/?group=hour", "/usage/?group=bogus"])
-def test_usage_page_charts_own_usage(db, stream, owner, outsider, path):
-    from compute.metering.tasks import drain_usage
-    from tests.metering.conftest import publish
-
-    publish(stream, usage_event(owner.user.pk, model="olivia/charted"))
-    publish(stream, usage_event(outsider.user.pk, model="oscar/secret"))
-    drain_usage()
-    client = Client()
-    assert client.get(path).status_code == 302
-    client.force_login(owner.user)
-    page = client.get(path).content.decode()
-    assert "olivia/charted" in page and "oscar/secret" not in page
-    assert "vendor/chartjs/chart.umd.min.js" in page and 'id="usage-data"' in page
