@@ -87,10 +87,17 @@ class PoolCollector:
 def exposition() -> bytes:
     """The text exposition of this process's (or, in multiprocess mode, all processes')
     request metrics, plus the pool's gauges."""
+    registry = request_registry()
+    registry.register(PoolCollector())
+    return generate_latest(registry)
+
+
+def request_registry() -> CollectorRegistry:
+    """A registry of the request metrics: this process's, or in multiprocess mode the sum
+    over every process that wrote to ``PROMETHEUS_MULTIPROC_DIR``."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(REGISTRY)
-    registry.register(PoolCollector())
-    return generate_latest(registry)
+    return registry

@@ -76,3 +76,37 @@ def test_pool_gauges_show_replicas_by_state_and_node_heartbeats(db, owner):
     assert sample(text, 'openmaas_node_up{node="gpu-box",state="ready"}') == 1
     assert 0 <= sample(text, 'openmaas_node_heartbeat_age_seconds{node="gpu-box"}') < 60
     assert sample(text, 'openmaas_node_gpu_memory_bytes{gpu="0",node="gpu-box"}') == 80 * 2**30
+
+
+MULTIPROCESS_SCRIPT = """
+import multiprocessing, os, sys
+import django
+django.setup()
+from prometheus_client import generate_latest
+from compute.metering.metrics import observe, request_registry
+from tests.metering.conftest import usage_event
+
+def worker():
+    observe(usage_event(1, model="m/multi", model_version_id=1))
+
+children = [multiprocessing.get_context("fork").Process(target=worker) for _ in range(2)]
+for child in children:
+    child.start()
+for child in children:
+    child.join()
+sys.stdout.write(generate_latest(request_registry()).decode())
+"""
+
+
+def test_multiprocess_mode_sums_the_workers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_SCRIPT], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    text = result.stdout.decode()
+    assert sample(text, 'openmaas_inference_requests_total{model="m/multi",status="200"}') == 2
