@@ -92,8 +92,21 @@ def drain(
 
 def _reclaim(client: redis.Redis, me: str, min_idle_ms: int, count: int) -> list[Entry]:
     answer: Any = client.xautoclaim(STREAM, GROUP, me, min_idle_ms, "0-0", count=count)
-    # Entries deleted from the stream while pending come back as None: nothing to keep.
-    return [(entry_id, fields) for entry_id, fields in answer[1] if fields]
+    entries = [(entry_id, fields) for entry_id, fields in answer[1] if entry_id and fields]
+    if len(entries) < len(answer[1]):
+        _drop_trimmed(client, min_idle_ms, count)
+    return entries
+
+
+def _drop_trimmed(client: redis.Redis, min_idle_ms: int, count: int) -> None:
+    """Entries trimmed from the stream while pending (the gateway's MAXLEN) come back
+    empty from XAUTOCLAIM; Redis 7 forgets them, 6.2 keeps them pending for ever. Nothing
+    is left to store of them, so acknowledge those no longer in the stream."""
+    pending: Any = client.xpending_range(STREAM, GROUP, "-", "+", count, idle=min_idle_ms)
+    for item in pending:
+        entry_id = item["message_id"]
+        if not client.xrange(STREAM, entry_id, entry_id):
+            client.xack(STREAM, GROUP, entry_id)
 
 
 def _read_new(client: redis.Redis, me: str, count: int) -> list[Entry]:

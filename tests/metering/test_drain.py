@@ -79,3 +79,13 @@ def test_malformed_events_are_dropped_without_blocking_the_rest(db, stream, owne
     assert drain_usage() == 1
     assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [good.request_id]
     assert stream.xlen(STREAM) == 0
+
+
+def test_pending_entries_trimmed_from_the_stream_do_not_clog_reclaiming(db, stream, owner):
+    publish(stream, *[usage_event(owner.user.pk) for _ in range(3)])
+    ensure_group(stream)
+    taken = stream.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=3)
+    stream.xdel(STREAM, taken[0][1][0][0], taken[0][1][1][0])  # trimmed while pending
+
+    assert drain_usage(min_idle_ms=0) == 1
+    assert stream.xpending(STREAM, GROUP)["pending"] == 0
