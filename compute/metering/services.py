@@ -135,13 +135,40 @@ def store_entries(entries: list[Entry]) -> int:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        seen = set(
-            UsageRecord.objects.filter(request_id__in=records).values_list("request_id", flat=True)
-        )
-        new = [record for request_id, record in records.items() if request_id not in seen]
-        UsageRecord.objects.bulk_create(new, ignore_conflicts=True)
+        inserted = insert_records(sorted(records.values(), key=lambda r: r.request_id))
+        new = [records[request_id] for request_id in inserted]
         add_to_rollups(new)
     return len(new)
+
+
+_COLUMNS = {
+    "request_id": "text", "time": "timestamptz", "key_id": "bigint", "user_id": "bigint",
+    "org_id": "bigint", "model": "text", "model_version_id": "bigint", "replica_id": "bigint",
+    "node_id": "bigint", "endpoint": "text", "stream": "boolean", "status": "integer",
+    "error_code": "text", "prompt_tokens": "integer", "completion_tokens": "integer",
+    "latency_ms": "double precision", "ttft_ms": "double precision", "cost_cny": "numeric",
+}  # fmt: skip
+_INSERT_TEMPLATE = """
+INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})
+ON CONFLICT (request_id) DO NOTHING RETURNING request_id
+"""
+# Table, column names and types are constants of this module; values go as parameters.
+_INSERT = _INSERT_TEMPLATE.format(
+    table=UsageRecord._meta.db_table,
+    columns=", ".join(_COLUMNS),
+    arrays=", ".join(f"%s::{kind}[]" for kind in _COLUMNS.values()),
+)
+
+
+def insert_records(records: list[UsageRecord]) -> list[str]:
+    """Insert the rows whose request id is not in the ledger yet (``ON CONFLICT DO
+    NOTHING``, as ``bulk_create(ignore_conflicts=True)`` would, plus ``RETURNING``, which
+    it cannot give; one array per column keeps the statement small); returns the request
+    ids inserted."""
+    params = [[getattr(record, column) for record in records] for column in _COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, params)
+        return [request_id for (request_id,) in cursor.fetchall()]
 
 
 def _record_or_none(entry_id: bytes, fields: dict[Any, Any]) -> UsageRecord | None:
