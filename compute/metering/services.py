@@ -31,8 +31,8 @@ from compute.metering.models import UsageHourly, UsageRecord
 logger = logging.getLogger(__name__)
 
 GROUP = "metering"
-# pg_advisory_xact_lock key: drains write one at a time, so "already in the ledger?"
-# and "add to the rollup" cannot race between two workers holding the same entry.
+# pg_advisory_xact_lock key: drains write one at a time, so two workers' rollup upserts
+# never interleave (no lock-order deadlocks between buckets).
 _LOCK_KEY = 0x6D65746572  # "meter"
 _MAX_COST = Decimal(10) ** 9
 
