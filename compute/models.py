@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from compute.metering.models import UsageHourly as UsageHourly
+from compute.metering.models import UsageRecord as UsageRecord
 from portal.models import ModelVersion
 
 

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.logs.request_id_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -101,8 +102,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_IMPORTS = ["compute.metering.tasks"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING below
 CELERY_BEAT_SCHEDULE = {
     "compute-reconcile": {"task": "compute.tasks.reconcile_pool", "schedule": 5.0},
+    "metering-drain": {
+        "task": "compute.metering.tasks.drain_usage",
+        "schedule": float(env_int("METERING_DRAIN_INTERVAL_S", 2, minimum=1)),
+        "options": {"expires": 30},
+    },
 }
 
 # Object store (S3 API): MinIO in production, SeaweedFS locally and in tests.
@@ -147,6 +155,13 @@ GATEWAY_UPSTREAM_TIMEOUT_S = env_int("GATEWAY_UPSTREAM_TIMEOUT_S", 600, minimum=
 GATEWAY_ROUTE_TTL_S = float(env_int("GATEWAY_ROUTE_TTL_MS", 1000, minimum=0)) / 1000
 MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 50 * 1024**3, minimum=1)
 
+# Usage metering: the worker's batch size, and how long an entry a worker took but never
+# acknowledged (it died) stays pending before another worker claims it.
+METERING_BATCH_SIZE = env_int("METERING_BATCH_SIZE", 500, minimum=1)
+METERING_RECLAIM_AFTER_S = env_int("METERING_RECLAIM_AFTER_S", 60, minimum=1)
+# Bearer token of GET /metrics (Prometheus). Unset: /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 # Compute pool
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)
 NODE_OFFLINE_AFTER_S = env_int("NODE_OFFLINE_AFTER_S", 30, minimum=2)
@@ -190,11 +205,27 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# Logs: JSON lines (default) or text, each with the request id; API keys are masked and
+# content fields (prompts, completions) dropped unless LOG_CONTENT=1 (debugging only).
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use json or text")
+LOG_CONTENT = env_bool("LOG_CONTENT", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "portal.logs.ContextFilter", "log_content": LOG_CONTENT}},
+    "formatters": {
+        "json": {"()": "portal.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

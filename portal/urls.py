@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from compute.metering import views as metering_views
 from portal import views
 from portal.errors import openai_error_body
 from portal.gateway.app import handles as gateway_handles
@@ -33,6 +34,8 @@ urlpatterns = [
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("playground/", views.playground, name="playground-page"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("usage/", metering_views.usage_page, name="usage-page"),
+    path("metrics", metering_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from compute.agent.core import Agent
+from compute.agent.metrics import AgentCollector, add_metrics_arguments, serve_metrics
 from compute.agent.replica import Listen
 
 
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--engines", default="", help="comma-separated engines this node offers (default: detected)"
     )
     parser.add_argument("--log-level", default="INFO")
+    add_metrics_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.token:
         print("a node token is required (--token or OPENMAAS_NODE_TOKEN)", file=sys.stderr)
+        return 2
+    if args.metrics_port and not args.metrics_token:
+        print("--metrics-port needs --metrics-token (or OPENMAAS_METRICS_TOKEN)", file=sys.stderr)
         return 2
     engines = [e for e in args.engines.split(",") if e] or None
     agent = Agent(
@@ -89,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return agent.run()
+    metrics = None
+    if args.metrics_port:
+        host = args.metrics_host or args.bind_host
+        metrics = serve_metrics(AgentCollector(agent), host, args.metrics_port, args.metrics_token)
+    try:
+        return agent.run()
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
 
 
 if __name__ == "__main__":

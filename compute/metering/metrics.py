@@ -1,13 +1,103 @@
 """Prometheus metrics of the gateway and the pool (``prometheus-client``).
 
 The gateway calls :func:`observe` once per inference request, after it answered, in
-the same place it publishes the :class:`~compute.metering.UsageEvent`.
+the same place it publishes the :class:`~compute.metering.UsageEvent`. The pool's
+gauges (replicas by state, node heartbeat age, GPUs) are read from the database when
+``/metrics`` is scraped, by :class:`PoolCollector`.
+
+With several web worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
+directory shared by them (wiped before start): the counters and histograms are then
+kept in files there and :func:`exposition` sums them across processes.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import Metric
+
 from compute.metering import UsageEvent
+from compute.metering.pool import pool_gauges
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+UNROUTED = "(unrouted)"
+
+REQUESTS = Counter(
+    "openmaas_inference_requests",
+    "Inference requests answered by the gateway, by model and HTTP status.",
+    ["model", "status"],
+)
+PROMPT_TOKENS = Counter(
+    "openmaas_prompt_tokens", "Prompt tokens as the engine counted them.", ["model"]
+)
+COMPLETION_TOKENS = Counter(
+    "openmaas_completion_tokens", "Completion tokens as the engine counted them.", ["model"]
+)
+LATENCY = Histogram(
+    "openmaas_request_latency_seconds",
+    "Time from the request's arrival to the end of its answer.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "openmaas_time_to_first_token_seconds",
+    "Streams: time from the request's arrival to its first content chunk.",
+    ["model"],
+    buckets=TTFT_BUCKETS,
+)
 
 
 def observe(event: UsageEvent) -> None:
-    """Count the request, its tokens, latency and time to first token by model."""
+    """Count the request, its tokens, latency and time to first token by model.
+
+    A request that reached no model (unknown name, refused before routing) is counted
+    under ``(unrouted)``: client-chosen names never become label values.
+    """
+    model = event.model if event.model_version_id is not None else UNROUTED
+    REQUESTS.labels(model, str(event.status)).inc()
+    if event.prompt_tokens:
+        PROMPT_TOKENS.labels(model).inc(event.prompt_tokens)
+    if event.completion_tokens:
+        COMPLETION_TOKENS.labels(model).inc(event.completion_tokens)
+    LATENCY.labels(model).observe(event.latency_ms / 1000)
+    if event.ttft_ms is not None:
+        TTFT.labels(model).observe(event.ttft_ms / 1000)
+
+
+class PoolCollector:
+    """Gauges of the compute pool, read from the database at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from pool_gauges()
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+def exposition() -> bytes:
+    """The text exposition of this process's (or, in multiprocess mode, all processes')
+    request metrics, plus the pool's gauges."""
+    registry = request_registry()
+    registry.register(PoolCollector())
+    return generate_latest(registry)
+
+
+def request_registry() -> CollectorRegistry:
+    """A registry of the request metrics: this process's, or in multiprocess mode the sum
+    over every process that wrote to ``PROMETHEUS_MULTIPROC_DIR``."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(REGISTRY)
+    return registry

@@ -14,5 +14,6 @@ urlpatterns = [
     path("auth/logout/", views.log_out, name="logout"),
     path("auth/me/", views.me, name="me"),
     path("compute/", include("compute.api.urls")),
+    path("usage/", include("compute.metering.urls")),
     path("", include(router.urls)),
 ]

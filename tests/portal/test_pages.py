@@ -102,3 +102,14 @@ def test_model_page_shows_card_versions_and_hides_private_models(
     assert client.get("/models/olivia/tiny/").status_code == 404
     assert Client().get("/models/olivia/tiny/").status_code == 404
     assert Client().get("/models/nobody/nothing/").status_code == 404
+
+
+def test_usage_page_needs_login_and_serves_its_chart_library_locally(db, owner):
+    assert Client().get("/usage/").status_code == 302
+    client = Client()
+    client.force_login(owner.user)
+    page = client.get("/usage/")
+    assert page.status_code == 200 and "/usage/" in page.content.decode()
+    library = client.get("/static/vendor/chartjs/chart.umd.min.js")
+    assert library.status_code == 200
+    assert b"Chart.js v4" in b"".join(library.streaming_content)[:200]

@@ -1,0 +1,91 @@
+"""The usage worker: stream entries become ledger rows and hourly rollups, exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from compute.metering import STREAM
+from compute.metering.models import UsageHourly, UsageRecord
+from compute.metering.services import GROUP, ensure_group
+from compute.metering.tasks import drain_usage
+from tests.metering.conftest import publish, usage_event
+
+TEN_PAST = datetime(2026, 11, 23, 10, 10, tzinfo=UTC).timestamp()
+ELEVEN = datetime(2026, 11, 23, 11, 0, tzinfo=UTC).timestamp()
+
+
+def test_n_events_give_n_records_and_hourly_sums(db, stream, owner, org):
+    key_id = owner.user.api_keys.get().pk
+    events = [
+        usage_event(owner.user.pk, key_id=key_id, ts=TEN_PAST + i, prompt_tokens=i)
+        for i in range(30)
+    ]
+    events += [usage_event(owner.user.pk, key_id=key_id, org_id=org.pk, ts=ELEVEN, status=429)]
+    events += [usage_event(owner.user.pk, key_id=key_id, ts=ELEVEN + 5, model="other/m")]
+    publish(stream, *events)
+
+    assert drain_usage() == 32
+
+    assert UsageRecord.objects.count() == 32
+    ten = UsageHourly.objects.get(hour=datetime(2026, 11, 23, 10, tzinfo=UTC))
+    assert (ten.requests, ten.errors, ten.prompt_tokens, ten.completion_tokens) == (
+        30,
+        0,
+        sum(range(30)),
+        150,
+    )
+    assert ten.cost_cny == Decimal("0.003") and ten.key_id == key_id and ten.org_id is None
+    billed = UsageHourly.objects.get(org=org)
+    assert (billed.requests, billed.errors) == (1, 1)
+    assert UsageHourly.objects.count() == 3
+    assert stream.xlen(STREAM) == 0
+
+
+def test_draining_twice_or_redelivered_events_do_not_double_count(db, stream, owner):
+    events = [usage_event(owner.user.pk, ts=TEN_PAST) for _ in range(5)]
+    publish(stream, *events)
+    assert drain_usage() == 5
+    assert drain_usage() == 0
+    publish(stream, events[0], events[1])  # the same requests published again
+
+    assert drain_usage() == 0
+    assert UsageRecord.objects.count() == 5
+    assert UsageHourly.objects.get().requests == 5
+
+
+def test_events_of_a_consumer_that_died_before_ack_are_reclaimed_once(db, stream, owner):
+    publish(stream, *[usage_event(owner.user.pk, ts=TEN_PAST) for _ in range(7)])
+    ensure_group(stream)
+    taken = stream.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=4)
+    assert len(taken[0][1]) == 4  # delivered to a worker that never acknowledges them
+
+    assert drain_usage(min_idle_ms=60_000) == 3  # not idle long enough: left alone
+    assert stream.xpending(STREAM, GROUP)["pending"] == 4
+    assert drain_usage(min_idle_ms=0) == 4
+
+    assert UsageRecord.objects.count() == 7
+    assert UsageHourly.objects.get().requests == 7
+    assert stream.xpending(STREAM, GROUP)["pending"] == 0
+    assert stream.xlen(STREAM) == 0
+
+
+def test_malformed_events_are_dropped_without_blocking_the_rest(db, stream, owner):
+    good = usage_event(owner.user.pk)
+    stream.xadd(STREAM, {**good.encode(), "request_id": "bad", "ts": "soon"})
+    stream.xadd(STREAM, {**usage_event(owner.user.pk).encode(), "cost_cny": "NaN"})
+    publish(stream, good)
+
+    assert drain_usage() == 1
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [good.request_id]
+    assert stream.xlen(STREAM) == 0
+
+
+def test_pending_entries_trimmed_from_the_stream_do_not_clog_reclaiming(db, stream, owner):
+    publish(stream, *[usage_event(owner.user.pk) for _ in range(3)])
+    ensure_group(stream)
+    taken = stream.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=3)
+    stream.xdel(STREAM, taken[0][1][0][0], taken[0][1][1][0])  # trimmed while pending
+
+    assert drain_usage(min_idle_ms=0) == 1
+    assert stream.xpending(STREAM, GROUP)["pending"] == 0
