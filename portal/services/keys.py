@@ -1,6 +1,6 @@
 """API keys: create (shown once), list, revoke, and resolve a presented key.
 
-The gateway resolves keys on its hot path through a one-second per-process memo, then
+The gateway resolves keys on its hot path through a half-second per-process memo, then
 Redis (a 30-second cache of the key's grant), then PostgreSQL. Three rules keep the
 cache honest (Redis names in :mod:`portal.limits.scripts`):
 
@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 CACHE_TTL_S = 30
 CACHE_PREFIX = scripts.GRANT_PREFIX
 TOMBSTONE_TTL_S = 86_400
-# A per-process memo in front of Redis: one Redis round trip per key per second.
-LOCAL_TTL_S = 1.0
+# A per-process memo in front of Redis: one Redis look-up per key per half second.
+LOCAL_TTL_S = 0.5
 LOCAL_MAX_ENTRIES = 10_000
 _local_grants: dict[str, tuple[KeyGrant | None, float]] = {}
 _executor: ThreadPoolExecutor | None = None
@@ -431,7 +431,7 @@ async def fill_grant(
 
 
 async def resolve_grant(raw: str, client: str = "-") -> KeyGrant | None:
-    """The grant of a presented key: from this process's one-second memo, else Redis,
+    """The grant of a presented key: from this process's half-second memo, else Redis,
     else the database. Revocation clears Redis at once, so other processes see it
     within :data:`LOCAL_TTL_S`. ``client`` is the caller's address (failure throttle).
 
@@ -473,6 +473,12 @@ def sync_redis() -> Any:
     global _sync_client
     if _sync_client is None:
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        _sync_client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=1.0,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+        )
     return _sync_client

@@ -44,27 +44,33 @@ def _up(url: str) -> bool:
 
 
 @contextmanager
-def gateway_process(log_dir: Path, **env: str) -> Iterator[str]:
-    """One gateway worker process on a free port; ``env`` overrides settings."""
-    port = free_port()
-    log = log_dir / f"gateway-{port}.log"
-    command = [
-        sys.executable, "-m", "uvicorn", "portal.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-    ]  # fmt: skip
+def gateway_processes(log_dir: Path, count: int = 1, **env: str) -> Iterator[list[str]]:
+    """``count`` gateway worker processes on free ports, started together; ``env``
+    overrides settings. Yields their base URLs."""
     full_env = {**os.environ, "DATABASE_URL": _test_database_url(), **env}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
+    started: list[tuple[subprocess.Popen[bytes], str, Path]] = []
     try:
-        wait_for(lambda: _up(url), timeout_s=90, what="gateway process", proc=proc, log=log)
-        yield url
+        for _ in range(count):
+            port = free_port()
+            log = log_dir / f"gateway-{port}.log"
+            command = [
+                sys.executable, "-m", "uvicorn", "portal.asgi:application",
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            ]  # fmt: skip
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    command, cwd=REPO_ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+                )
+            started.append((proc, f"http://127.0.0.1:{port}", log))
+        for proc, url, log in started:
+            wait_for(lambda u=url: _up(u), timeout_s=90, what="gateway", proc=proc, log=log)
+        yield [url for _, url, _ in started]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc, _, _ in started:
+            proc.terminate()
+        for proc, _, _ in started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
