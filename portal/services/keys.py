@@ -336,20 +336,25 @@ def _generation(user_id: int) -> str | None:
     return "0" if raw is None else raw.decode()
 
 
+def read_grant(raw: str) -> KeyGrant | None:
+    """A key's grant from the database; the user's generation is read before the roles."""
+    key = (
+        APIKey.objects.active()
+        .select_related("user", "organization")
+        .filter(key_hash=hash_key(raw))
+        .first()
+    )
+    if key is None:
+        return None
+    touch_key(key)
+    return grant_for(key, _generation(key.user_id) or "-")
+
+
 def resolve_grant_sync(raw: str) -> KeyGrant | None:
     """For the gateway's look-up threads, outside any request: manages its connection."""
     close_old_connections()
     try:
-        key = (
-            APIKey.objects.active()
-            .select_related("user", "organization")
-            .filter(key_hash=hash_key(raw))
-            .first()
-        )
-        if key is None:
-            return None
-        touch_key(key)
-        return grant_for(key, _generation(key.user_id) or "-")
+        return read_grant(raw)
     finally:
         close_old_connections()
 
