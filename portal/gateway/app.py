@@ -11,6 +11,7 @@ is answered in OpenAI's error shape; none is a 500.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import aiohttp
 from django.conf import settings
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from compute.metering import STREAM, UsageEvent, metrics
 from compute.routing import Route, route_table
@@ -40,11 +41,10 @@ from portal.gateway.exchange import (
     estimate_prompt_tokens,
 )
 from portal.gateway.validation import validate_body
-from portal.limits import limits_unavailable, load_settle, reserve, settle_command
+from portal.limits import limits_unavailable, reserve, settle
 from portal.logs import request_id
 from portal.models.keys import model_allowed, scope_allows
 from portal.models.ownership import Principal
-from portal.redis import async_redis
 from portal.services.keys import KeyGrant, resolve_grant, resolve_grant_uncached
 
 logger = logging.getLogger(__name__)
@@ -302,7 +302,6 @@ async def reserve_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any], ro
     completion = completion_reserve(payload, ex.kind)
     try:
         ex.reservation = await reserve(
-            async_redis(),
             grant,
             ex.request_id,
             prompt + completion,
@@ -406,29 +405,33 @@ async def publish(ex: Exchange) -> None:
     prompt, completion = ex.tokens()
     route = ex.route
     event = usage_event(ex, prompt, completion) if metering else None
+    more = []
+    if event is not None:
+        fields = stream_fields(event)
+        maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
+        more.append(("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *fields))
+    spend = route.cost_ucny(prompt, completion) if route else 0
     try:
-        redis = async_redis()
-        pipe = redis.pipeline(transaction=False)
-        if ex.reservation is not None:
-            spend = route.cost_ucny(prompt, completion) if route else 0
-            settle_command(pipe, ex.reservation, prompt + completion, spend)
-        if event is not None:
-            pipe.xadd(
-                STREAM,
-                event.encode(),  # type: ignore[arg-type]
-                maxlen=settings.GATEWAY_USAGE_STREAM_MAXLEN,
-                approximate=True,
-            )
-        results = await pipe.execute(raise_on_error=False)
-        if ex.reservation is not None and isinstance(results[0], NoScriptError):
-            await load_settle(redis)
-            pipe = redis.pipeline(transaction=False)
-            settle_command(pipe, ex.reservation, prompt + completion, spend)
-            await pipe.execute()
+        await settle(ex.reservation, prompt + completion, spend, *more)
     except RedisError:
         logger.warning("Redis unreachable: usage of request %s not recorded", ex.request_id)
     if event is not None:
         metrics.observe(event)
+
+
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(UsageEvent)]
+
+
+def stream_fields(event: UsageEvent) -> list[str]:
+    """``event.encode()`` flattened for XADD, without ``asdict``'s deep copies."""
+    flat: list[str] = []
+    for name in _EVENT_FIELDS:
+        value = getattr(event, name)
+        flat += (
+            name,
+            "" if value is None else str(int(value) if value is True or value is False else value),
+        )
+    return flat
 
 
 def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:

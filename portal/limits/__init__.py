@@ -16,6 +16,7 @@ UTC calendar month.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from django.conf import settings
 
 from portal.errors import PlatformError
 from portal.limits import scripts
+from portal.limits.wire import is_noscript, wire
 
 __all__ = [
     "LimitsUnavailable",
@@ -32,6 +34,7 @@ __all__ = [
     "RateLimited",
     "Reservation",
     "reserve",
+    "settle",
     "settle_command",
 ]
 
@@ -117,32 +120,22 @@ def rate_headers(grant: Any, answer: list[Any]) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-_reserve_scripts: dict[int, Any] = {}
-
-
-def _reserve_script(redis: Any) -> Any:
-    script = _reserve_scripts.get(id(redis))
-    if script is None:
-        script = _reserve_scripts[id(redis)] = redis.register_script(scripts.RESERVE)
-    return script
-
-
 def _budget(value: int | None) -> int:
     return -1 if value is None else value
 
 
-async def reserve(
-    redis: Any, grant: Any, request_id: str, tokens: int, spend_ucny: int
-) -> Reservation:
+async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
     """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
     req_key, tok_key, conc_key = scripts.rate_keys(grant.bucket)
     this_month = month()
     user_key = scripts.budget_key("u", grant.user_id, this_month)
     org_key = scripts.budget_key("o", grant.org_id, this_month)
     has_org = grant.org_id is not None
-    answer = await _reserve_script(redis)(
-        keys=[req_key, tok_key, conc_key, user_key, org_key],
-        args=[
+    answer = await wire().evalsha(
+        scripts.RESERVE,
+        RESERVE_SHA,
+        [req_key, tok_key, conc_key, user_key, org_key],
+        [
             grant.rpm,
             grant.tpm,
             grant.max_concurrent,
@@ -203,11 +196,13 @@ def refusal(
 
 
 def settle_command(
-    pipe: Any, reservation: Reservation, tokens_used: int, spend_used_ucny: int
-) -> None:
-    """Queue on ``pipe`` the settlement: correct tokens and spend, free the slot."""
-    pipe.evalsha(
-        settle_sha(),
+    reservation: Reservation, tokens_used: int, spend_used_ucny: int
+) -> tuple[Any, ...]:
+    """The settlement of a reservation: correct tokens and spend, free the slot. The
+    gateway sends it together with the usage event's XADD (see :func:`settle`)."""
+    return (
+        "EVALSHA",
+        SETTLE_SHA,
         4,
         *reservation.keys,
         reservation.tpm,
@@ -218,18 +213,20 @@ def settle_command(
     )
 
 
-_settle_sha: str | None = None
+async def settle(reservation: Reservation | None, tokens: int, spend: int, *more: Any) -> None:
+    """Settle ``reservation`` (if any) and run ``more`` commands, in one round trip."""
+    commands = [*([settle_command(reservation, tokens, spend)] if reservation else []), *more]
+    if not commands:
+        return
+    replies = await wire().execute(*commands)
+    if reservation is not None and is_noscript(replies[0]):
+        load = ("SCRIPT", "LOAD", scripts.SETTLE)
+        await wire().execute(load, settle_command(reservation, tokens, spend))
 
 
-def settle_sha() -> str:
-    global _settle_sha
-    if _settle_sha is None:
-        import hashlib
-
-        _settle_sha = hashlib.sha1(scripts.SETTLE.encode(), usedforsecurity=False).hexdigest()
-    return _settle_sha
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-async def load_settle(redis: Any) -> None:
-    """Load the settle script (after a NOSCRIPT: Redis restarted or was flushed)."""
-    await redis.script_load(scripts.SETTLE)
+RESERVE_SHA = _sha(scripts.RESERVE)
+SETTLE_SHA = _sha(scripts.SETTLE)

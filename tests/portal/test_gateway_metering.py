@@ -178,3 +178,13 @@ def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
     events_for([marker.headers["x-request-id"]])  # published after the first one would be
     recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
     assert response.headers["x-request-id"] not in recorded
+
+
+def test_stream_fields_match_the_event_encoding():
+    from portal.gateway.app import stream_fields
+
+    event = UsageEvent(
+        "r", 1.5, None, 3, 4, "m", None, 5, 6, "chat", True, 200, "", 1, 2, 3.25, None, "0.01"
+    )
+    flat = stream_fields(event)
+    assert dict(zip(flat[::2], flat[1::2], strict=True)) == event.encode()
