@@ -33,7 +33,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from portal.errors import NotFound, PlatformError
+from portal.errors import AuthenticationFailed, NotFound, PlatformError
 from portal.limits import scripts
 from portal.models import APIKey, Membership, Organization, Principal, UserBudget
 from portal.models.keys import (
@@ -314,10 +314,14 @@ def grant_for(key: APIKey, generation: str = "0") -> KeyGrant | None:
     return _user_grant(key.user, key, generation)
 
 
-def session_grant(user: Any) -> KeyGrant | None:
+def session_grant(user: Any) -> KeyGrant:
     """The grant of a signed-in browser session (the playground): inference on any model
-    the user may read, the platform's default key limits, the user's own budgets."""
-    return _user_grant(user, None, "0")
+    the user may read, the platform's default key limits, the user's own budgets. Its
+    rate buckets are the user's (``u<user id>``), shared by all the user's sessions."""
+    grant = _user_grant(user, None, "0")
+    if grant is None:
+        raise AuthenticationFailed("This account is disabled.", code="account_disabled")
+    return grant
 
 
 def touch_key(key: APIKey) -> None:
