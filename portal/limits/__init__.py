@@ -68,7 +68,7 @@ def limits_unavailable() -> LimitsUnavailable:
 class Reservation:
     """What :func:`reserve` took, to be settled after the answer."""
 
-    keys: list[str]  # token bucket, in-flight set, user budget, org budget
+    keys: list[str]  # rate buckets, in-flight set, user budget, org budget
     request_id: str
     tpm: int
     has_org: bool
@@ -126,7 +126,7 @@ def _budget(value: int | None) -> int:
 
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
     """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
-    req_key, tok_key, conc_key = scripts.rate_keys(grant.bucket)
+    rate_key, conc_key = scripts.rate_keys(grant.bucket)
     this_month = month()
     user_key = scripts.budget_key("u", grant.user_id, this_month)
     org_key = scripts.budget_key("o", grant.org_id, this_month)
@@ -134,7 +134,7 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     answer = await wire().evalsha(
         scripts.RESERVE,
         RESERVE_SHA,
-        [req_key, tok_key, conc_key, user_key, org_key],
+        [rate_key, conc_key, user_key, org_key],
         [
             grant.rpm,
             grant.tpm,
@@ -155,7 +155,7 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     if verdict != "ok":
         raise refusal(verdict, grant, tokens, int(answer[5]), headers)
     return Reservation(
-        [tok_key, conc_key, user_key, org_key],
+        [rate_key, conc_key, user_key, org_key],
         request_id,
         grant.tpm,
         has_org,

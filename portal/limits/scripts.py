@@ -8,7 +8,8 @@ split by another gateway process. All names live under ``openmaas:``:
 - ``openmaas:grants:gen:<user id>`` — generation of a user's grants (bumped on change);
 - ``openmaas:grants:user:<user id>`` — set of the key hashes cached for that user;
 - ``openmaas:authfail:<client address>`` — failed authentications this minute;
-- ``openmaas:rl:<bucket>:req`` / ``:tok`` — request and token buckets (hash v, t);
+- ``openmaas:rl:<bucket>`` — request and token buckets (hash: level and time of each,
+  ``rv``/``rt`` and ``tv``/``tt``);
 - ``openmaas:rl:<bucket>:conc`` — requests in flight (sorted set, score = lease expiry);
 - ``openmaas:budget:u:<user id>:<YYYYMM>`` / ``openmaas:budget:o:<org id>:<YYYYMM>`` —
   tokens (``tok``) and spend in micro-CNY (``ucny``) used in a UTC calendar month.
@@ -28,8 +29,10 @@ BUDGET_PREFIX = "openmaas:budget:"
 
 
 def rate_keys(bucket: str) -> list[str]:
+    """The bucket's rate hash (requests ``rv``/``rt``, tokens ``tv``/``tt``) and its
+    in-flight set."""
     base = RATE_PREFIX + bucket
-    return [base + ":req", base + ":tok", base + ":conc"]
+    return [base, base + ":conc"]
 
 
 def budget_key(kind: str, owner_id: int | None, month: str) -> str:
@@ -90,7 +93,8 @@ redis.call('DEL', KEYS[2])
 return #hashes
 """
 
-# KEYS: request bucket, token bucket, in-flight set, user budget, org budget.
+# KEYS: rate buckets (hash: requests rv/rt, tokens tv/tt), in-flight set, user budget,
+# org budget.
 # ARGV: rpm, tpm, max concurrent (0 = unlimited), tokens to reserve, micro-CNY to
 # reserve, user token budget, user spend budget, org token budget, org spend budget
 # (-1 = unlimited; the org ones are -1 for a key without a billing organisation),
@@ -105,9 +109,9 @@ local need, spend = tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
-local function level(key, cap)
-  local h = redis.call('HMGET', key, 'v', 't')
-  local v, at = tonumber(h[1]), tonumber(h[2])
+local b = redis.call('HMGET', KEYS[1], 'rv', 'rt', 'tv', 'tt')
+local function level(v, at, cap)
+  v, at = tonumber(v), tonumber(at)
   if not v then return cap end
   return math.min(cap, v + (now - at) * cap / 60)
 end
@@ -116,16 +120,16 @@ local function full_ms(v, cap)
   return math.ceil(math.max(0, cap - v) * 60000 / cap)
 end
 
-local req = rpm > 0 and level(KEYS[1], rpm) or 0
-local tok = tpm > 0 and level(KEYS[2], tpm) or 0
+local req = rpm > 0 and level(b[1], b[2], rpm) or 0
+local tok = tpm > 0 and level(b[3], b[4], tpm) or 0
 local function answer(verdict, r, k, retry_ms)
   return {verdict, math.floor(math.max(r, 0)), full_ms(r, rpm),
           math.floor(math.max(k, 0)), full_ms(k, tpm), math.ceil(retry_ms)}
 end
 
-if conc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= conc then return answer('concurrency', req, tok, 1000) end
+if conc > 0 and redis.call('ZCARD', KEYS[2]) >= conc then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= conc then return answer('concurrency', req, tok, 1000) end
 end
 if rpm > 0 and req < 1 then return answer('requests', req, tok, (1 - req) * 60000 / rpm) end
 if tpm > 0 then
@@ -136,38 +140,41 @@ local function over(key, field, budget, amount)
   if budget < 0 then return false end
   return tonumber(redis.call('HGET', key, field) or '0') + amount > budget
 end
-if over(KEYS[4], 'tok', tonumber(ARGV[6]), need) then return answer('user_tokens', req, tok, 0) end
-if over(KEYS[4], 'ucny', tonumber(ARGV[7]), spend) then return answer('user_spend', req, tok, 0) end
-if over(KEYS[5], 'tok', tonumber(ARGV[8]), need) then return answer('org_tokens', req, tok, 0) end
-if over(KEYS[5], 'ucny', tonumber(ARGV[9]), spend) then return answer('org_spend', req, tok, 0) end
+if over(KEYS[3], 'tok', tonumber(ARGV[6]), need) then return answer('user_tokens', req, tok, 0) end
+if over(KEYS[3], 'ucny', tonumber(ARGV[7]), spend) then return answer('user_spend', req, tok, 0) end
+if over(KEYS[4], 'tok', tonumber(ARGV[8]), need) then return answer('org_tokens', req, tok, 0) end
+if over(KEYS[4], 'ucny', tonumber(ARGV[9]), spend) then return answer('org_spend', req, tok, 0) end
 
-if rpm > 0 then
-  req = req - 1
-  redis.call('HSET', KEYS[1], 'v', req, 't', now)
-  redis.call('EXPIRE', KEYS[1], 61)
-end
-if tpm > 0 then
-  tok = tok - need
-  redis.call('HSET', KEYS[2], 'v', tok, 't', now)
-  redis.call('EXPIRE', KEYS[2], 61 + math.ceil(math.max(0, -tok) * 60 / tpm))
+if rpm > 0 or tpm > 0 then
+  local fields, debt = {}, 0
+  if rpm > 0 then
+    req = req - 1
+    fields = {'rv', req, 'rt', now}
+  end
+  if tpm > 0 then
+    tok = tok - need
+    fields[#fields + 1], fields[#fields + 2] = 'tv', tok
+    fields[#fields + 1], fields[#fields + 2] = 'tt', now
+    debt = math.ceil(math.max(0, -tok) * 60 / tpm)
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], 61 + debt)
 end
 if conc > 0 then
   local lease = tonumber(ARGV[11])
-  redis.call('ZADD', KEYS[3], now + lease, ARGV[10])
-  redis.call('EXPIRE', KEYS[3], lease)
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[10])
+  redis.call('EXPIRE', KEYS[2], lease)
 end
-redis.call('HINCRBY', KEYS[4], 'tok', need)
-redis.call('HINCRBY', KEYS[4], 'ucny', spend)
-redis.call('EXPIRE', KEYS[4], 3456000)
-if ARGV[12] == '1' then
-  redis.call('HINCRBY', KEYS[5], 'tok', need)
-  redis.call('HINCRBY', KEYS[5], 'ucny', spend)
-  redis.call('EXPIRE', KEYS[5], 3456000)
+local function count(key)
+  if redis.call('HINCRBY', key, 'tok', need) == need then redis.call('EXPIRE', key, 3456000) end
+  redis.call('HINCRBY', key, 'ucny', spend)
 end
+count(KEYS[3])
+if ARGV[12] == '1' then count(KEYS[4]) end
 return answer('ok', req, tok, 0)
 """
 
-# KEYS: token bucket, in-flight set, user budget, org budget.
+# KEYS: rate buckets, in-flight set, user budget, org budget.
 # ARGV: tpm, request id, token delta (actual - reserved), micro-CNY delta, has org (0/1).
 SETTLE = """
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -175,12 +182,11 @@ local tpm, delta, spend = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4]
 if tpm > 0 and delta ~= 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local h = redis.call('HMGET', KEYS[1], 'v', 't')
+  local h = redis.call('HMGET', KEYS[1], 'tv', 'tt')
   local v, at = tonumber(h[1]), tonumber(h[2])
   if not v then v, at = tpm, now end
-  v = math.min(tpm, v + (now - at) * tpm / 60) - delta
-  v = math.min(tpm, v)
-  redis.call('HSET', KEYS[1], 'v', v, 't', now)
+  v = math.min(tpm, math.min(tpm, v + (now - at) * tpm / 60) - delta)
+  redis.call('HSET', KEYS[1], 'tv', v, 'tt', now)
   redis.call('EXPIRE', KEYS[1], 61 + math.ceil(math.max(0, -v) * 60 / tpm))
 end
 if delta ~= 0 or spend ~= 0 then
