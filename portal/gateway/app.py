@@ -42,6 +42,7 @@ from portal.gateway.exchange import (
 )
 from portal.gateway.validation import validate_body
 from portal.limits import limits_unavailable, reserve, settle
+from portal.limits.wire import close_wires
 from portal.logs import request_id
 from portal.models.keys import model_allowed, scope_allows
 from portal.models.ownership import Principal
@@ -78,9 +79,11 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def close_sessions() -> None:
+    """Close the upstream sessions and the Redis connection (the process is stopping)."""
     for session in list(_sessions.values()):
         await session.close()
     _sessions.clear()
+    close_wires()
 
 
 async def send_json(

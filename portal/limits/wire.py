@@ -185,3 +185,12 @@ def wire() -> Wire:
     if found is None:
         found = _wires[loop] = Wire(settings.REDIS_URL)
     return found
+
+
+def close_wires() -> None:
+    """Close every loop's connection (the web process shutting down)."""
+    for found in list(_wires.values()):
+        protocol = found.protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+    _wires.clear()

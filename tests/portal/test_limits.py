@@ -243,3 +243,24 @@ def test_reset_durations_use_openai_format():
         "6m0s",
         "1h2m3s",
     ]
+
+
+def test_concurrency_slot_of_a_dead_process_frees_itself(settings):
+    """A process that reserved and died never settles; its lease runs out instead."""
+    from portal.limits import RateLimited, reserve
+    from portal.services.keys import KeyGrant
+
+    settings.GATEWAY_CONCURRENCY_LEASE_S = 1
+    grant = KeyGrant(10**9, 10**9, False, {}, None, max_concurrent=1)
+    sync_redis().delete("openmaas:rl:k1000000000:conc")
+
+    async def attempt(request_id: str) -> bool:
+        try:
+            await reserve(grant, request_id, 10, 0)
+        except RateLimited:
+            return False
+        return True
+
+    assert asyncio.run(attempt("dies-holding-it"))
+    assert not asyncio.run(attempt("next"))
+    assert wait_for(lambda: asyncio.run(attempt("later")), timeout_s=5, what="lease expiry")
