@@ -9,9 +9,11 @@ seconds, so a dead engine costs one failed connect, not a timeout per request.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import weakref
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -29,6 +31,24 @@ class Route:
     created: int
     replicas: list[str] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)
+    model_version_id: int | None = None
+    # CNY per million prompt / completion tokens (the model repo's prices).
+    price_input: Decimal = Decimal(0)
+    price_output: Decimal = Decimal(0)
+    # url -> (replica id, node id), for usage records.
+    replica_ids: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """The price of a request in CNY."""
+        return (prompt_tokens * self.price_input + completion_tokens * self.price_output) / (
+            1_000_000
+        )
+
+    def cost_ucny(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The price of a request in micro-CNY (what budgets count), rounded up."""
+        return math.ceil(
+            prompt_tokens * float(self.price_input) + completion_tokens * float(self.price_output)
+        )
 
 
 def load_routes() -> dict[str, Route]:
@@ -58,6 +78,9 @@ def _query_routes() -> dict[str, Route]:
             repo.owner_org_id,
             repo.visibility,
             int(dep.created_at.timestamp()),
+            model_version_id=dep.model_version_id,
+            price_input=repo.price_input_cny_per_m,
+            price_output=repo.price_output_cny_per_m,
         )
     ready = (
         Replica.objects.filter(
@@ -66,12 +89,13 @@ def _query_routes() -> dict[str, Route]:
             deployment__status=DeploymentStatus.ACTIVE,
         )
         .exclude(url="")
-        .values_list("deployment__served_name", "url", "secret")
+        .values_list("deployment__served_name", "url", "secret", "id", "node_id")
     )
-    for name, url, secret in ready:
+    for name, url, secret, replica_id, node_id in ready:
         if name in routes:
             routes[name].replicas.append(url)
             routes[name].secrets[url] = secret
+            routes[name].replica_ids[url] = (replica_id, node_id)
     return routes
 
 

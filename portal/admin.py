@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from portal.models import APIKey, Membership, ModelFile, ModelRepo, ModelVersion, Organization
+from portal.models import (
+    APIKey,
+    Membership,
+    ModelFile,
+    ModelRepo,
+    ModelVersion,
+    Organization,
+    UserBudget,
+)
 
 
 class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -10,14 +18,30 @@ class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "display_name", "created_at"]
+    list_display = [
+        "name",
+        "display_name",
+        "monthly_token_budget",
+        "monthly_spend_budget_cny",
+        "created_at",
+    ]
     search_fields = ["name", "display_name"]
     inlines = [MembershipInline]
 
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["prefix", "name", "user", "created_at", "expires_at", "revoked_at"]
+    list_display = [
+        "prefix",
+        "name",
+        "user",
+        "organization",
+        "rpm_limit",
+        "tpm_limit",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ]
     readonly_fields = ["prefix", "key_hash", "last_used_at"]
     search_fields = ["prefix", "name", "user__username"]
 
@@ -31,7 +55,14 @@ class ModelVersionInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(ModelRepo)
 class ModelRepoAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["namespace", "name", "visibility", "pipeline_tag", "updated_at"]
+    list_display = [
+        "namespace",
+        "name",
+        "visibility",
+        "price_input_cny_per_m",
+        "price_output_cny_per_m",
+        "updated_at",
+    ]
     list_filter = ["visibility", "pipeline_tag"]
     search_fields = ["namespace", "name"]
     inlines = [ModelVersionInline]
@@ -40,3 +71,9 @@ class ModelRepoAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(ModelFile)
 class ModelFileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["version", "path", "size", "sha256"]
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["user", "monthly_token_budget", "monthly_spend_budget_cny"]
+    search_fields = ["user__username"]

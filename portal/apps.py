@@ -8,3 +8,6 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.api import schema  # noqa: F401 - registers the OpenAPI auth schemes
+        from portal.services.keys import connect_invalidation
+
+        connect_invalidation()

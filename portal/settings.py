@@ -162,6 +162,26 @@ METERING_RECLAIM_AFTER_S = env_int("METERING_RECLAIM_AFTER_S", 60, minimum=1)
 # Bearer token of GET /metrics (Prometheus). Unset: /metrics answers 404.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
+# Limits and metering on the /v1 gateway (see docs/architecture.md, "Limits").
+GATEWAY_LIMITS = env_bool("GATEWAY_LIMITS", True)
+GATEWAY_METERING = env_bool("GATEWAY_METERING", True)
+# When Redis cannot be reached: "closed" answers inference with 503 limits_unavailable;
+# "open" serves it unmetered and unlimited (keys are then read from the database).
+GATEWAY_REDIS_FAILURE = env_str("GATEWAY_REDIS_FAILURE", "closed")
+if GATEWAY_REDIS_FAILURE not in ("closed", "open"):
+    raise ImproperlyConfigured("GATEWAY_REDIS_FAILURE must be 'closed' or 'open'")
+GATEWAY_AUTH_FAILURES_PER_MINUTE = env_int("GATEWAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
+GATEWAY_AUTH_THREADS = env_int("GATEWAY_AUTH_THREADS", 4, minimum=1)
+# Tokens reserved for the completion when a request sets no max_tokens.
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 256, minimum=1)
+# A concurrency slot of a process that died is freed after this long.
+GATEWAY_CONCURRENCY_LEASE_S = env_int("GATEWAY_CONCURRENCY_LEASE_S", 900, minimum=1)
+GATEWAY_USAGE_STREAM_MAXLEN = env_int("GATEWAY_USAGE_STREAM_MAXLEN", 1_000_000, minimum=1000)
+# Per-key defaults for keys that set no limit of their own; 0 means unlimited.
+KEY_DEFAULT_RPM = env_int("KEY_DEFAULT_RPM", 600, minimum=0)
+KEY_DEFAULT_TPM = env_int("KEY_DEFAULT_TPM", 1_000_000, minimum=0)
+KEY_DEFAULT_MAX_CONCURRENT = env_int("KEY_DEFAULT_MAX_CONCURRENT", 32, minimum=0)
+
 # Compute pool
 NODE_HEARTBEAT_INTERVAL_S = env_int("NODE_HEARTBEAT_INTERVAL_S", 2, minimum=1)
 NODE_OFFLINE_AFTER_S = env_int("NODE_OFFLINE_AFTER_S", 30, minimum=2)

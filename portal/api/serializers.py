@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from portal.models import APIKey, Membership, ModelFile, ModelRepo, ModelVersion, Organization
+from portal.models.keys import SCOPES
 
 User = get_user_model()
 
@@ -27,10 +28,45 @@ class LoginSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class APIKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A key and its limits. Empty limits mean the platform defaults (``KEY_DEFAULT_*``);
+    ``organization`` names the organisation the key's usage and budgets count against."""
+
     expires_in_days = serializers.IntegerField(
         write_only=True, required=False, min_value=1, max_value=3650
     )
     is_active = serializers.BooleanField(read_only=True)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(SCOPES)),
+        required=False,
+        allow_empty=False,
+        max_length=len(SCOPES),
+        help_text="What the key may be used for; default: all scopes.",
+    )
+    allowed_models = serializers.ListField(
+        child=serializers.RegexField(
+            r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/([A-Za-z0-9][A-Za-z0-9_.-]{0,95}|\*)$",
+            max_length=161,
+        ),
+        required=False,
+        max_length=100,
+        help_text="Served model names or 'namespace/*'; empty: any model the user may use.",
+    )
+    rpm_limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1_000_000_000
+    )
+    tpm_limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2_000_000_000
+    )
+    max_concurrent = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1_000_000
+    )
+    organization = serializers.CharField(
+        source="organization.name",
+        required=False,
+        allow_null=True,
+        max_length=64,
+        help_text="Bill to this organisation (you must be a member).",
+    )
 
     class Meta:
         model = APIKey
@@ -44,6 +80,12 @@ class APIKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "last_used_at",
             "is_active",
             "expires_in_days",
+            "scopes",
+            "allowed_models",
+            "rpm_limit",
+            "tpm_limit",
+            "max_concurrent",
+            "organization",
         ]
         read_only_fields = [
             "id",
@@ -60,8 +102,24 @@ class OrganizationSerializer(serializers.ModelSerializer):  # type: ignore[type-
 
     class Meta:
         model = Organization
-        fields = ["id", "name", "display_name", "description", "created_at", "role"]
-        read_only_fields = ["id", "created_at", "role"]
+        fields = [
+            "id",
+            "name",
+            "display_name",
+            "description",
+            "created_at",
+            "role",
+            "monthly_token_budget",
+            "monthly_spend_budget_cny",
+        ]
+        # Budgets are set by the platform's admins (Django admin).
+        read_only_fields = [
+            "id",
+            "created_at",
+            "role",
+            "monthly_token_budget",
+            "monthly_spend_budget_cny",
+        ]
 
     def get_role(self, org: Organization) -> str | None:
         user = self.context["request"].user
@@ -123,8 +181,11 @@ class ModelRepoSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
             "created_at",
             "updated_at",
             "latest_version",
+            "price_input_cny_per_m",
+            "price_output_cny_per_m",
         ]
-        # Visibility and description are edited here; the rest comes from the card.
+        # Visibility and description are edited here; the rest comes from the card, and
+        # prices from the platform's admins.
         read_only_fields = [f for f in fields if f not in ("visibility", "description")]
 
     def get_latest_version(self, repo: ModelRepo) -> int | None:

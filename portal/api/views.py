@@ -73,14 +73,25 @@ class APIKeyViewSet(
     queryset = APIKey.objects.none()  # for the schema; get_queryset scopes to the user
 
     def get_queryset(self) -> Any:
-        return APIKey.objects.filter(user=acting_user(self.request))
+        return APIKey.objects.filter(user=acting_user(self.request)).select_related("organization")
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        days = data.validated_data.get("expires_in_days")
+        given = data.validated_data
+        days = given.get("expires_in_days")
         expires = timezone.now() + timedelta(days=days) if days else None
-        key, raw = keys.create_api_key(request.user, data.validated_data.get("name", ""), expires)
+        key, raw = keys.create_api_key(
+            request.user,
+            given.get("name", ""),
+            expires,
+            scopes=given.get("scopes"),
+            allowed_models=given.get("allowed_models"),
+            rpm_limit=given.get("rpm_limit"),
+            tpm_limit=given.get("tpm_limit"),
+            max_concurrent=given.get("max_concurrent"),
+            organization=(given.get("organization") or {}).get("name"),
+        )
         body = dict(self.get_serializer(key).data, key=raw)
         return Response(body, status=status.HTTP_201_CREATED)
 

@@ -11,28 +11,43 @@ is answered in OpenAI's error shape; none is a 500.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from django.conf import settings
+from redis.exceptions import RedisError
 
+from compute.metering import STREAM, UsageEvent, metrics
 from compute.routing import Route, route_table
 from portal.auth import bearer_token
 from portal.errors import (
     AuthenticationFailed,
     NotFound,
+    PermissionDenied,
     PlatformError,
     Unavailable,
     openai_error_body,
 )
+from portal.gateway.exchange import (
+    Exchange,
+    StreamTap,
+    completion_reserve,
+    estimate_prompt_tokens,
+)
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
+from portal.limits import limits_unavailable, reserve, settle
+from portal.limits.wire import close_wires
+from portal.logs import request_id
+from portal.models.keys import model_allowed, scope_allows
 from portal.models.ownership import Principal
-from portal.services.keys import KeyGrant, resolve_grant
+from portal.services.keys import KeyGrant, resolve_grant, resolve_grant_uncached
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +80,11 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def close_sessions() -> None:
+    """Close the upstream sessions and the Redis connection (the process is stopping)."""
     for session in list(_sessions.values()):
         await session.close()
     _sessions.clear()
+    close_wires()
 
 
 async def send_json(
@@ -128,6 +145,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 async def authenticate(scope: Scope) -> KeyGrant:
     token = bearer_token(_header(scope, b"authorization"))
     if token is None:
@@ -139,10 +161,23 @@ async def authenticate(scope: Scope) -> KeyGrant:
             "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.",
             code="missing_api_key",
         )
-    grant = await resolve_grant(token)
+    try:
+        grant = await resolve_grant(token, _client(scope))
+    except RedisError:
+        if settings.GATEWAY_REDIS_FAILURE != "open":
+            logger.warning("Redis unreachable: refusing /v1 requests (GATEWAY_REDIS_FAILURE)")
+            raise limits_unavailable() from None
+        grant = await resolve_grant_uncached(token)
     if grant is None:
         raise AuthenticationFailed("Incorrect, expired or revoked API key.")
     return grant
+
+
+def require_inference(grant: KeyGrant) -> None:
+    if not scope_allows(grant.scopes, "inference"):
+        raise PermissionDenied(
+            "This API key lacks the 'inference' scope.", code="insufficient_scope"
+        )
 
 
 def visible(principal: Principal, route: Route) -> bool:
@@ -158,16 +193,23 @@ def model_card(route: Route) -> dict[str, Any]:
     }
 
 
+def usable(grant: KeyGrant, route: Route) -> bool:
+    return visible(grant.principal, route) and model_allowed(
+        grant.allowed_models, route.served_name
+    )
+
+
 async def list_models(grant: KeyGrant, send: Send) -> None:
+    require_inference(grant)
     routes = await route_table().current()
-    principal = grant.principal
-    data = [model_card(r) for r in routes.values() if visible(principal, r)]
+    data = [model_card(r) for r in routes.values() if usable(grant, r)]
     await send_json(send, 200, {"object": "list", "data": data})
 
 
 async def get_model(grant: KeyGrant, name: str, send: Send) -> None:
+    require_inference(grant)
     route = (await route_table().current()).get(name)
-    if route is None or not visible(grant.principal, route):
+    if route is None or not usable(grant, route):
         raise _model_not_found(name)
     await send_json(send, 200, model_card(route))
 
@@ -183,6 +225,8 @@ def _model_not_found(name: str) -> PlatformError:
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI entry for gateway paths (see :func:`handles`)."""
     path, method = scope["path"], scope["method"]
+    ex = Exchange(send)
+    context = request_id.set(ex.request_id)
     try:
         if path in INFERENCE_PATHS and method != "POST":
             raise PlatformError("Use POST.", code="method_not_allowed", status=405)
@@ -190,19 +234,23 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             raise PlatformError("Use GET.", code="method_not_allowed", status=405)
         grant = await authenticate(scope)
         if path == "/v1/models":
-            await list_models(grant, send)
+            await list_models(grant, ex.send)
         elif path.startswith("/v1/models/"):
-            await get_model(grant, path[len("/v1/models/") :], send)
+            await get_model(grant, path[len("/v1/models/") :], ex.send)
         else:
-            await infer(scope, receive, send, grant, INFERENCE_PATHS[path])
+            ex.grant, ex.kind = grant, INFERENCE_PATHS[path]
+            await infer(scope, receive, ex, grant)
     except PlatformError as exc:
-        await send_error(send, exc)
+        ex.error_code = exc.code
+        await send_error(ex.send, exc)
     except asyncio.CancelledError:
+        ex.cancelled = True
         raise
     except Exception:
         logger.exception("gateway failure on %s", path)
+        ex.error_code = "internal_error"
         await send_error(
-            send,
+            ex.send,
             PlatformError(
                 "The gateway failed to handle the request.",
                 code="internal_error",
@@ -210,35 +258,45 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
                 error_type="server_error",
             ),
         )
+    finally:
+        if ex.grant is not None:
+            await finish(ex)
+        request_id.reset(context)
 
 
-async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kind: str) -> None:
+async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -> None:
+    require_inference(grant)
     body = await read_body(scope, receive, settings.GATEWAY_MAX_BODY_BYTES)
-    payload = validate_body(body, kind)
-    name = payload["model"]
+    payload = validate_body(body, ex.kind)
+    ex.model = name = payload["model"]
+    ex.stream = stream = bool(payload.get("stream"))
+    if not model_allowed(grant.allowed_models, name):
+        raise PermissionDenied(
+            f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
+        )
     table = route_table()
     route = (await table.current()).get(name)
     if route is None or not visible(grant.principal, route):
         raise _model_not_found(name)
+    ex.route = route
+    if stream and (settings.GATEWAY_LIMITS or settings.GATEWAY_METERING):
+        body = ex.ask_for_usage(payload, body)
+    if settings.GATEWAY_LIMITS:
+        await reserve_for(ex, grant, payload, route)
     for url in table.candidates(route):
         table.begin(url)
         try:
+            ex.replica = url
             upstream_headers = {
                 "content-type": "application/json",
                 "authorization": f"Bearer {route.secrets.get(url, '')}",
             }
-            if await relay(
-                url + scope["path"],
-                body,
-                upstream_headers,
-                send,
-                receive,
-                stream=bool(payload.get("stream")),
-            ):
+            if await relay(url + scope["path"], body, upstream_headers, ex, receive, stream=stream):
                 return
         finally:
             table.end(url)
         table.mark_down(url)
+    ex.replica = None
     raise Unavailable(
         f"No replica of '{name}' is ready right now; try again shortly.",
         code="no_replica_ready",
@@ -246,11 +304,31 @@ async def infer(scope: Scope, receive: Receive, send: Send, grant: KeyGrant, kin
     )
 
 
+async def reserve_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any], route: Route) -> None:
+    """Reserve the request's estimated tokens and spend; 429 if a limit refuses it."""
+    prompt = ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
+    completion = completion_reserve(payload, ex.kind)
+    try:
+        ex.reservation = await reserve(
+            grant,
+            ex.request_id,
+            prompt + completion,
+            route.cost_ucny(prompt, completion),
+        )
+    except RedisError:
+        if settings.GATEWAY_REDIS_FAILURE != "open":
+            logger.warning("Redis unreachable: refusing /v1 requests (GATEWAY_REDIS_FAILURE)")
+            raise limits_unavailable() from None
+        logger.warning("Redis unreachable: serving without limits (GATEWAY_REDIS_FAILURE=open)")
+        return
+    ex.headers.extend(ex.reservation.headers)
+
+
 async def relay(
     url: str,
     body: bytes,
     upstream_headers: dict[str, str],
-    send: Send,
+    ex: Exchange,
     receive: Receive,
     *,
     stream: bool,
@@ -266,21 +344,24 @@ async def relay(
         ]
         if not stream or upstream.status != 200:
             payload = await upstream.read()
+            ex.read_answer(upstream.status, payload)
             headers.append((b"content-length", str(len(payload)).encode()))
-            await send(
+            await ex.send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
             )
-            await send({"type": "http.response.body", "body": payload})
+            await ex.send({"type": "http.response.body", "body": payload})
             return True
         headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await _pump(upstream, send, receive)
+        await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _pump(upstream, ex, receive)
     return True
 
 
-async def _pump(upstream: aiohttp.ClientResponse, send: Send, receive: Receive) -> None:
-    """Relay SSE chunks until the upstream ends or the client goes away."""
+async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive) -> None:
+    """Relay SSE chunks until the upstream ends or the client goes away; the tap reads
+    usage and time to first token on the way (and drops the usage chunk we asked for)."""
     disconnected = asyncio.Event()
+    tap = StreamTap(ex)
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -291,17 +372,99 @@ async def _pump(upstream: aiohttp.ClientResponse, send: Send, receive: Receive) 
     try:
         async for chunk in upstream.content.iter_any():
             if disconnected.is_set():
+                ex.error_code = "client_disconnected"
                 return
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+            out = tap.feed(chunk)
+            if out:
+                await ex.send({"type": "http.response.body", "body": out, "more_body": True})
+        await ex.send({"type": "http.response.body", "body": tap.rest()})
     except (TimeoutError, aiohttp.ClientError):
         # The replica died mid-stream: end the response with an error event the SDKs
         # surface, rather than leaving the client hanging.
+        ex.error_code = "replica_failed"
         error = openai_error_body(
             "The model replica failed mid-stream.", error_type="server_error", code="replica_failed"
         )
-        await send(
+        await ex.send(
             {"type": "http.response.body", "body": f"data: {json.dumps(error)}\n\n".encode()}
         )
     finally:
         watcher.cancel()
+
+
+async def finish(ex: Exchange) -> None:
+    """After the answer: settle the reservation and publish the usage event, in one
+    pipelined round trip. A cancelled request does it in a task of its own."""
+    if ex.cancelled:
+        task = asyncio.create_task(publish(ex))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return
+    await publish(ex)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def publish(ex: Exchange) -> None:
+    metering = settings.GATEWAY_METERING
+    if ex.reservation is None and not metering:
+        return
+    prompt, completion = ex.tokens()
+    route = ex.route
+    event = usage_event(ex, prompt, completion) if metering else None
+    more = []
+    if event is not None:
+        fields = stream_fields(event)
+        maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
+        more.append(("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *fields))
+    spend = route.cost_ucny(prompt, completion) if route else 0
+    try:
+        await settle(ex.reservation, prompt + completion, spend, *more)
+    except RedisError:
+        logger.warning("Redis unreachable: usage of request %s not recorded", ex.request_id)
+    if event is not None:
+        metrics.observe(event)
+
+
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(UsageEvent)]
+
+
+def stream_fields(event: UsageEvent) -> list[str]:
+    """``event.encode()`` flattened for XADD, without ``asdict``'s deep copies."""
+    flat: list[str] = []
+    for name in _EVENT_FIELDS:
+        value = getattr(event, name)
+        flat += (
+            name,
+            "" if value is None else str(int(value) if value is True or value is False else value),
+        )
+    return flat
+
+
+def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:
+    grant, route = ex.grant, ex.route
+    assert grant is not None
+    replica, node = (None, None)
+    if route is not None and ex.replica is not None:
+        replica, node = route.replica_ids.get(ex.replica, (None, None))
+    return UsageEvent(
+        request_id=ex.request_id,
+        ts=ex.ts,
+        key_id=grant.key_id,
+        user_id=grant.user_id,
+        org_id=grant.org_id,
+        model=ex.model,
+        model_version_id=route.model_version_id if route else None,
+        replica_id=replica,
+        node_id=node,
+        endpoint=ex.kind,
+        stream=ex.stream,
+        status=ex.status or 499,
+        error_code=ex.error_code if ex.status else "client_disconnected",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        latency_ms=round((time.perf_counter() - ex.started) * 1000, 3),
+        ttft_ms=None if ex.ttft is None else round((ex.ttft - ex.started) * 1000, 3),
+        cost_cny=str(route.cost(prompt, completion)) if route else "0",
+    )

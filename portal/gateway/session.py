@@ -27,7 +27,7 @@ from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.utils.crypto import constant_time_compare
 
 from portal.errors import AuthenticationFailed, PermissionDenied
-from portal.models import Principal
+from portal.services import keys
 from portal.services.keys import KeyGrant
 
 SESSION_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
@@ -111,6 +111,7 @@ def _unmask(token: str) -> str | None:
 def grant_for_session(session_key: str) -> KeyGrant | None:
     """The signed-in, active user of a session as a key-less grant; None otherwise.
 
+    Its rate buckets are the user's (see :func:`portal.services.keys.session_grant`).
     Runs in a worker thread, outside any request: it manages its connection.
     """
     close_old_connections()
@@ -118,14 +119,8 @@ def grant_for_session(session_key: str) -> KeyGrant | None:
         request = HttpRequest()
         request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         user = get_user(request)
-        return session_user_grant(user) if user.is_authenticated else None
+        if not (user.is_authenticated and user.is_active):
+            return None
+        return keys.session_grant(user)
     finally:
         close_old_connections()
-
-
-def session_user_grant(user: Any) -> KeyGrant | None:
-    """A key-less grant with the user's own roles (key id 0 names no API key)."""
-    if not user.is_active:
-        return None
-    principal = Principal.of(user)
-    return KeyGrant(0, user.pk, user.is_superuser, principal.org_roles, None)

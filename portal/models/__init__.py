@@ -1,4 +1,4 @@
-from portal.models.accounts import Membership, Organization, Role
+from portal.models.accounts import Membership, Organization, Role, UserBudget
 from portal.models.keys import APIKey
 from portal.models.ownership import OwnedModel, OwnedQuerySet, Principal, Visibility
 from portal.models.registry import ModelFile, ModelRepo, ModelVersion
@@ -14,5 +14,6 @@ __all__ = [
     "OwnedQuerySet",
     "Principal",
     "Role",
+    "UserBudget",
     "Visibility",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 NAMESPACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -23,7 +23,23 @@ class Role(models.TextChoices):
         return [cls.OWNER, cls.ADMIN]
 
 
-class Organization(models.Model):
+class MonthlyBudget(models.Model):
+    """Monthly caps on tokens and on spend (CNY); empty means unlimited."""
+
+    monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    monthly_spend_budget_cny = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Organization(MonthlyBudget):
     name = models.CharField(max_length=64, unique=True, validators=[namespace_validator])
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
@@ -56,3 +72,14 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.organization_id}:{self.role}"
+
+
+class UserBudget(MonthlyBudget):
+    """A user's own monthly budgets (Django's user model has no room for them)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+
+    def __str__(self) -> str:
+        return f"budget of {self.user_id}"

@@ -1,4 +1,9 @@
-"""API keys: ``sk-`` plus a high-entropy secret, stored only as a SHA-256 hash."""
+"""API keys: ``sk-`` plus a high-entropy secret, stored only as a SHA-256 hash.
+
+Each key carries what it may do (scopes, a model allow-list) and how fast (requests and
+tokens per minute, concurrent requests; null means the platform default from settings),
+and optionally the organisation it bills to.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,35 @@ from django.utils import timezone
 
 KEY_PREFIX = "sk-"
 VISIBLE_CHARS = 8
+
+# What a key may be used for. ``x:read`` is implied by ``x``.
+SCOPES = (
+    "inference",
+    "files",
+    "files:read",
+    "fine_tuning",
+    "fine_tuning:read",
+    "evaluation",
+    "evaluation:read",
+    "moderation",
+)
+
+
+def all_scopes() -> list[str]:
+    return list(SCOPES)
+
+
+def scope_allows(scopes: list[str] | tuple[str, ...] | frozenset[str], needed: str) -> bool:
+    """Whether ``scopes`` grant ``needed`` (a write scope grants its read variant)."""
+    return needed in scopes or (needed.endswith(":read") and needed.removesuffix(":read") in scopes)
+
+
+def model_allowed(allowed: list[str] | tuple[str, ...], served_name: str) -> bool:
+    """An empty allow-list allows every model; ``namespace/*`` allows a namespace."""
+    if not allowed:
+        return True
+    namespace = served_name.split("/", 1)[0]
+    return served_name in allowed or f"{namespace}/*" in allowed
 
 
 def hash_key(raw: str) -> str:
@@ -41,6 +75,27 @@ class APIKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=all_scopes, blank=True)
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Served names or 'namespace/*'; empty: any model"
+    )
+    rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; empty: KEY_DEFAULT_RPM"
+    )
+    tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per minute; empty: KEY_DEFAULT_TPM"
+    )
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight; empty: KEY_DEFAULT_MAX_CONCURRENT"
+    )
+    organization = models.ForeignKey(
+        "portal.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        help_text="The organisation this key's usage and budgets count against",
+    )
 
     objects = APIKeyQuerySet.as_manager()
 

@@ -24,6 +24,12 @@ class ModelRepo(OwnedModel):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    price_input_cny_per_m = models.DecimalField(
+        max_digits=12, decimal_places=4, default=0, help_text="CNY per million prompt tokens"
+    )
+    price_output_cny_per_m = models.DecimalField(
+        max_digits=12, decimal_places=4, default=0, help_text="CNY per million completion tokens"
+    )
 
     class Meta:
         ordering = ["namespace", "name"]

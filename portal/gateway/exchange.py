@@ -1,0 +1,228 @@
+"""What the gateway learns about one ``/v1`` request while it relays it.
+
+An :class:`Exchange` wraps the ASGI ``send``: it adds ``x-request-id`` and the
+``x-ratelimit-*`` headers to the response and notes the status. For usage records it
+reads ``usage`` from a non-streamed answer and, through :class:`StreamTap`, from the
+usage chunk of a stream (which the gateway asks the engine for and drops again if the
+client did not ask), and the time to the first content chunk. Byte searches only: no
+JSON parsing of answers on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_CONTENT = re.compile(rb'"(?:content|text)":\s*"[^"]')
+_USAGE = re.compile(rb'"usage":\s*\{')
+_EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\s*\]')
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
+_ERROR_CODE = re.compile(rb'"code":\s*"([A-Za-z0-9_.:-]{1,64})"')
+MAX_PENDING = 1 << 20
+
+
+def read_usage(data: bytes) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of the last ``usage`` object in ``data``, if any."""
+    at = data.rfind(b'"usage"')
+    if at < 0 or not _USAGE.match(data, at):
+        return None
+    prompt = _PROMPT_TOKENS.search(data, at)
+    completion = _COMPLETION_TOKENS.search(data, at)
+    if prompt is None:
+        return None
+    return int(prompt.group(1)), int(completion.group(1)) if completion else 0
+
+
+class Exchange:
+    """One request's state: ids, timings, what it asked for and what the engine used."""
+
+    __slots__ = (
+        "_send",
+        "cancelled",
+        "client_usage",
+        "content_events",
+        "error_code",
+        "grant",
+        "headers",
+        "kind",
+        "model",
+        "prompt_estimate",
+        "replica",
+        "request_id",
+        "reservation",
+        "route",
+        "started",
+        "status",
+        "stream",
+        "ts",
+        "ttft",
+        "usage",
+    )
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.request_id = uuid.uuid4().hex
+        self.ts = time.time()
+        self.started = time.perf_counter()
+        self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
+        self.status = 0
+        self.error_code = ""
+        self.cancelled = False
+        self.grant: Any = None
+        self.kind = ""
+        self.model = ""
+        self.stream = False
+        self.client_usage = True
+        self.route: Any = None
+        self.replica: str | None = None
+        self.reservation: Any = None
+        self.prompt_estimate = 0
+        self.content_events = 0
+        self.usage: tuple[int, int] | None = None
+        self.ttft: float | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message["headers"], *self.headers]
+        await self._send(message)
+
+    def ask_for_usage(self, payload: dict[str, Any], body: bytes) -> bytes:
+        """The body to send upstream: a stream that reports its usage at the end."""
+        options = payload.get("stream_options")
+        self.client_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if self.client_usage:
+            return body
+        payload["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        return json.dumps(payload).encode()
+
+    def read_answer(self, status: int, payload: bytes) -> None:
+        """A whole (non-streamed or error) answer from the engine."""
+        if status == 200:
+            self.usage = read_usage(payload)
+        else:
+            code = _ERROR_CODE.search(payload)
+            self.error_code = code.group(1).decode() if code else f"upstream_{status}"
+
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens to account: the engine's count when it gave one;
+        for a stream that ended without it, the prompt estimate and the content chunks."""
+        if self.usage is not None:
+            return self.usage
+        if self.stream and self.status == 200:
+            return self.prompt_estimate, self.content_events
+        return 0, 0
+
+
+class StreamTap:
+    """Passes SSE bytes through by whole events, noting usage and the first content."""
+
+    __slots__ = ("ex", "pending", "strip")
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.pending = b""
+        self.strip = not ex.client_usage
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk if self.pending else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            if len(data) > MAX_PENDING:  # not SSE as we know it: pass it on untouched
+                self.pending = b""
+                return data
+            self.pending = data
+            return b""
+        end += 2
+        self.pending = data[end:]
+        return self._scan(data[:end])
+
+    def rest(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return rest
+
+    def _scan(self, events: bytes) -> bytes:
+        ex = self.ex
+        found = len(_CONTENT.findall(events))
+        if found:
+            ex.content_events += found
+            if ex.ttft is None:
+                ex.ttft = time.perf_counter()
+        if b'"usage"' not in events or not _USAGE.search(events):
+            return events
+        kept = []
+        for event in events.split(b"\n\n"):
+            usage = read_usage(event) if b'"usage"' in event else None
+            if usage is not None:
+                ex.usage = usage
+                if self.strip and _EMPTY_CHOICES.search(event):
+                    continue
+            kept.append(event)
+        return b"\n\n".join(kept)
+
+
+def _text_tokens(text: str) -> int:
+    """A cheap estimate: ~4 characters per token in ASCII text, ~1 per character else."""
+    return len(text) // 4 + 1 if text.isascii() else len(text)
+
+
+def _content_tokens(content: Any) -> int:
+    if isinstance(content, str):
+        return _text_tokens(content)
+    if isinstance(content, list):
+        return sum(
+            _text_tokens(part["text"])
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return 0
+
+
+def estimate_prompt_tokens(payload: dict[str, Any], kind: str) -> int:
+    """Prompt tokens to reserve before the engine has counted them."""
+    if kind == "chat":
+        return sum(4 + _content_tokens(m.get("content")) for m in payload["messages"])
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str):
+        return _text_tokens(prompt)
+    if isinstance(prompt, list):
+        return sum(
+            _text_tokens(p) if isinstance(p, str) else len(p) if isinstance(p, list) else 1
+            for p in prompt
+        )
+    return 0
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def completion_reserve(payload: dict[str, Any], kind: str) -> int:
+    """Completion tokens to reserve: ``max_tokens`` (or the default cap) per choice."""
+    cap = (
+        _count(payload.get("max_completion_tokens"))
+        or _count(payload.get("max_tokens"))
+        or settings.GATEWAY_DEFAULT_MAX_TOKENS
+    )
+    choices = min(_count(payload.get("n")) or 1, 128)
+    prompt = payload.get("prompt")
+    if kind == "completion" and isinstance(prompt, list):
+        choices *= _prompt_count(prompt)
+    return cap * choices
+
+
+def _prompt_count(prompt: list[Any]) -> int:
+    """How many prompts a completions ``prompt`` array holds (token ids are one)."""
+    return 1 if all(isinstance(p, int) for p in prompt) else max(len(prompt), 1)

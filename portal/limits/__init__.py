@@ -1,0 +1,232 @@
+"""Per-key rate limits and per-user/organisation monthly budgets, enforced in Redis.
+
+One Lua script (:data:`portal.limits.scripts.RESERVE`) checks and reserves everything a
+request needs in one round trip, atomically across gateway processes and hosts: a
+request from the key's requests-per-minute bucket, estimated tokens (prompt estimate +
+``max_tokens``) from its tokens-per-minute bucket, a concurrency slot (a lease in a
+sorted set, so a slot of a process that died frees itself), and the tokens and spend
+from the monthly budgets of the user and of the billing organisation. After the answer,
+:func:`settle_command` corrects the reservation by what the engine really used and frees
+the slot; the gateway pipelines it with the usage event's XADD.
+
+Buckets refill continuously (a token bucket of ``limit`` per minute). Budgets count per
+UTC calendar month.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from portal.errors import PlatformError
+from portal.limits import scripts
+from portal.limits.wire import is_noscript, wire
+
+__all__ = [
+    "LimitsUnavailable",
+    "QuotaExceeded",
+    "RateLimited",
+    "Reservation",
+    "reserve",
+    "settle",
+    "settle_command",
+]
+
+
+class RateLimited(PlatformError):
+    status = 429
+    code = "rate_limit_exceeded"
+    error_type = "requests"
+
+
+class QuotaExceeded(PlatformError):
+    status = 429
+    code = "insufficient_quota"
+    error_type = "insufficient_quota"
+
+
+class LimitsUnavailable(PlatformError):
+    status = 503
+    code = "limits_unavailable"
+    error_type = "server_error"
+
+
+def limits_unavailable() -> LimitsUnavailable:
+    return LimitsUnavailable(
+        "Usage limits cannot be checked right now; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+@dataclass
+class Reservation:
+    """What :func:`reserve` took, to be settled after the answer."""
+
+    keys: list[str]  # rate buckets, in-flight set, user budget, org budget
+    request_id: str
+    tpm: int
+    has_org: bool
+    tokens: int
+    spend_ucny: int
+    headers: list[tuple[bytes, bytes]]
+
+
+def month(now: float | None = None) -> str:
+    return time.strftime("%Y%m", time.gmtime(now))
+
+
+def seconds_to_next_month(now: float | None = None) -> int:
+    t = time.gmtime(now)
+    days = calendar.monthrange(t.tm_year, t.tm_mon)[1]
+    left_today = 86_400 - (t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
+    return (days - t.tm_mday) * 86_400 + left_today
+
+
+def duration(ms: int) -> str:
+    """OpenAI's reset format: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    seconds = math.ceil(ms / 1000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def rate_headers(grant: Any, answer: list[Any]) -> list[tuple[bytes, bytes]]:
+    """``x-ratelimit-*`` for the dimensions the key limits (unlimited ones are omitted)."""
+    headers = []
+    if grant.rpm:
+        headers += [
+            (b"x-ratelimit-limit-requests", str(grant.rpm).encode()),
+            (b"x-ratelimit-remaining-requests", str(answer[1]).encode()),
+            (b"x-ratelimit-reset-requests", duration(int(answer[2])).encode()),
+        ]
+    if grant.tpm:
+        headers += [
+            (b"x-ratelimit-limit-tokens", str(grant.tpm).encode()),
+            (b"x-ratelimit-remaining-tokens", str(answer[3]).encode()),
+            (b"x-ratelimit-reset-tokens", duration(int(answer[4])).encode()),
+        ]
+    return headers
+
+
+def _budget(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
+    """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
+    rate_key, conc_key = scripts.rate_keys(grant.bucket)
+    this_month = month()
+    user_key = scripts.budget_key("u", grant.user_id, this_month)
+    org_key = scripts.budget_key("o", grant.org_id, this_month)
+    has_org = grant.org_id is not None
+    answer = await wire().evalsha(
+        scripts.RESERVE,
+        RESERVE_SHA,
+        [rate_key, conc_key, user_key, org_key],
+        [
+            grant.rpm,
+            grant.tpm,
+            grant.max_concurrent,
+            tokens,
+            spend_ucny,
+            _budget(grant.user_token_budget),
+            _budget(grant.user_spend_budget_ucny),
+            _budget(grant.org_token_budget) if has_org else -1,
+            _budget(grant.org_spend_budget_ucny) if has_org else -1,
+            request_id,
+            settings.GATEWAY_CONCURRENCY_LEASE_S,
+            int(has_org),
+        ],
+    )
+    headers = rate_headers(grant, answer)
+    verdict = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+    if verdict != "ok":
+        raise refusal(verdict, grant, tokens, int(answer[5]), headers)
+    return Reservation(
+        [rate_key, conc_key, user_key, org_key],
+        request_id,
+        grant.tpm,
+        has_org,
+        tokens,
+        spend_ucny,
+        headers,
+    )
+
+
+_REFUSALS = {
+    "concurrency": ("requests", "Too many concurrent requests for this API key ({limit})."),
+    "requests": ("requests", "Rate limit reached: {limit} requests per minute for this API key."),
+    "tokens": ("tokens", "Rate limit reached: {limit} tokens per minute for this API key."),
+    "too_large": (
+        "tokens",
+        "Request too large: it may use {tokens} tokens, more than this API key's {limit} "
+        "tokens per minute. Lower max_tokens or shorten the prompt.",
+    ),
+    "user_tokens": ("", "You have used your monthly token budget."),
+    "user_spend": ("", "You have used your monthly spending budget."),
+    "org_tokens": ("", "The organisation this key bills to has used its monthly token budget."),
+    "org_spend": ("", "The organisation this key bills to has used its monthly spending budget."),
+}
+
+
+def refusal(
+    verdict: str, grant: Any, tokens: int, retry_ms: int, headers: list[tuple[bytes, bytes]]
+) -> PlatformError:
+    kind, template = _REFUSALS[verdict]
+    limit = {"concurrency": grant.max_concurrent, "requests": grant.rpm}.get(verdict, grant.tpm)
+    message = template.format(limit=limit, tokens=tokens)
+    extra = {k.decode(): v.decode() for k, v in headers}
+    if not kind:
+        retry = seconds_to_next_month()
+        return QuotaExceeded(message, headers={"Retry-After": str(retry), **extra})
+    retry = max(1, math.ceil(retry_ms / 1000))
+    return RateLimited(message, error_type=kind, headers={"Retry-After": str(retry), **extra})
+
+
+def settle_command(
+    reservation: Reservation, tokens_used: int, spend_used_ucny: int
+) -> tuple[Any, ...]:
+    """The settlement of a reservation: correct tokens and spend, free the slot. The
+    gateway sends it together with the usage event's XADD (see :func:`settle`)."""
+    return (
+        "EVALSHA",
+        SETTLE_SHA,
+        4,
+        *reservation.keys,
+        reservation.tpm,
+        reservation.request_id,
+        tokens_used - reservation.tokens,
+        spend_used_ucny - reservation.spend_ucny,
+        int(reservation.has_org),
+    )
+
+
+async def settle(reservation: Reservation | None, tokens: int, spend: int, *more: Any) -> None:
+    """Settle ``reservation`` (if any) and run ``more`` commands, in one round trip."""
+    commands = [*([settle_command(reservation, tokens, spend)] if reservation else []), *more]
+    if not commands:
+        return
+    replies = await wire().execute(*commands)
+    if reservation is not None and is_noscript(replies[0]):
+        load = ("SCRIPT", "LOAD", scripts.SETTLE)
+        await wire().execute(load, settle_command(reservation, tokens, spend))
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+RESERVE_SHA = _sha(scripts.RESERVE)
+SETTLE_SHA = _sha(scripts.SETTLE)

@@ -1,0 +1,190 @@
+"""The gateway's half of usage metering: every /v1 inference request of a known user
+becomes exactly one UsageEvent on the Redis stream, with the engine's own token counts,
+whatever its outcome."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from compute.metering import STREAM, UsageEvent
+from compute.models import Deployment
+from portal.devstack.procs import wait_for
+from portal.models import APIKey
+from portal.models.keys import hash_key
+from portal.services.keys import sync_redis
+from tests.factories import deployment, model_repo
+from tests.portal.fake_engine import serve_fake_engine
+from tests.portal.gateways import add_replica
+from tests.portal.test_limits import new_key
+
+
+def events_for(request_ids: list[str]) -> dict[str, UsageEvent]:
+    """The stream's events of these requests, once all are there (they follow the answer)."""
+
+    def read() -> dict[str, UsageEvent] | None:
+        found = {}
+        for _, fields in sync_redis().xrange(STREAM, "-", "+"):
+            event = UsageEvent.decode(fields)
+            if event.request_id in request_ids:
+                assert event.request_id not in found, "one event per request"
+                found[event.request_id] = event
+        return found if len(found) == len(request_ids) else None
+
+    return wait_for(read, timeout_s=10, what="usage events", interval_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def cpu_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.compute.conftest import start_engine, stop_engine
+
+    log = tmp_path_factory.mktemp("engine") / "engine.log"
+    engine = start_engine(tiny_model_dir, log, "--max-batch-size", "4", "--num-threads", "1")
+    yield engine.base_url
+    stop_engine(engine)
+
+
+def stream_usage(text: str) -> dict[str, int] | None:
+    """The usage chunk of an SSE answer, if the client received one."""
+    for line in text.splitlines():
+        if line.startswith("data: {") and '"usage": {' in line.replace('"usage":{', '"usage": {'):
+            usage = json.loads(line[6:]).get("usage")
+            if usage:
+                return usage
+    return None
+
+
+def test_streamed_and_plain_requests_give_one_event_each_with_the_engines_counts(
+    live_portal, owner, cpu_engine
+):
+    repo = model_repo(owner.user, "tiny")
+    repo.price_input_cny_per_m, repo.price_output_cny_per_m = Decimal("2"), Decimal("8")
+    repo.save()
+    Deployment.objects.create(model_version=repo.versions.get(), served_name="tiny-llama")
+    replica = add_replica("tiny-llama", cpu_engine)
+    key = new_key(owner)
+    key_id = APIKey.objects.get(key_hash=hash_key(key)).pk
+    headers = {"Authorization": f"Bearer {key}"}
+    chat = {
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": "你好, tell me a story"}],
+        "max_tokens": 6,
+        "temperature": 0,
+    }
+    completion = {"model": "tiny-llama", "prompt": "Once upon a time", "max_tokens": 5}
+    calls = [
+        ("chat/completions", chat),
+        ("chat/completions", {**chat, "stream": True, "stream_options": {"include_usage": True}}),
+        ("chat/completions", {**chat, "stream": True}),
+        ("completions", completion),
+        ("completions", {**completion, "stream": True}),
+    ]
+    seen: dict[str, dict[str, int] | None] = {}
+    for path, body in calls:
+        response = httpx.post(f"{live_portal}/v1/{path}", headers=headers, json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        seen[response.headers["x-request-id"]] = (
+            stream_usage(response.text) if body.get("stream") else response.json()["usage"]
+        )
+    ids = list(seen)
+    plain_chat, asked, unasked, plain_completion, streamed_completion = ids
+    assert seen[unasked] is None and seen[streamed_completion] is None  # stripped
+    # Greedy decoding of the same prompt: the stripped streams used what the others did.
+    seen[unasked], seen[streamed_completion] = seen[plain_chat], seen[plain_completion]
+
+    events = events_for(ids)
+    for rid in ids:
+        event, usage = events[rid], seen[rid]
+        assert usage is not None
+        assert (event.prompt_tokens, event.completion_tokens) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        )
+        assert event.status == 200 and event.error_code == ""
+        assert (event.user_id, event.key_id, event.model) == (owner.user.pk, key_id, "tiny-llama")
+        assert (event.replica_id, event.node_id) == (replica.pk, replica.node_id)
+        assert event.model_version_id == repo.versions.get().pk
+        expected = (usage["prompt_tokens"] * 2 + usage["completion_tokens"] * 8) / Decimal(10**6)
+        assert Decimal(event.cost_cny) == expected
+        assert event.latency_ms > 0
+    assert events[asked].stream and events[asked].ttft_ms is not None
+    assert not events[plain_chat].stream and events[plain_chat].ttft_ms is None
+    assert sum(e.prompt_tokens + e.completion_tokens for e in events.values()) == sum(
+        u["total_tokens"] for u in seen.values() if u
+    )
+
+
+@pytest.fixture
+def engine() -> Any:
+    yield from serve_fake_engine()
+
+
+def test_failed_requests_are_recorded_and_unknown_callers_are_not(live_portal, owner, engine):
+    served = deployment(owner.user, "pub")
+    deployment(owner.user, "idle")  # no replica
+    add_replica(served.served_name, engine[0])
+    key = new_key(owner, rpm_limit=3)  # engine_error, no_replica and fine pass
+    headers = {"Authorization": f"Bearer {key}"}
+    ok = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]}
+
+    def post(body: Any, auth: dict[str, str] = headers) -> httpx.Response:
+        return httpx.post(f"{live_portal}/v1/chat/completions", headers=auth, json=body)
+
+    outcomes = {
+        "engine_error": post({**ok, "user": "fail:500"}),
+        "no_replica": post({**ok, "model": "olivia/idle"}),
+        "bad_body": post({"model": "olivia/pub", "messages": "hi"}),
+        "fine": post(ok),
+        "rate_limited": post(ok),
+    }
+    assert [r.status_code for r in outcomes.values()] == [500, 503, 400, 200, 429]
+    stranger = post(ok, {"Authorization": "Bearer sk-nobody"})
+    assert stranger.status_code == 401
+
+    events = events_for([r.headers["x-request-id"] for r in outcomes.values()])
+    by_name = {name: events[r.headers["x-request-id"]] for name, r in outcomes.items()}
+    assert (by_name["engine_error"].status, by_name["engine_error"].error_code) == (500, "boom")
+    assert by_name["engine_error"].replica_id is not None
+    assert by_name["no_replica"].status == 503 and by_name["no_replica"].replica_id is None
+    assert by_name["no_replica"].error_code == "no_replica_ready"
+    assert by_name["bad_body"].status == 400
+    assert by_name["rate_limited"].error_code == "rate_limit_exceeded"
+    assert by_name["fine"].prompt_tokens == 2 and by_name["fine"].completion_tokens == 5
+    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
+    assert stranger.headers["x-request-id"] not in recorded
+
+
+def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
+    settings.GATEWAY_METERING = False
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(
+        f"{live_portal}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {owner.key}"},
+        json=body,
+    )
+    assert response.status_code == 200
+    settings.GATEWAY_METERING = True
+    marker = httpx.post(
+        f"{live_portal}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {owner.key}"},
+        json=body,
+    )
+    events_for([marker.headers["x-request-id"]])  # published after the first one would be
+    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
+    assert response.headers["x-request-id"] not in recorded
+
+
+def test_stream_fields_match_the_event_encoding():
+    from portal.gateway.app import stream_fields
+
+    event = UsageEvent(
+        "r", 1.5, None, 3, 4, "m", None, 5, 6, "chat", True, 200, "", 1, 2, 3.25, None, "0.01"
+    )
+    flat = stream_fields(event)
+    assert dict(zip(flat[::2], flat[1::2], strict=True)) == event.encode()

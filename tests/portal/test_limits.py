@@ -1,0 +1,266 @@
+"""Per-key limits, budgets, scopes and allow-lists on the /v1 gateway, over real HTTP
+against real Redis and PostgreSQL, with a fake OpenAI-compatible engine upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from portal.devstack.procs import wait_for
+from portal.limits import duration, month
+from portal.limits.scripts import budget_key
+from portal.models import UserBudget
+from portal.services.keys import sync_redis
+from tests.factories import deployment
+from tests.portal.fake_engine import serve_fake_engine
+from tests.portal.gateways import add_replica
+from tests.portal.test_gateway import assert_openai_error
+
+RATE_HEADERS = {
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+}
+
+
+@pytest.fixture
+def engine() -> Any:
+    yield from serve_fake_engine()
+
+
+@pytest.fixture
+def model(owner, engine):
+    dep = deployment(owner.user, "pub")
+    add_replica(dep.served_name, engine[0])
+    return dep
+
+
+def new_key(actor, **limits: Any) -> str:
+    response = actor.client().post("/api/keys/", {"name": "t", **limits}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["key"]
+
+
+def chat(url: str, key: str, **extra: Any) -> httpx.Response:
+    body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hello there"}]}
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={**body, **extra},
+        timeout=30,
+    )
+
+
+def budget_used(kind: str, owner_id: int, field: str) -> int:
+    """A monthly budget counter once its request settled (just after the answer)."""
+    key = budget_key(kind, owner_id, month())
+
+    def settled() -> int | None:
+        if any(sync_redis().zcard(k) for k in sync_redis().keys("openmaas:rl:*:conc")):
+            return None  # not settled yet
+        raw = sync_redis().hget(key, field)
+        return None if raw is None else int(raw)
+
+    return wait_for(settled, timeout_s=5, what="settlement", interval_s=0.02)
+
+
+def assert_rate_headers(response: httpx.Response) -> None:
+    assert set(response.headers) >= RATE_HEADERS, response.headers
+    assert response.headers["x-request-id"]
+
+
+def test_key_create_validates_and_lists_limits(owner, org, outsider):
+    key = new_key(
+        owner,
+        scopes=["inference", "files:read"],
+        allowed_models=["olivia/pub", "acme-lab/*"],
+        rpm_limit=10,
+        tpm_limit=1000,
+        max_concurrent=2,
+        organization="acme-lab",
+    )
+    listed = owner.client().get("/api/keys/").json()["results"]
+    mine = next(k for k in listed if key.startswith(k["prefix"]))
+    assert mine["scopes"] == ["files:read", "inference"]
+    assert mine["allowed_models"] == ["acme-lab/*", "olivia/pub"]
+    assert (mine["rpm_limit"], mine["tpm_limit"], mine["max_concurrent"]) == (10, 1000, 2)
+    assert mine["organization"] == "acme-lab"
+    defaults = next(k for k in listed if k["name"] == "olivia-key")
+    assert defaults["rpm_limit"] is None and "inference" in defaults["scopes"]
+
+    for bad in (
+        {"scopes": ["root"]},
+        {"scopes": []},
+        {"allowed_models": ["no-slash"]},
+        {"rpm_limit": 0},
+        {"tpm_limit": -5},
+        {"max_concurrent": "many"},
+    ):
+        response = owner.client().post("/api/keys/", {"name": "x", **bad}, format="json")
+        assert response.status_code == 400, bad
+    response = outsider.client().post(
+        "/api/keys/", {"name": "x", "organization": "acme-lab"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_organization"
+
+
+def test_success_carries_rate_headers_and_request_id(live_portal, model, owner):
+    key = new_key(owner, rpm_limit=5, tpm_limit=10_000)
+    response = chat(live_portal, key, max_tokens=3)
+    assert response.status_code == 200, response.text
+    assert_rate_headers(response)
+    assert response.headers["x-ratelimit-limit-requests"] == "5"
+    assert response.headers["x-ratelimit-remaining-requests"] == "4"
+    assert response.headers["x-ratelimit-reset-requests"] == "12s"
+    assert response.headers["x-ratelimit-limit-tokens"] == "10000"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_requests_per_minute_answers_429(live_portal, model, owner):
+    key = new_key(owner, rpm_limit=3)
+    assert [chat(live_portal, key).status_code for _ in range(3)] == [200, 200, 200]
+    refused = chat(live_portal, key)
+    assert_openai_error(refused, 429, "rate_limit_exceeded")
+    assert refused.json()["error"]["type"] == "requests"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert_rate_headers(refused)
+
+
+def test_tokens_per_minute_answers_429_and_settles_to_real_usage(live_portal, model, owner):
+    key = new_key(owner, tpm_limit=100)
+    first = chat(live_portal, key, max_tokens=60)  # reserves ~64, uses 3 + 60
+    assert first.status_code == 200, first.text
+    refused = chat(live_portal, key, max_tokens=60)
+    assert_openai_error(refused, 429, "rate_limit_exceeded")
+    assert refused.json()["error"]["type"] == "tokens"
+    assert_rate_headers(refused)
+    too_large = chat(live_portal, key, max_tokens=500)
+    assert_openai_error(too_large, 429, "rate_limit_exceeded")
+    assert "too large" in too_large.json()["error"]["message"]
+
+
+def test_concurrent_requests_beyond_the_limit_answer_429(live_portal, model, owner):
+    key = new_key(owner, max_concurrent=2)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {
+                "model": "olivia/pub",
+                "messages": [{"role": "user", "content": "hi"}],
+                "user": "sleep:2",
+            }
+            calls = [
+                client.post(
+                    f"{live_portal}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json=body,
+                )
+                for _ in range(5)
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    codes = asyncio.run(burst())
+    assert sorted(codes) == [200, 200, 429, 429, 429]
+    # The slots were released: the next request goes through.
+    assert chat(live_portal, key).status_code == 200
+
+
+def test_monthly_token_budget_answers_insufficient_quota(live_portal, model, owner):
+    UserBudget.objects.create(user=owner.user, monthly_token_budget=50)
+    key = new_key(owner)
+    ok = chat(live_portal, key, max_tokens=5)
+    assert ok.status_code == 200, ok.text
+    # Settled (just after the answer) to the engine's count.
+    assert budget_used("u", owner.user.pk, "tok") == ok.json()["usage"]["total_tokens"]
+    refused = chat(live_portal, key, max_tokens=60)
+    assert_openai_error(refused, 429, "insufficient_quota")
+    assert refused.json()["error"]["type"] == "insufficient_quota"
+    assert int(refused.headers["retry-after"]) > 0
+    assert_rate_headers(refused)
+
+
+def test_organisation_spend_budget_answers_insufficient_quota(live_portal, model, owner, org):
+    repo = model.model_version.repo
+    repo.price_input_cny_per_m = Decimal("100000")  # 0.1 CNY per prompt token
+    repo.price_output_cny_per_m = Decimal("200000")
+    repo.save()
+    org.monthly_spend_budget_cny = Decimal("2")
+    org.save()
+    key = new_key(owner, organization="acme-lab")
+    assert chat(live_portal, key, max_tokens=2).status_code == 200  # 0.3 + 0.4 CNY
+    assert budget_used("o", org.pk, "ucny") == 3 * 100_000 + 2 * 200_000
+    refused = chat(live_portal, key, max_tokens=10)  # would cost more than what is left
+    assert_openai_error(refused, 429, "insufficient_quota")
+    assert "organisation" in refused.json()["error"]["message"]
+
+
+def test_model_allow_list_and_scope_answer_403(live_portal, model, owner):
+    deployment(owner.user, "other")
+    allowed = new_key(owner, allowed_models=["olivia/other"])
+    assert_openai_error(chat(live_portal, allowed), 403, "model_not_allowed", "model")
+    listed = httpx.get(
+        f"{live_portal}/v1/models", headers={"Authorization": f"Bearer {allowed}"}
+    ).json()
+    assert [m["id"] for m in listed["data"]] == ["olivia/other"]
+
+    files_only = new_key(owner, scopes=["files"])
+    assert_openai_error(chat(live_portal, files_only), 403, "insufficient_scope")
+    response = httpx.get(
+        f"{live_portal}/v1/models", headers={"Authorization": f"Bearer {files_only}"}
+    )
+    assert_openai_error(response, 403, "insufficient_scope")
+
+
+def test_streams_report_usage_to_the_gateway_and_strip_it_for_the_client(
+    live_portal, model, owner, engine
+):
+    plain = chat(live_portal, owner.key, stream=True, max_tokens=3)
+    assert plain.status_code == 200
+    assert '"usage": {' not in plain.text and plain.text.rstrip().endswith("data: [DONE]")
+    assert engine[1].bodies[-1]["stream_options"] == {"include_usage": True}
+    asked = chat(
+        live_portal, owner.key, stream=True, max_tokens=3, stream_options={"include_usage": True}
+    )
+    assert '"usage": {"prompt_tokens": 3, "completion_tokens": 3' in asked.text
+
+
+def test_reset_durations_use_openai_format():
+    assert [duration(ms) for ms in (20, 999, 1000, 1500, 60_000, 360_000, 3_723_000)] == [
+        "20ms",
+        "999ms",
+        "1s",
+        "2s",
+        "1m0s",
+        "6m0s",
+        "1h2m3s",
+    ]
+
+
+def test_concurrency_slot_of_a_dead_process_frees_itself(settings):
+    """A process that reserved and died never settles; its lease runs out instead."""
+    from portal.limits import RateLimited, reserve
+    from portal.services.keys import KeyGrant
+
+    settings.GATEWAY_CONCURRENCY_LEASE_S = 1
+    grant = KeyGrant(10**9, 10**9, False, {}, None, max_concurrent=1)
+    sync_redis().delete("openmaas:rl:k1000000000:conc")
+
+    async def attempt(request_id: str) -> bool:
+        try:
+            await reserve(grant, request_id, 10, 0)
+        except RateLimited:
+            return False
+        return True
+
+    assert asyncio.run(attempt("dies-holding-it"))
+    assert not asyncio.run(attempt("next"))
+    assert wait_for(lambda: asyncio.run(attempt("later")), timeout_s=5, what="lease expiry")
