@@ -75,6 +75,7 @@ class MembershipSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
     class Meta:
         model = Membership
         fields = ["username", "role", "created_at"]
+        extra_kwargs = {"role": {"required": True}}
 
 
 class ModelFileSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

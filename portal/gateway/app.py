@@ -260,7 +260,9 @@ async def relay(
             (b"content-type", upstream.headers.get("content-type", "application/json").encode())
         ]
         if not stream or upstream.status != 200:
-            payload = await upstream.read()
+            payload = await read_unless_hung_up(upstream, receive)
+            if payload is None:
+                return True  # the client left; closing the upstream cancels its generation
             headers.append((b"content-length", str(len(payload)).encode()))
             await send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
@@ -271,6 +273,27 @@ async def relay(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await _pump(upstream, send, receive)
     return True
+
+
+async def read_unless_hung_up(upstream: aiohttp.ClientResponse, receive: Receive) -> bytes | None:
+    """The upstream's whole body, or None (upstream connection closed) if the client sends
+    ``http.disconnect`` first: an abandoned non-streamed request must not keep the replica
+    generating for nobody."""
+
+    async def hung_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    reading = asyncio.ensure_future(upstream.read())
+    watching = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait((reading, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not reading.done():
+            reading.cancel()
+            upstream.close()
+    return None if reading.cancelled() else reading.result()
 
 
 async def _pump(upstream: aiohttp.ClientResponse, send: Send, receive: Receive) -> None:

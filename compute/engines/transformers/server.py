@@ -78,7 +78,9 @@ def load_engine(args: argparse.Namespace) -> Engine:
 async def serve(engine: Engine, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then stop the scheduler and close connections."""
     app = build_app(engine, os.environ.get(API_KEY_ENV, ""))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a client that hangs up cancels its handler, whose cleanup
+    # cancels the sequence, so abandoned non-streamed requests stop generating too.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     engine.scheduler.start()
     stop = asyncio.Event()
