@@ -14,7 +14,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from portal.gateway.validation import parse_json
+from portal.json_body import parse_json
 
 
 class SafeJSONParser(JSONParser):

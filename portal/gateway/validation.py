@@ -21,11 +21,10 @@ Decisions:
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from portal.errors import PlatformError
+from portal.json_body import parse_json
 
 MAX_PROMPTS = 32
 MAX_CHOICES = 128
@@ -35,39 +34,10 @@ _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty
 # Counts: non-negative integers.
 _COUNT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "best_of", "top_logprobs")
 _BOOL_FIELDS = ("stream", "echo")
-# A surrogate escape (\uD800–\uDFFF) in the raw body; only then is a full check needed.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _bad(message: str, param: str | None = None) -> PlatformError:
     return PlatformError(message, code="invalid_request", param=param)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(body: bytes, *, strict: bool = False) -> Any:
-    """``json.loads`` that turns every way a body can be unparseable into ValueError.
-
-    Refuses invalid UTF-8 (including encoded surrogates), nesting too deep to parse
-    (``RecursionError`` in the decoder) and strings holding a lone surrogate; with
-    ``strict``, also ``NaN`` and ``Infinity`` (as DRF's ``STRICT_JSON`` does).
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"the body is not valid UTF-8 ({exc.reason})") from exc
-    try:
-        value = json.loads(text, parse_constant=_no_constants if strict else None)
-    except RecursionError as exc:
-        raise ValueError("the JSON is nested too deeply") from exc
-    if _SURROGATE_ESCAPE.search(body):
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("a string holds a lone UTF-16 surrogate") from exc
-    return value
 
 
 def validate_body(body: bytes, kind: str) -> dict[str, Any]:
