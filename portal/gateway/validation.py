@@ -96,10 +96,10 @@ def _check_prompt(prompt: Any, n: Any) -> None:
         raise _bad(f"'n' × prompts asks for more than {MAX_CHOICES} choices.", "n")
 
 
-def _check_bool(payload: dict[str, Any], name: str) -> None:
+def _check_bool(payload: dict[str, Any], name: str, param: str | None = None) -> None:
     value = payload.get(name)
     if value is not None and not isinstance(value, bool):
-        raise _bad(f"'{name}' must be a boolean.", name)
+        raise _bad(f"'{param or name}' must be a boolean.", param or name)
 
 
 def _check_int(payload: dict[str, Any], name: str, lo: int = INT64[0]) -> None:
@@ -133,4 +133,4 @@ def _check_types(payload: dict[str, Any]) -> None:
     if options is not None:
         if not isinstance(options, dict):
             raise _bad("'stream_options' must be an object.", "stream_options")
-        _check_bool(options, "include_usage")
+        _check_bool(options, "include_usage", "stream_options.include_usage")
