@@ -15,7 +15,7 @@ import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from django.conf import settings
@@ -35,6 +35,7 @@ from portal.services.keys import KeyGrant, resolve_grant
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -252,17 +253,22 @@ async def relay(
 ) -> bool:
     """Forward to one replica; False if it could not be reached (try another)."""
     try:
-        upstream = await _session().post(url, data=body, headers=upstream_headers)
+        upstream = await unless_hung_up(
+            _session().post(url, data=body, headers=upstream_headers), receive
+        )
     except (TimeoutError, aiohttp.ClientConnectionError):
         return False
+    if upstream is None:
+        return True  # the client left before the replica answered
     async with upstream:
         headers = [
             (b"content-type", upstream.headers.get("content-type", "application/json").encode())
         ]
         if not stream or upstream.status != 200:
-            payload = await read_unless_hung_up(upstream, receive)
+            payload = await unless_hung_up(upstream.read(), receive)
             if payload is None:
-                return True  # the client left; closing the upstream cancels its generation
+                upstream.close()  # the client left; closing the upstream ends generation
+                return True
             headers.append((b"content-length", str(len(payload)).encode()))
             await send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
@@ -275,25 +281,26 @@ async def relay(
     return True
 
 
-async def read_unless_hung_up(upstream: aiohttp.ClientResponse, receive: Receive) -> bytes | None:
-    """The upstream's whole body, or None (upstream connection closed) if the client sends
-    ``http.disconnect`` first: an abandoned non-streamed request must not keep the replica
-    generating for nobody."""
+async def unless_hung_up(work: Awaitable[T], receive: Receive) -> T | None:
+    """``work``'s result, or None if the client sends ``http.disconnect`` first; then
+    ``work`` is cancelled (aiohttp closes the upstream connection, which cancels the
+    replica's generation): an abandoned request must not keep a replica busy for nobody."""
 
     async def hung_up() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    reading = asyncio.ensure_future(upstream.read())
-    watching = asyncio.ensure_future(hung_up())
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(hung_up())
     try:
-        await asyncio.wait((reading, watching), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watching.cancel()
-        if not reading.done():
-            reading.cancel()
-            upstream.close()
-    return None if reading.cancelled() else reading.result()
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        return None
+    return task.result()
 
 
 async def _pump(upstream: aiohttp.ClientResponse, send: Send, receive: Receive) -> None:
