@@ -41,7 +41,6 @@ ERROR_DESCRIPTIONS = {
     "401": "Not authenticated.",
     "403": "Authenticated but not allowed (or a CSRF failure).",
     "404": "Not found, or not visible to you.",
-    "405": "Method not allowed.",
     "409": "Conflicts with the current state.",
     "413": "Request body too large.",
     "415": "Unsupported media type.",
@@ -52,9 +51,11 @@ _BODY_METHODS = {"post", "put", "patch"}
 
 def _error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     """The error statuses an operation can answer (every one may be throttled or refused)."""
-    statuses = ["400", "401", "403", "405", "429"]
-    if "{" in path or method in _BODY_METHODS or method == "delete":
-        statuses += ["404", "409"]
+    statuses = ["400", "401", "403", "429"]
+    if "{" in path:
+        statuses.append("404")
+    if method in _BODY_METHODS or method == "delete":
+        statuses.append("409")
     if method in _BODY_METHODS:
         statuses += ["413", "415"]
     return statuses

@@ -54,7 +54,7 @@ def check_anonymous_csrf(request: Request) -> None:
         raise PermissionDenied(f"CSRF Failed: {reason}", code="csrf_failed")
 
 
-@extend_schema(request=s.SignUpSerializer, responses=s.UserSerializer)
+@extend_schema(request=s.SignUpSerializer, responses={201: s.UserSerializer})
 @api_view(["POST"])
 @permission_classes([permissions.AllowAny])
 def sign_up(request: Request) -> Response:
