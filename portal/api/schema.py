@@ -52,8 +52,8 @@ _BODY_METHODS = {"post", "put", "patch"}
 def _error_statuses(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     """The error statuses an operation can answer (every one may be throttled or refused)."""
     statuses = ["400", "401", "403", "429"]
-    if "{" in path:
-        statuses.append("404")
+    if "{" in path or method in _BODY_METHODS:
+        statuses.append("404")  # the path's object, or one the body names
     if method in _BODY_METHODS or method == "delete":
         statuses.append("409")
     if method in _BODY_METHODS:

@@ -9,6 +9,8 @@ User = get_user_model()
 
 
 class UserSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    email = serializers.CharField(read_only=True, help_text="May be empty.")
+
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_staff", "date_joined"]

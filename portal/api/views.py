@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
@@ -175,6 +175,16 @@ class OrganizationViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+FULL_NAME = OpenApiParameter(
+    "full_name",
+    str,
+    OpenApiParameter.PATH,
+    description="The model's ``namespace/name``.",
+    examples=[OpenApiExample("A model", value="olivia/pub")],
+)
+
+
+@extend_schema(parameters=[FULL_NAME])
 class ModelRepoViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, OwnedViewSet
 ):
