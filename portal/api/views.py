@@ -22,6 +22,7 @@ from portal.api import serializers as s
 from portal.api.base import OwnedViewSet
 from portal.auth import acting_user
 from portal.errors import AuthenticationFailed, NotFound, PermissionDenied
+from portal.lockout import locked_out_error
 from portal.models import APIKey, Membership, ModelRepo, Organization
 from portal.services import accounts, keys
 from portal.storage import store
@@ -73,6 +74,8 @@ def log_in(request: Request) -> Response:
     data = s.LoginSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     user = authenticate(request._request, **data.validated_data)
+    if getattr(request._request, "axes_locked_out", False):
+        raise locked_out_error()
     if user is None:
         raise AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
     login(request._request, user)
