@@ -10,6 +10,8 @@ User = get_user_model()
 
 
 class UserSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    email = serializers.CharField(read_only=True, help_text="May be empty.")
+
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_staff", "date_joined"]
@@ -133,6 +135,7 @@ class MembershipSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
     class Meta:
         model = Membership
         fields = ["username", "role", "created_at"]
+        extra_kwargs = {"role": {"required": True}}
 
 
 class ModelFileSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

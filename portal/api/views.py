@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
@@ -18,16 +21,45 @@ from rest_framework.response import Response
 from portal.api import serializers as s
 from portal.api.base import OwnedViewSet
 from portal.auth import acting_user
-from portal.errors import AuthenticationFailed, NotFound
+from portal.errors import AuthenticationFailed, NotFound, PermissionDenied
+from portal.lockout import locked_out_error
 from portal.models import APIKey, Membership, ModelRepo, Organization
 from portal.services import accounts, keys
 from portal.storage import store
 
 
-@extend_schema(request=s.SignUpSerializer, responses=s.UserSerializer)
+class _CSRFCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+        return reason
+
+
+def check_anonymous_csrf(request: Request) -> None:
+    """CSRF for the anonymous session endpoints (login, sign-up), as Django's ``LoginView``.
+
+    A form, multipart or text body is what a foreign page can post without asking, so it
+    needs Django's full check (token and origin). A JSON body cannot come from another
+    origin without a CORS preflight, which this site never grants, so JSON clients (the
+    SDKs, scripts) log in without a token; a browser's JSON post must still come from our
+    own origin when it names one.
+    """
+    if request.content_type.split(";")[0].strip() == "application/json":
+        origin = request.META.get("HTTP_ORIGIN")
+        own = f"{request.scheme}://{request.get_host()}"
+        if origin is not None and origin != own and origin not in settings.CSRF_TRUSTED_ORIGINS:
+            raise PermissionDenied("CSRF Failed: Origin checking failed.", code="csrf_failed")
+        return
+    check = _CSRFCheck(lambda _: HttpResponse())
+    check.process_request(request._request)
+    reason = check.process_view(request._request, lambda _: HttpResponse(), (), {})
+    if reason:
+        raise PermissionDenied(f"CSRF Failed: {reason}", code="csrf_failed")
+
+
+@extend_schema(request=s.SignUpSerializer, responses={201: s.UserSerializer})
 @api_view(["POST"])
 @permission_classes([permissions.AllowAny])
 def sign_up(request: Request) -> Response:
+    check_anonymous_csrf(request)
     data = s.SignUpSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     user = accounts.sign_up(**data.validated_data)
@@ -38,9 +70,12 @@ def sign_up(request: Request) -> Response:
 @api_view(["POST"])
 @permission_classes([permissions.AllowAny])
 def log_in(request: Request) -> Response:
+    check_anonymous_csrf(request)
     data = s.LoginSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     user = authenticate(request._request, **data.validated_data)
+    if getattr(request._request, "axes_locked_out", False):
+        raise locked_out_error()
     if user is None:
         raise AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
     login(request._request, user)
@@ -122,21 +157,29 @@ class OrganizationViewSet(
             serializer.validated_data.get("display_name", ""),
         )
 
-    @extend_schema(request=s.MembershipSerializer, responses=s.MembershipSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=s.MembershipSerializer(many=True))
+    @extend_schema(
+        methods=["POST"], request=s.MembershipSerializer, responses=s.MembershipSerializer
+    )
     @action(detail=True, methods=["get", "post"])
     def members(self, request: Request, name: str | None = None) -> Response:
+        """GET: the members, paginated like every list. POST: add a member or change a
+        role (owners and admins only, checked before the body), answering the membership."""
         org = self.get_object()
         if request.method == "POST":
+            accounts.require_manager(request.user, org)
             data = s.MembershipSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            accounts.set_member(
+            member = accounts.set_member(
                 request.user,
                 org,
                 data.validated_data["user"]["username"],
                 data.validated_data["role"],
             )
+            return Response(s.MembershipSerializer(member).data)
         members = Membership.objects.filter(organization=org).select_related("user")
-        return Response(s.MembershipSerializer(members, many=True).data)
+        page = self.paginate_queryset(members.order_by("created_at", "pk"))
+        return self.get_paginated_response(s.MembershipSerializer(page, many=True).data)
 
     @action(detail=True, methods=["delete"], url_path=r"members/(?P<username>[^/]+)")
     def remove_member(
@@ -146,6 +189,16 @@ class OrganizationViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+FULL_NAME = OpenApiParameter(
+    "full_name",
+    str,
+    OpenApiParameter.PATH,
+    description="The model's ``namespace/name``.",
+    examples=[OpenApiExample("A model", value="olivia/pub")],
+)
+
+
+@extend_schema(parameters=[FULL_NAME])
 class ModelRepoViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, OwnedViewSet
 ):
@@ -168,8 +221,8 @@ class ModelRepoViewSet(
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, full_name: str = "") -> Response:
         repo = self.get_object()
-        data = s.ModelVersionSerializer(repo.versions.prefetch_related("files"), many=True)
-        return Response(data.data)
+        page = self.paginate_queryset(repo.versions.prefetch_related("files").order_by("number"))
+        return self.get_paginated_response(s.ModelVersionSerializer(page, many=True).data)
 
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>\d+)/download")
     def download(self, request: Request, full_name: str = "", number: str = "") -> Response:

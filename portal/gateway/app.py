@@ -17,7 +17,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from django.conf import settings
@@ -50,7 +50,10 @@ from portal.models.ownership import Principal
 from portal.services.keys import KeyGrant, resolve_grant, resolve_grant_uncached
 
 logger = logging.getLogger(__name__)
+# nginx's status for a request whose client closed the connection before the answer.
+CLIENT_CLOSED = 499
 
+T = TypeVar("T")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -334,27 +337,86 @@ async def relay(
     stream: bool,
 ) -> bool:
     """Forward to one replica; False if it could not be reached (try another)."""
+    if not stream:
+        answer = await unless_hung_up(_fetch(url, body, upstream_headers), receive)
+        if answer is None:
+            # The client hung up; the upstream request was cancelled with it.
+            ex.status, ex.error_code = CLIENT_CLOSED, "client_disconnected"
+            return True
+        if answer is False:
+            return False
+        status, content_type, payload = answer
+        ex.read_answer(status, payload)
+        await _send_whole(ex.send, status, content_type, payload)
+        return True
     try:
         upstream = await _session().post(url, data=body, headers=upstream_headers)
     except (TimeoutError, aiohttp.ClientConnectionError):
         return False
     async with upstream:
-        headers = [
-            (b"content-type", upstream.headers.get("content-type", "application/json").encode())
-        ]
-        if not stream or upstream.status != 200:
+        content_type = upstream.headers.get("content-type", "application/json").encode()
+        if upstream.status != 200:
             payload = await upstream.read()
             ex.read_answer(upstream.status, payload)
-            headers.append((b"content-length", str(len(payload)).encode()))
-            await ex.send(
-                {"type": "http.response.start", "status": upstream.status, "headers": headers}
-            )
-            await ex.send({"type": "http.response.body", "body": payload})
+            await _send_whole(ex.send, upstream.status, content_type, payload)
             return True
-        headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        headers = [
+            (b"content-type", content_type),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
         await _pump(upstream, ex, receive)
     return True
+
+
+async def _fetch(
+    url: str, body: bytes, upstream_headers: dict[str, str]
+) -> tuple[int, bytes, bytes] | Literal[False]:
+    """A non-streamed answer: (status, content type, body); False if unreachable."""
+    try:
+        upstream = await _session().post(url, data=body, headers=upstream_headers)
+    except (TimeoutError, aiohttp.ClientConnectionError):
+        return False
+    async with upstream:
+        content_type = upstream.headers.get("content-type", "application/json").encode()
+        return upstream.status, content_type, await upstream.read()
+
+
+async def _send_whole(send: Send, status: int, content_type: bytes, payload: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def unless_hung_up(work: Awaitable[T], receive: Receive) -> T | None:
+    """``work``'s result, or None if the client sends ``http.disconnect`` first: ``work``
+    is then cancelled (aiohttp closes the upstream connection, which cancels the replica's
+    generation), so an abandoned request does not keep a replica busy for nobody.
+
+    One watcher task per call, which cancels this task on a hang-up (cheaper than racing
+    two tasks: this sits on the hot path)."""
+    me = asyncio.current_task()
+    assert me is not None
+    hung_up = False
+
+    async def watch() -> None:
+        nonlocal hung_up
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        hung_up = True
+        me.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not hung_up:
+            raise
+        me.uncancel()
+        return None
+    finally:
+        watcher.cancel()
 
 
 async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive) -> None:

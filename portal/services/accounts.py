@@ -55,7 +55,7 @@ def create_organization(actor: Any, name: str, display_name: str = "") -> Organi
     return org
 
 
-def _require_manager(actor: Any, org: Organization) -> None:
+def require_manager(actor: Any, org: Organization) -> None:
     if actor.is_superuser:
         return
     role = Membership.objects.filter(organization=org, user=actor).values_list("role", flat=True)
@@ -68,7 +68,7 @@ def _require_manager(actor: Any, org: Organization) -> None:
 @transaction.atomic
 def set_member(actor: Any, org: Organization, username: str, role: str) -> Membership:
     """Add a member or change their role; only owners may grant or take the owner role."""
-    _require_manager(actor, org)
+    require_manager(actor, org)
     if role not in Role.values:
         raise PlatformError(f"Unknown role '{role}'.", code="invalid_role", param="role")
     user = User.objects.filter(username=username).first()
@@ -90,7 +90,7 @@ def set_member(actor: Any, org: Organization, username: str, role: str) -> Membe
 
 @transaction.atomic
 def remove_member(actor: Any, org: Organization, username: str) -> None:
-    _require_manager(actor, org)
+    require_manager(actor, org)
     members = Membership.objects.select_for_update().filter(organization=org)
     target = members.filter(user__username=username).first()
     if target is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
@@ -14,7 +13,7 @@ from aiohttp import web
 
 from compute.engines.transformers.engine import Engine
 from compute.engines.transformers.errors import ApiError
-from compute.engines.transformers.parsing import Fields, parse_chat, parse_completion
+from compute.engines.transformers.parsing import Fields, parse_chat, parse_completion, parse_json
 from compute.engines.transformers.responses import (
     chat_frames,
     chat_response,
@@ -37,8 +36,8 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = parse_json(raw)
+    except ValueError as exc:
         raise ApiError(
             400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
         ) from exc

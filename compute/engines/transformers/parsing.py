@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,31 @@ from compute.engines.transformers.sampling import SamplingParams
 
 MAX_COMPLETION_LOGPROBS = 5  # OpenAI's limit for the legacy completions API
 MAX_CHAT_TOP_LOGPROBS = 20  # OpenAI's limit for chat completions
+MAX_PROMPTS = 32  # completions prompts per request (each is a sequence of its own)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # every integer parameter must fit
+
+# A surrogate escape (\uD800-\uDFFF) in a raw body; only then is the full check needed.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """``json.loads`` that turns every way a body can be unparseable into ValueError:
+    invalid UTF-8, nesting too deep for the decoder, and lone UTF-16 surrogates (which no
+    tokenizer can encode)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the body is not valid UTF-8 ({exc.reason})") from exc
+    try:
+        value = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("the JSON is nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("a string holds a lone UTF-16 surrogate") from exc
+    return value
 
 
 class Fields:
@@ -44,7 +71,7 @@ class Fields:
         # JSON booleans are Python ints; they are not acceptable counts.
         if isinstance(value, bool) or not isinstance(value, int):
             raise invalid_type(name, "an integer", value)
-        _check_range(name, value, lo, hi)
+        _check_range(name, value, INT64_MIN if lo is None else lo, INT64_MAX if hi is None else hi)
         return value
 
     def float_(self, name: str, default: float, lo: float, hi: float) -> float:
@@ -194,6 +221,8 @@ def _prompts(engine: Engine, raw: Any) -> tuple[list[list[int]], list[str]]:
         raise invalid_type("prompt", "a string, an array of strings or an array of tokens", raw)
     if all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
         raw = [raw]
+    if len(raw) > MAX_PROMPTS:
+        raise invalid_value("prompt", f"at most {MAX_PROMPTS} prompts per request.")
     prompts, texts = [], []
     for item in raw:
         if isinstance(item, str):

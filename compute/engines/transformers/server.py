@@ -81,7 +81,9 @@ async def serve(engine: Engine, host: str, port: int, api_key: str) -> None:
     if not api_key:
         raise ValueError("the engine never serves without an API key")
     app = build_app(engine, api_key)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a client that hangs up cancels its handler, whose cleanup
+    # cancels the sequence, so abandoned non-streamed requests stop generating too.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     engine.scheduler.start()
     stop = asyncio.Event()
