@@ -105,6 +105,20 @@ def engine_server(
 
 
 @pytest.fixture(scope="session")
+def engine_client(engine_server: EngineProcess) -> Iterator[httpx.Client]:
+    """An HTTP client of the running engine that sends its API key."""
+    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
+    with httpx.Client(base_url=engine_server.base_url, timeout=60.0, headers=auth) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(engine_client: httpx.Client) -> httpx.Client:
+    """The engine's client (the engine suites' name for it; shadows Django's here)."""
+    return engine_client
+
+
+@pytest.fixture(scope="session")
 def engine_url(engine_server: EngineProcess) -> str:
     """Base URL of the running engine, e.g. ``http://127.0.0.1:PORT``."""
     return engine_server.base_url

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from portal.devstack.procs import wait_for
+from compute.agent.procs import wait_for
 from tests.compute.conftest import SERVED_NAME
 
 

@@ -4,25 +4,18 @@ up on a non-streamed request. Driven over HTTP against the real engine subproces
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from compute.engines.transformers.parsing import MAX_PROMPTS
-from tests.compute.conftest import SERVED_NAME
+from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME
 from tests.compute.hang_up import LONG, abandon_and_measure
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 CHAT = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-
-
-@pytest.fixture(scope="module")
-def client(engine_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=engine_url, timeout=60.0) as c:
-        yield c
 
 
 def assert_400(resp: httpx.Response, param: str | None = None) -> None:
@@ -91,6 +84,7 @@ def test_prompt_array_is_capped(client: httpx.Client) -> None:
 def test_client_hanging_up_on_a_non_streamed_request_stops_its_generation(
     client: httpx.Client, engine_url: str
 ) -> None:
-    measured = abandon_and_measure(client, engine_url, "/v1/chat/completions", dict(LONG))
+    body = {**LONG, "_authorization": f"Bearer {ENGINE_API_KEY}"}
+    measured = abandon_and_measure(client, engine_url, "/v1/chat/completions", body)
     assert measured["finished"] == 1
     assert measured["generated"] < LONG["max_tokens"]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from compute.models import Deployment, Node, Replica, ReplicaStatus
-from tests.compute.conftest import SERVED_NAME
+from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME
 from tests.compute.hang_up import LONG, abandon_and_measure
 from tests.factories import model_repo
 
@@ -21,14 +21,21 @@ def routed(owner, engine_url: str) -> str:
     repo = model_repo(owner.user, "tiny", "public")
     dep = Deployment.objects.create(model_version=repo.versions.get(), served_name=SERVED_NAME)
     node = Node.objects.create(name="n1", token_hash="f" * 64, status="ready")
-    Replica.objects.create(deployment=dep, node=node, status=ReplicaStatus.READY, url=engine_url)
+    Replica.objects.create(
+        deployment=dep,
+        node=node,
+        status=ReplicaStatus.READY,
+        url=engine_url,
+        secret=ENGINE_API_KEY,
+    )
     return engine_url
 
 
-def test_hanging_up_on_the_gateway_stops_generation_on_the_engine(live_portal, routed, owner):
-    with httpx.Client(base_url=routed, timeout=30) as engine:
-        body = {**LONG, "_authorization": f"Bearer {owner.key}"}
-        measured = abandon_and_measure(engine, live_portal, "/v1/chat/completions", body)
+def test_hanging_up_on_the_gateway_stops_generation_on_the_engine(
+    live_portal, routed, owner, engine_client
+):
+    body = {**LONG, "_authorization": f"Bearer {owner.key}"}
+    measured = abandon_and_measure(engine_client, live_portal, "/v1/chat/completions", body)
     assert measured["finished"] == 1
     assert measured["generated"] < LONG["max_tokens"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ PROMPTS = [
     "Numbers: 1 2 3 4 5",
     "请用一句话总结",
 ]
-
-
-@pytest.fixture(scope="module")
-def client(engine_url: str) -> Iterator[httpx.Client]:
-    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
-    with httpx.Client(base_url=engine_url, timeout=60.0, headers=auth) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from portal.devstack.procs import free_port, wait_for
+from compute.agent.procs import free_port, wait_for
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

@@ -14,14 +14,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from compute.agent.procs import free_port, wait_for
 from compute.models import Deployment, Node, Replica, ReplicaStatus
-from portal.devstack.procs import free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def add_replica(served_name: str, url: str) -> Replica:
-    """A ready replica of ``served_name`` at ``url`` on a fresh ready node."""
+def add_replica(served_name: str, url: str, secret: str | None = None) -> Replica:
+    """A ready replica of ``served_name`` at ``url`` on a fresh ready node (``secret``:
+    the engine's API key, for engines that check it)."""
     name = f"n-{uuid.uuid4().hex[:8]}"
     node = Node.objects.create(name=name, token_hash="f" * 64, status="ready")
     return Replica.objects.create(
@@ -29,6 +30,7 @@ def add_replica(served_name: str, url: str) -> Replica:
         node=node,
         status=ReplicaStatus.READY,
         url=url,
+        **({"secret": secret} if secret else {}),
     )
 
 

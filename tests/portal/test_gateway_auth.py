@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portal.devstack.procs import free_port
+from compute.agent.procs import free_port
 from portal.limits import scripts
 from portal.models import APIKey, Role
 from portal.models.keys import hash_key

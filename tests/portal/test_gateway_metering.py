@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from compute.agent.procs import wait_for
 from compute.metering import STREAM, UsageEvent
 from compute.models import Deployment
-from portal.devstack.procs import wait_for
 from portal.models import APIKey
 from portal.models.keys import hash_key
 from portal.services.keys import sync_redis
+from tests.compute.conftest import ENGINE_API_KEY
 from tests.factories import deployment, model_repo
 from tests.portal.fake_engine import serve_fake_engine
 from tests.portal.gateways import add_replica
@@ -66,7 +67,7 @@ def test_streamed_and_plain_requests_give_one_event_each_with_the_engines_counts
     repo.price_input_cny_per_m, repo.price_output_cny_per_m = Decimal("2"), Decimal("8")
     repo.save()
     Deployment.objects.create(model_version=repo.versions.get(), served_name="tiny-llama")
-    replica = add_replica("tiny-llama", cpu_engine)
+    replica = add_replica("tiny-llama", cpu_engine, secret=ENGINE_API_KEY)
     key = new_key(owner)
     key_id = APIKey.objects.get(key_hash=hash_key(key)).pk
     headers = {"Authorization": f"Bearer {key}"}

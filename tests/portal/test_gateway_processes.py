@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portal.devstack.procs import wait_for
+from compute.agent.procs import wait_for
 from portal.models import Organization
 from tests.factories import deployment
 from tests.portal.fake_engine import serve_fake_engine

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portal.devstack.procs import wait_for
+from compute.agent.procs import wait_for
 from portal.limits import duration, month
 from portal.limits.scripts import budget_key
 from portal.models import UserBudget
