@@ -223,6 +223,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.Pagination",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.api.negotiation.FormatNegotiation",
     "PAGE_SIZE": 50,
     "DEFAULT_PARSER_CLASSES": [
         "portal.api.parsers.SafeJSONParser",

@@ -143,3 +143,13 @@ def test_json_and_same_origin_form_logins_work(live_portal, owner):
             headers={"X-CSRFToken": token, "Origin": live_portal, "Referer": live_portal + "/"},
         )
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path", ["/api/usage/", "/api/models/", "/api/keys/"])
+def test_unknown_format_parameter_is_400_naming_the_formats(live_portal, owner, path):
+    response = httpx.get(
+        f"{live_portal}{path}?format=xml",
+        headers={"Authorization": f"Bearer {owner.key}"},
+    )
+    assert response.status_code == 400, response.text
+    assert "json" in response.json()["format"][0]
