@@ -238,7 +238,6 @@ def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlemen
 def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
     """The lifespan shutdown drains the ledger before closing Redis: nothing queued is lost."""
     from portal.gateway import ledger
-    from portal.limits.wire import close_wires
 
     events = [
         UsageEvent(
@@ -267,9 +266,32 @@ def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
     async def stop_right_after() -> None:
         for event in events:
             ledger.record(None, event)
-        await ledger.drain()
-        close_wires()
+        await ledger.drain()  # then the loop ends: whatever was not sent is gone
 
     asyncio.run(stop_right_after())
     recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
     assert [e.request_id for e in events] == [r for r in recorded if r.startswith("drain-")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b' {"model": "m", "stream": true}',
+        '{"model": "模型", "stream": true}'.encode("utf-8-sig"),
+        json.dumps({"model": "m", "stream": True}).encode("utf-16"),
+        b'{"model": "m", "stream": true, "stream_options": {"x": 1}}',
+        b'{"model": "m", "stream": true, "stream_options": null}',
+    ],
+)
+def test_a_stream_asks_the_engine_for_usage_whatever_the_body_looks_like(body):
+    from portal.gateway.exchange import Exchange
+
+    async def nowhere(message: dict[str, Any]) -> None:
+        pass
+
+    payload = json.loads(body)
+    forwarded = json.loads(Exchange(nowhere).ask_for_usage(dict(payload), body))
+    assert forwarded["stream_options"]["include_usage"] is True
+    assert {k: v for k, v in forwarded.items() if k != "stream_options"} == {
+        k: v for k, v in payload.items() if k != "stream_options"
+    }
