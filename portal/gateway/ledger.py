@@ -2,14 +2,14 @@
 
 A request that ends hands its limiter settlement and its usage event to this event
 loop's :class:`Ledger` (:func:`record`, no waiting) and returns, so the connection is
-free for its next request at once. The ledger sends everything recorded meanwhile in
-one write: one script call that settles every reservation of the batch, then one XADD
-per usage event. One batch is in flight at a time; what finishes while it is goes into
-the next, so under load the Redis work per request shrinks as the batches grow, and at
-rest a record leaves in the next turn of the event loop.
+free for its next request at once. The commands are queued on the shared Redis
+connection at once (the settlement script call and the XADD), so they go out in the
+same write as everything else sent during this turn of the event loop, and ahead of
+any reservation made later: a client's next request sees the slot and tokens its last
+one freed. Their replies are checked by a callback, not by the request.
 
 Nothing is lost on a clean shutdown: :func:`drain` (called by the lifespan shutdown
-before the connections close) sends what is left and waits for it. When Redis is
+before the connections close) waits for the replies still due. When Redis is
 unreachable the batch is dropped with a warning, as a single request's would be.
 """
 
@@ -18,60 +18,67 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from compute.metering import STREAM, UsageEvent, metrics
-from portal.limits import Settlement, settle
+from portal.limits import Settlement, settle, settle_command
+from portal.limits.wire import is_noscript, wire
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 512  # settlements per script call: bounds the time Redis spends in one
-
 
 class Ledger:
-    """One event loop's pending settlements and usage events."""
+    """One event loop's settlements and usage events still waiting for Redis' reply."""
 
     def __init__(self) -> None:
-        self.settlements: list[Settlement] = []
-        self.events: list[UsageEvent] = []
-        self.sending: asyncio.Task[None] | None = None
+        self.waiting: set[asyncio.Future[Any]] = set()
 
     def record(self, settlement: Settlement | None, event: UsageEvent | None) -> None:
-        """Queue a finished request's settlement and usage event; returns at once."""
-        if settlement is not None:
-            self.settlements.append(settlement)
-        if event is not None:
-            self.events.append(event)
-        if self.sending is None:
-            self.sending = asyncio.get_running_loop().create_task(self._send_all())
+        """Send a finished request's settlement and usage event; returns at once."""
+        settlements = [] if settlement is None else [settlement]
+        events = [] if event is None else [event]
+        commands = [*([settle_command(settlements)] if settlements else []), *xadds(events)]
+        futures = wire().send_now(commands)
+        if futures is None:  # not connected: connect in a task of its own
+            self._track(asyncio.ensure_future(send_batch(settlements, events)))
+            return
+        replies = asyncio.gather(*futures)
+        replies.add_done_callback(lambda done: self._check(done, settlements, events))
+        self._track(replies)
+        for e in events:
+            metrics.observe(e)
 
-    async def _send_all(self) -> None:
-        """Send batches until nothing is left (the first after one turn of the loop)."""
-        try:
-            await asyncio.sleep(0)
-            while self.settlements or self.events:
-                settlements, events = self.settlements[:MAX_BATCH], self.events[:MAX_BATCH]
-                del self.settlements[:MAX_BATCH], self.events[:MAX_BATCH]
-                await send_batch(settlements, events)
-        finally:
-            self.sending = None
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self.waiting.add(future)
+        future.add_done_callback(self.waiting.discard)
+
+    def _check(
+        self, done: asyncio.Future[Any], settlements: list[Settlement], events: list[UsageEvent]
+    ) -> None:
+        """A reply arrived: retry a settlement Redis did not know the script for."""
+        if done.cancelled() or done.exception() is not None:
+            logger.warning("Redis unreachable: usage of a request not recorded")
+        elif settlements and is_noscript(done.result()[0]):
+            self._track(asyncio.ensure_future(send_batch(settlements, [])))
 
     async def drain(self) -> None:
-        """Send whatever is queued and wait until it has been sent."""
-        if self.sending is None and (self.settlements or self.events):
-            self.sending = asyncio.get_running_loop().create_task(self._send_all())
-        if self.sending is not None:
-            await asyncio.shield(self.sending)
+        """Wait until every reply has arrived."""
+        while self.waiting:
+            await asyncio.gather(*self.waiting, return_exceptions=True)
+
+
+def xadds(events: list[UsageEvent]) -> list[tuple[Any, ...]]:
+    maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
+    return [("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *stream_fields(e)) for e in events]
 
 
 async def send_batch(settlements: list[Settlement], events: list[UsageEvent]) -> None:
-    """Settle ``settlements`` and XADD ``events`` in one round trip."""
-    maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
-    xadds = [("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *stream_fields(e)) for e in events]
+    """Settle ``settlements`` and XADD ``events`` in one round trip (connecting first)."""
     try:
-        await settle(settlements, *xadds)
+        await settle(settlements, *xadds(events))
     except RedisError:
         logger.warning(
             "Redis unreachable: usage of %d requests not recorded",
