@@ -10,7 +10,7 @@ one freed. Their replies are checked by a callback, not by the request.
 
 Nothing is lost on a clean shutdown: :func:`drain` (called by the lifespan shutdown
 before the connections close) waits for the replies still due. When Redis is
-unreachable the batch is dropped with a warning, as a single request's would be.
+unreachable the usage is dropped with a warning, as before.
 """
 
 from __future__ import annotations
