@@ -11,7 +11,6 @@ is answered in OpenAI's error shape; none is a 500.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -23,7 +22,7 @@ import aiohttp
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from compute.metering import STREAM, UsageEvent, metrics
+from compute.metering import UsageEvent
 from compute.routing import Route, route_table
 from portal.auth import bearer_token
 from portal.errors import (
@@ -40,9 +39,10 @@ from portal.gateway.exchange import (
     completion_reserve,
     estimate_prompt_tokens,
 )
+from portal.gateway.ledger import drain, record
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
-from portal.limits import limits_unavailable, reserve, settle
+from portal.limits import limits_unavailable, reserve
 from portal.limits.wire import close_wires
 from portal.logs import request_id
 from portal.models.keys import model_allowed, scope_allows
@@ -83,10 +83,12 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def close_sessions() -> None:
-    """Close the upstream sessions and the Redis connection (the process is stopping)."""
+    """Close the upstream sessions, send what the ledger holds and close the Redis
+    connection (the process is stopping)."""
     for session in list(_sessions.values()):
         await session.close()
     _sessions.clear()
+    await drain()
     close_wires()
 
 
@@ -263,7 +265,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         )
     finally:
         if ex.grant is not None:
-            await finish(ex)
+            finish(ex)
         request_id.reset(context)
 
 
@@ -454,54 +456,19 @@ async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive
         watcher.cancel()
 
 
-async def finish(ex: Exchange) -> None:
-    """After the answer: settle the reservation and publish the usage event, in one
-    pipelined round trip. A cancelled request does it in a task of its own."""
-    if ex.cancelled:
-        task = asyncio.create_task(publish(ex))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-        return
-    await publish(ex)
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-async def publish(ex: Exchange) -> None:
+def finish(ex: Exchange) -> None:
+    """After the answer: queue the reservation's settlement and the usage event for
+    this loop's ledger, which sends them off the request's path (see ``ledger``)."""
     metering = settings.GATEWAY_METERING
     if ex.reservation is None and not metering:
         return
     prompt, completion = ex.tokens()
     route = ex.route
-    event = usage_event(ex, prompt, completion) if metering else None
-    more = []
-    if event is not None:
-        fields = stream_fields(event)
-        maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
-        more.append(("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *fields))
-    spend = route.cost_ucny(prompt, completion) if route else 0
-    try:
-        await settle(ex.reservation, prompt + completion, spend, *more)
-    except RedisError:
-        logger.warning("Redis unreachable: usage of request %s not recorded", ex.request_id)
-    if event is not None:
-        metrics.observe(event)
-
-
-_EVENT_FIELDS = [f.name for f in dataclasses.fields(UsageEvent)]
-
-
-def stream_fields(event: UsageEvent) -> list[str]:
-    """``event.encode()`` flattened for XADD, without ``asdict``'s deep copies."""
-    flat: list[str] = []
-    for name in _EVENT_FIELDS:
-        value = getattr(event, name)
-        flat += (
-            name,
-            "" if value is None else str(int(value) if value is True or value is False else value),
-        )
-    return flat
+    settlement = None
+    if ex.reservation is not None:
+        spend = route.cost_ucny(prompt, completion) if route else 0
+        settlement = (ex.reservation, prompt + completion, spend)
+    record(settlement, usage_event(ex, prompt, completion) if metering else None)
 
 
 def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:

@@ -28,6 +28,7 @@ _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
 _ERROR_CODE = re.compile(rb'"code":\s*"([A-Za-z0-9_.:-]{1,64})"')
 MAX_PENDING = 1 << 20
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 
 
 def read_usage(data: bytes) -> tuple[int, int] | None:
@@ -102,6 +103,11 @@ class Exchange:
         self.client_usage = isinstance(options, dict) and options.get("include_usage") is True
         if self.client_usage:
             return body
+        if "stream_options" not in payload and b"\x00" not in body[:4]:
+            # A non-empty JSON object (validated) in UTF-8 (UTF-16/32 have a NUL in their
+            # first four bytes): add the member in place, not by serialising it all again.
+            start = body.index(b"{") + 1
+            return body[:start] + _INCLUDE_USAGE + body[start:]
         payload["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,

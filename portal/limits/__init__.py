@@ -6,8 +6,8 @@ request from the key's requests-per-minute bucket, estimated tokens (prompt esti
 ``max_tokens``) from its tokens-per-minute bucket, a concurrency slot (a lease in a
 sorted set, so a slot of a process that died frees itself), and the tokens and spend
 from the monthly budgets of the user and of the billing organisation. After the answer,
-:func:`settle_command` corrects the reservation by what the engine really used and frees
-the slot; the gateway pipelines it with the usage event's XADD.
+:func:`settle` corrects reservations by what the engine really used and frees their
+slots, many in one script call; the gateway pipelines it with the usage events' XADDs.
 
 Buckets refill continuously (a token bucket of ``limit`` per minute). Budgets count per
 UTC calendar month.
@@ -33,6 +33,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "Reservation",
+    "Settlement",
     "reserve",
     "settle",
     "settle_command",
@@ -195,33 +196,38 @@ def refusal(
     return RateLimited(message, error_type=kind, headers={"Retry-After": str(retry), **extra})
 
 
-def settle_command(
-    reservation: Reservation, tokens_used: int, spend_used_ucny: int
-) -> tuple[Any, ...]:
-    """The settlement of a reservation: correct tokens and spend, free the slot. The
-    gateway sends it together with the usage event's XADD (see :func:`settle`)."""
-    return (
-        "EVALSHA",
-        SETTLE_SHA,
-        4,
-        *reservation.keys,
-        reservation.tpm,
-        reservation.request_id,
-        tokens_used - reservation.tokens,
-        spend_used_ucny - reservation.spend_ucny,
-        int(reservation.has_org),
-    )
+Settlement = tuple[Reservation, int, int]  # reservation, tokens used, micro-CNY spent
 
 
-async def settle(reservation: Reservation | None, tokens: int, spend: int, *more: Any) -> None:
-    """Settle ``reservation`` (if any) and run ``more`` commands, in one round trip."""
-    commands = [*([settle_command(reservation, tokens, spend)] if reservation else []), *more]
+def settle_command(settlements: list[Settlement]) -> tuple[Any, ...]:
+    """One script call that settles every reservation in ``settlements`` (in order):
+    correct tokens and spend by what was really used, free the slots. The gateway sends
+    it together with the usage events' XADDs (see :func:`settle`)."""
+    keys: list[str] = []
+    args: list[Any] = []
+    for reservation, tokens_used, spend_used_ucny in settlements:
+        keys += reservation.keys
+        args += (
+            reservation.tpm,
+            reservation.request_id,
+            tokens_used - reservation.tokens,
+            spend_used_ucny - reservation.spend_ucny,
+            int(reservation.has_org),
+        )
+    return ("EVALSHA", SETTLE_SHA, len(keys), *keys, *args)
+
+
+async def settle(settlements: list[Settlement], *more: tuple[Any, ...]) -> None:
+    """Settle ``settlements`` (if any) and run ``more`` commands, in one round trip.
+
+    Raises Redis' errors when Redis is unreachable."""
+    commands = [*([settle_command(settlements)] if settlements else []), *more]
     if not commands:
         return
     replies = await wire().execute(*commands)
-    if reservation is not None and is_noscript(replies[0]):
+    if settlements and is_noscript(replies[0]):
         load = ("SCRIPT", "LOAD", scripts.SETTLE)
-        await wire().execute(load, settle_command(reservation, tokens, spend))
+        await wire().execute(load, settle_command(settlements))
 
 
 def _sha(script: str) -> str:

@@ -174,28 +174,36 @@ if ARGV[12] == '1' then count(KEYS[4]) end
 return answer('ok', req, tok, 0)
 """
 
-# KEYS: rate buckets, in-flight set, user budget, org budget.
-# ARGV: tpm, request id, token delta (actual - reserved), micro-CNY delta, has org (0/1).
+# KEYS: for each settlement, its rate buckets, in-flight set, user budget, org budget.
+# ARGV: for each settlement, tpm, request id, token delta (actual - reserved), micro-CNY
+# delta, has org (0/1). Settles them in order; returns how many.
 SETTLE = """
-redis.call('ZREM', KEYS[2], ARGV[2])
-local tpm, delta, spend = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if tpm > 0 and delta ~= 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local h = redis.call('HMGET', KEYS[1], 'tv', 'tt')
-  local v, at = tonumber(h[1]), tonumber(h[2])
-  if not v then v, at = tpm, now end
-  v = math.min(tpm, math.min(tpm, v + (now - at) * tpm / 60) - delta)
-  redis.call('HSET', KEYS[1], 'tv', v, 'tt', now)
-  redis.call('EXPIRE', KEYS[1], 61 + math.ceil(math.max(0, -v) * 60 / tpm))
-end
-if delta ~= 0 or spend ~= 0 then
-  redis.call('HINCRBY', KEYS[3], 'tok', delta)
-  redis.call('HINCRBY', KEYS[3], 'ucny', spend)
-  if ARGV[5] == '1' then
-    redis.call('HINCRBY', KEYS[4], 'tok', delta)
-    redis.call('HINCRBY', KEYS[4], 'ucny', spend)
+local now
+local n = #ARGV / 5
+for i = 0, n - 1 do
+  local k, a = i * 4, i * 5
+  redis.call('ZREM', KEYS[k + 2], ARGV[a + 2])
+  local tpm, delta, spend = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  if tpm > 0 and delta ~= 0 then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    end
+    local h = redis.call('HMGET', KEYS[k + 1], 'tv', 'tt')
+    local v, at = tonumber(h[1]), tonumber(h[2])
+    if not v then v, at = tpm, now end
+    v = math.min(tpm, math.min(tpm, v + (now - at) * tpm / 60) - delta)
+    redis.call('HSET', KEYS[k + 1], 'tv', v, 'tt', now)
+    redis.call('EXPIRE', KEYS[k + 1], 61 + math.ceil(math.max(0, -v) * 60 / tpm))
+  end
+  if delta ~= 0 or spend ~= 0 then
+    redis.call('HINCRBY', KEYS[k + 3], 'tok', delta)
+    redis.call('HINCRBY', KEYS[k + 3], 'ucny', spend)
+    if ARGV[a + 5] == '1' then
+      redis.call('HINCRBY', KEYS[k + 4], 'tok', delta)
+      redis.call('HINCRBY', KEYS[k + 4], 'ucny', spend)
+    end
   end
 end
-return 1
+return n
 """

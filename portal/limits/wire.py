@@ -152,6 +152,16 @@ class Wire:
         futures = protocol.send(payload, len(commands))
         return [await f for f in futures]
 
+    def send_now(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]] | None:
+        """Queue ``commands`` on the open connection at once, ahead of anything sent
+        later, without waiting: their replies' futures (raw: errors as
+        ``hiredis.ReplyError``), or None when there is no open connection."""
+        protocol = self.protocol
+        if protocol is None or protocol.lost:
+            return None
+        payload = b"".join(hiredis.pack_command(c) for c in commands)
+        return protocol.send(payload, len(commands))
+
     async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write; their replies (errors as ``ResponseError``)."""
         replies = await self._send(await self._connection(), list(commands))
@@ -171,7 +181,7 @@ class Wire:
 
 def is_noscript(reply: Any) -> bool:
     return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+        isinstance(reply, (ResponseError, hiredis.ReplyError)) and str(reply).startswith("NOSCRIPT")
     )
 
 

@@ -4,6 +4,7 @@ whatever its outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -182,10 +183,114 @@ def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
 
 
 def test_stream_fields_match_the_event_encoding():
-    from portal.gateway.app import stream_fields
+    from portal.gateway.ledger import stream_fields
 
     event = UsageEvent(
         "r", 1.5, None, 3, 4, "m", None, 5, 6, "chat", True, 200, "", 1, 2, 3.25, None, "0.01"
     )
     flat = stream_fields(event)
     assert dict(zip(flat[::2], flat[1::2], strict=True)) == event.encode()
+
+
+def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlements(
+    live_portal, owner, engine
+):
+    """Requests finishing together are settled and published in shared batches: each
+    still gets exactly one event, and the budgets end at exactly the engine's usage."""
+    from tests.portal.test_limits import budget_used
+
+    repo = deployment(owner.user, "pub").model_version.repo
+    repo.price_input_cny_per_m, repo.price_output_cny_per_m = Decimal("3"), Decimal("7")
+    repo.save()
+    add_replica("olivia/pub", engine[0])
+    key = new_key(owner, rpm_limit=10_000, tpm_limit=1_000_000, max_concurrent=500)
+    count = 60
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [
+                client.post(
+                    f"{live_portal}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "model": "olivia/pub",
+                        "messages": [{"role": "user", "content": "one two three"}],
+                        "max_tokens": 1 + i % 7,
+                        "stream": i % 3 == 0,
+                    },
+                )
+                for i in range(count)
+            ]
+            return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * count
+    events = events_for([r.headers["x-request-id"] for r in responses])
+    assert len(events) == count
+    prompt = sum(e.prompt_tokens for e in events.values())
+    completion = sum(e.completion_tokens for e in events.values())
+    assert completion == sum(1 + i % 7 for i in range(count))
+    assert budget_used("u", owner.user.pk, "tok") == prompt + completion
+    assert budget_used("u", owner.user.pk, "ucny") == prompt * 3 + completion * 7
+
+
+def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
+    """The lifespan shutdown drains the ledger before closing Redis: nothing queued is lost."""
+    from portal.gateway import ledger
+
+    events = [
+        UsageEvent(
+            f"drain-{i}",
+            1.5,
+            None,
+            3,
+            4,
+            "m",
+            None,
+            5,
+            6,
+            "chat",
+            False,
+            200,
+            "",
+            1,
+            2,
+            3.0,
+            None,
+            "0",
+        )
+        for i in range(5)
+    ]
+
+    async def stop_right_after() -> None:
+        for event in events:
+            ledger.record(None, event)
+        await ledger.drain()  # then the loop ends: whatever was not sent is gone
+
+    asyncio.run(stop_right_after())
+    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
+    assert [e.request_id for e in events] == [r for r in recorded if r.startswith("drain-")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b' {"model": "m", "stream": true}',
+        '{"model": "模型", "stream": true}'.encode("utf-8-sig"),
+        json.dumps({"model": "m", "stream": True}).encode("utf-16"),
+        b'{"model": "m", "stream": true, "stream_options": {"x": 1}}',
+        b'{"model": "m", "stream": true, "stream_options": null}',
+    ],
+)
+def test_a_stream_asks_the_engine_for_usage_whatever_the_body_looks_like(body):
+    from portal.gateway.exchange import Exchange
+
+    async def nowhere(message: dict[str, Any]) -> None:
+        pass
+
+    payload = json.loads(body)
+    forwarded = json.loads(Exchange(nowhere).ask_for_usage(dict(payload), body))
+    assert forwarded["stream_options"]["include_usage"] is True
+    assert {k: v for k, v in forwarded.items() if k != "stream_options"} == {
+        k: v for k, v in payload.items() if k != "stream_options"
+    }

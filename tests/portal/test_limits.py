@@ -264,3 +264,16 @@ def test_concurrency_slot_of_a_dead_process_frees_itself(settings):
     assert asyncio.run(attempt("dies-holding-it"))
     assert not asyncio.run(attempt("next"))
     assert wait_for(lambda: asyncio.run(attempt("later")), timeout_s=5, what="lease expiry")
+
+
+def test_a_clients_next_request_sees_the_slot_its_last_one_freed(live_portal, model, owner):
+    """Settlement happens after the answer, off the request's path, yet a client sending
+    requests one after another on one connection never trips a limit of one at a time."""
+    key = new_key(owner, max_concurrent=1)
+    body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        codes = [
+            client.post(f"{live_portal}/v1/chat/completions", json=body).status_code
+            for _ in range(20)
+        ]
+    assert codes == [200] * 20
