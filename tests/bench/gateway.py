@@ -792,7 +792,7 @@ def _load1(load: str) -> float:
 def _sections(lines: list[str]) -> list[tuple[int, int]]:
     """(first, past-last) line of each ``## `` section."""
     starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
-    return [(a, b) for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+    return list(zip(starts, [*starts[1:], len(lines)], strict=False))
 
 
 def _replaced_by(lines: list[str], section: tuple[int, int], heading: str) -> bool:
