@@ -55,8 +55,12 @@ async def session_grant(scope: dict[str, Any]) -> KeyGrant | None:
     if not session_key:
         return None
     check_same_origin(request)
+    client = scope["client"][0] if scope.get("client") else "unknown"
+    await keys.check_auth_failures(client)
     grant = await _in_thread(session_key)
     if grant is None:
+        # Made-up session ids cost a database look-up each: they count as failures.
+        await keys.note_auth_failure(client)
         raise AuthenticationFailed("Your session has ended; sign in again.", code="session_expired")
     return grant
 

@@ -439,6 +439,26 @@ async def fill_grant(
     return None if outcome == 0 else grant
 
 
+async def check_auth_failures(client: str) -> None:
+    """Raise :class:`Throttled` when ``client`` is past the failed-authentication limit
+    (for credentials other than keys, e.g. a browser session, before any look-up)."""
+    from portal.redis import async_redis
+
+    fails = await async_redis().get(scripts.AUTH_FAIL_PREFIX + client)
+    if int(fails or 0) >= settings.GATEWAY_AUTH_FAILURES_PER_MINUTE:
+        raise _throttled()
+
+
+async def note_auth_failure(client: str) -> None:
+    """Count one failed authentication of ``client`` (the window is one minute)."""
+    from portal.redis import async_redis
+
+    key = scripts.AUTH_FAIL_PREFIX + client
+    redis = async_redis()
+    if await redis.incr(key) == 1:  # the window starts with the first failure
+        await redis.expire(key, 60)
+
+
 async def resolve_grant(raw: str, client: str = "-") -> KeyGrant | None:
     """The grant of a presented key: from this process's half-second memo, else Redis,
     else the database. Revocation clears Redis at once, so other processes see it

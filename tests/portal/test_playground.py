@@ -12,6 +12,8 @@ import httpx
 import pytest
 from django.test import Client
 
+from portal.limits import scripts
+from portal.services.keys import sync_redis
 from tests.factories import deployment
 from tests.portal.test_gateway import assert_openai_error
 
@@ -131,3 +133,18 @@ def test_pages_speak_english_when_the_browser_asks(db, owner):
     switched = client.post("/i18n/setlang/", {"language": "en", "next": "/playground/"})
     assert switched.status_code == 302
     assert ">Send<" in client.get("/playground/").content.decode()
+
+
+def test_made_up_sessions_count_as_failed_authentications(browser, settings):
+    settings.GATEWAY_AUTH_FAILURES_PER_MINUTE = 2
+    fails = scripts.AUTH_FAIL_PREFIX + "127.0.0.1"
+    sync_redis().delete(fails)
+    try:
+        browser.http.cookies.set("sessionid", "made-up-session-id")
+        codes = [browser.models(browser.headers()).status_code for _ in range(2)]
+        assert codes == [401, 401]
+        assert_openai_error(
+            browser.models(browser.headers()), 429, "too_many_failed_authentications"
+        )
+    finally:
+        sync_redis().delete(fails)
