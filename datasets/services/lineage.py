@@ -52,7 +52,7 @@ def lineage(version: DatasetVersion, readable: Any) -> dict[str, Any]:
     """Ancestors (nearest first, with the steps that made each child), children made
     from this version, and the jobs that used it. ``readable`` is a queryset of the
     versions the asking user may see: others are counted, not named."""
-    ancestors = []
+    ancestors: list[dict[str, Any]] = []
     node = version
     while node.parent_id is not None and len(ancestors) < MAX_ANCESTORS:
         parent = node.parent
