@@ -120,6 +120,16 @@ def _new_version(repo: DatasetRepo, user: Any, **fields: Any) -> DatasetVersion:
     raise Conflict("Could not allocate a version number; try again.")
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """A local file now in the store under its content-addressed key."""
+
+    name: str
+    sha256: str
+    key: str
+    size: int
+
+
 def add_local_files(
     repo: DatasetRepo,
     user: Any,
@@ -137,6 +147,24 @@ def add_local_files(
     Raises DatasetError for bad names, too many or too large files (checked before
     anything is stored).
     """
+    blobs = store_local_files(repo, files, size_limit)
+    return record_version(
+        repo,
+        user,
+        blobs,
+        origin=origin,
+        parent=parent,
+        steps=steps,
+        message=message,
+        ingest_params=ingest_params,
+    )
+
+
+def store_local_files(
+    repo: DatasetRepo, files: Sequence[LocalFile], size_limit: int | None = None
+) -> list[StoredBlob]:
+    """Check names and sizes, then put each file at its content-addressed key of ``repo``
+    (outside any transaction). Raises DatasetError before anything is stored."""
     names = [check_file_name(f.name) for f in files]
     if len(set(names)) != len(names):
         raise DatasetError("Two files have the same name.", param="files")
@@ -148,7 +176,23 @@ def add_local_files(
         key = dataset_blob_key(repo.pk, sha)
         if not objects.exists(BUCKET, key):
             objects.put_file(BUCKET, key, local.path)
-        blobs.append((local.name, sha, key, local.path.stat().st_size))
+        blobs.append(StoredBlob(local.name, sha, key, local.path.stat().st_size))
+    return blobs
+
+
+def record_version(
+    repo: DatasetRepo,
+    user: Any,
+    blobs: Sequence[StoredBlob],
+    *,
+    origin: str = VersionOrigin.UPLOAD,
+    parent: DatasetVersion | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    message: str = "",
+    ingest_params: dict[str, Any] | None = None,
+) -> DatasetVersion:
+    """Record a version of stored ``blobs`` and queue its ingest, in one transaction
+    (the caller's, when it holds one: the ingest is sent once that commits)."""
     with transaction.atomic():
         version = _new_version(
             repo,
@@ -158,18 +202,18 @@ def add_local_files(
             parent=parent,
             steps=steps or [],
             message=message[:200],
-            total_bytes=sum(size for *_, size in blobs),
+            total_bytes=sum(blob.size for blob in blobs),
         )
         DatasetFile.objects.bulk_create(
             DatasetFile(
                 version=version,
-                path=name,
-                split=split_of(name),
-                size=size,
-                sha256=sha,
-                object_key=key,
+                path=blob.name,
+                split=split_of(blob.name),
+                size=blob.size,
+                sha256=blob.sha256,
+                object_key=blob.key,
             )
-            for name, sha, key, size in blobs
+            for blob in blobs
         )
         queue_job(version, JobKind.INGEST, user, ingest_params or {})
     return version
