@@ -72,6 +72,15 @@ def _progress(ctx: JobContext, done_before: int, total: int) -> Any:
     return report
 
 
+def _file_progress(ctx: JobContext, index: int, count: int) -> Any:
+    """Progress of file ``index`` of ``count``, each file an equal share."""
+
+    def report(done: int, total: int) -> None:
+        ctx.progress((index + done / max(total, 1)) / count)
+
+    return report
+
+
 def ingest(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
     from datasets.formats import ValidationCancelled, validate_file
 
@@ -187,9 +196,7 @@ def statistics(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
                 local,
                 version.format or None,
                 tokens=tokens,
-                progress=lambda done, total, i=index: ctx.progress(
-                    (i + done / max(total, 1)) / len(files)
-                ),
+                progress=_file_progress(ctx, index, len(files)),
             )
             splits[record.path]["split"] = record.split
     stats = {"files": splits, "tokenizer": name}
