@@ -168,7 +168,7 @@ class CappedUploadHandler(TemporaryFileUploadHandler):
         self.received += len(raw_data)
         if self.received > self.limit:
             self.file.close()  # a temporary file: closing it removes it
-            files.check_size(self.received)
+            files.check_size(self.received, self.limit)
         return super().receive_data_chunk(raw_data, start)
 
 

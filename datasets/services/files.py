@@ -80,11 +80,12 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
-def check_size(size: int) -> None:
-    """Raise a 413 when ``size`` bytes is over ``FILES_MAX_BYTES``."""
-    if size > settings.FILES_MAX_BYTES:
+def check_size(size: int, limit: int | None = None) -> None:
+    """Raise a 413 when ``size`` bytes is over ``limit`` (default ``FILES_MAX_BYTES``)."""
+    limit = settings.FILES_MAX_BYTES if limit is None else limit
+    if size > limit:
         raise PlatformError(
-            f"The file is over the limit of {settings.FILES_MAX_BYTES} bytes.",
+            f"The file is over the limit of {limit} bytes.",
             code="file_too_large",
             param="file",
             status=413,
@@ -225,16 +226,17 @@ def file_status(file: File) -> tuple[str, str | None]:
 
 
 def _failed_ingest(version: DatasetVersion) -> str | None:
-    """The error of the version's last ingest job if it failed (it will not settle)."""
+    """Why the version's last ingest job ended without settling it (failed or cancelled),
+    or None while it may still settle."""
     job = (
         DatasetJob.objects.filter(version=version, kind=JobKind.INGEST)
         .order_by("-pk")
         .only("status", "error")
         .first()
     )
-    if job is None or job.status != JobStatus.FAILED:
+    if job is None or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         return None
-    return (job.error or "the ingest job failed").splitlines()[0][:300]
+    return (job.error or f"the ingest job was {job.status}").splitlines()[0][:300]
 
 
 def summarise(report: dict[str, Any]) -> str:

@@ -266,3 +266,41 @@ def test_keys_need_the_files_scopes_and_a_valid_key(live_portal: str, owner: Any
     anonymous = httpx.get(f"{live_portal}/v1/files")
     assert_openai_error(anonymous, 401, "missing_api_key")
     assert not File.objects.exists()
+
+
+class CountingStream(io.BytesIO):
+    """A request body that remembers how much of it was read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.consumed = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.consumed += len(chunk)
+        return chunk
+
+
+def test_upload_handler_stops_an_over_limit_body_while_it_streams() -> None:
+    from django.http.multipartparser import MultiPartParser
+
+    from datasets.v1 import CappedUploadHandler
+    from portal.errors import PlatformError
+
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n'
+        f"\r\n{'x' * 2_000_000}\r\n--{boundary}--\r\n"
+    ).encode()
+    stream = CountingStream(body)
+    meta = {
+        "CONTENT_TYPE": f"multipart/form-data; boundary={boundary}",
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    parser = MultiPartParser(meta, stream, [CappedUploadHandler(None, 1000)])
+
+    with pytest.raises(PlatformError) as refused:
+        parser.parse()
+
+    assert refused.value.status == 413
+    assert stream.consumed < len(body) // 2
