@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from datasets.models import (
     DatasetFile,
@@ -172,8 +172,18 @@ def delete_file(file: File) -> None:
 
 
 def files_of(user: Any, action: str = "read") -> QuerySet[File]:
-    """The files ``user`` may ``read`` or ``write``: the tenancy filter, nothing else."""
-    return File.objects.restrict(user, action).select_related("version")  # type: ignore[arg-type]
+    """The files ``user`` may ``read`` or ``write`` (the tenancy filter), each with the
+    status and error of its version's last ingest job, so a page of them costs one query."""
+    ingests = DatasetJob.objects.filter(version=OuterRef("version_id"), kind=JobKind.INGEST)
+    last = ingests.order_by("-pk")
+    return (
+        File.objects.restrict(user, action)  # type: ignore[arg-type]
+        .select_related("version")
+        .annotate(
+            ingest_status=Subquery(last.values("status")[:1]),
+            ingest_error=Subquery(last.values("error")[:1]),
+        )
+    )
 
 
 def list_files(
@@ -218,25 +228,29 @@ def file_status(file: File) -> tuple[str, str | None]:
     """OpenAI's ``(status, status_details)`` of ``file``, read off its version."""
     version = file.version
     if version.state not in VersionState.SETTLED:
-        failed = _failed_ingest(version)
+        failed = _failed_ingest(file)
         return (ERROR, f"Validation could not run: {failed}") if failed else (UPLOADED, None)
     if EXPECTED_FORMATS.get(file.purpose) is None or version.state == VersionState.READY:
         return PROCESSED, None
     return ERROR, summarise(version.report)
 
 
-def _failed_ingest(version: DatasetVersion) -> str | None:
-    """Why the version's last ingest job ended without settling it (failed or cancelled),
-    or None while it may still settle."""
-    job = (
-        DatasetJob.objects.filter(version=version, kind=JobKind.INGEST)
-        .order_by("-pk")
-        .only("status", "error")
-        .first()
-    )
-    if job is None or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+def _failed_ingest(file: File) -> str | None:
+    """Why the last ingest job of the file's version ended without settling it (failed or
+    cancelled), or None while it may still settle. Read from :func:`files_of`'s
+    annotations when the file came from there."""
+    if hasattr(file, "ingest_status"):
+        status, error = getattr(file, "ingest_status"), getattr(file, "ingest_error")  # noqa: B009
+    else:
+        job = (
+            DatasetJob.objects.filter(version_id=file.version_id, kind=JobKind.INGEST)
+            .order_by("-pk")
+            .first()
+        )
+        status, error = (job.status, job.error) if job else (None, "")
+    if status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         return None
-    return (job.error or f"the ingest job was {job.status}").splitlines()[0][:300]
+    return (error or f"the ingest job was {status}").splitlines()[0][:300]
 
 
 def summarise(report: dict[str, Any]) -> str:

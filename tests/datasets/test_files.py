@@ -304,3 +304,18 @@ def test_upload_handler_stops_an_over_limit_body_while_it_streams() -> None:
 
     assert refused.value.status == 413
     assert stream.consumed < len(body) // 2
+
+
+def test_a_file_whose_ingest_failed_is_in_error_rather_than_uploaded_forever(
+    olivia: openai.OpenAI,
+) -> None:
+    created = upload(olivia, CHAT_JSONL)
+    record = File.objects.get(pk=created.id).version.files.get()
+    store().delete(BUCKET, record.object_key)  # the ingest cannot read the upload
+
+    run_queued_jobs()
+
+    retrieved = olivia.files.retrieve(created.id)
+    assert retrieved.status == "error"
+    assert (retrieved.status_details or "").startswith("Validation could not run")
+    assert [f.status for f in olivia.files.list().data] == ["error"]
