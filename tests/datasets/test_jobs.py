@@ -69,7 +69,7 @@ def test_a_job_whose_worker_died_is_requeued_and_finished_by_a_later_pass(
     with django_capture_on_commit_callbacks(execute=False):
         version = add_local_files(repo, owner.user, [chat_file])
     job = ingest_job(version)
-    assert job.transition(JobStatus.RUNNING, "claimed by a worker that then died")
+    assert job.transition(JobStatus.RUNNING, "claimed by a worker that then died", attempts=1)
     long_ago = timezone.now() - timedelta(hours=1)
     DatasetJob.objects.filter(pk=job.pk).update(heartbeat_at=long_ago, created_at=long_ago)
     # when the sweep runs (beat) — it requeues and resends; here we run the resend inline
