@@ -12,6 +12,7 @@ Keywords are case-insensitive. Values only ever reach SQL as parameters.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ def _tokens(text: str) -> list[_Token]:
     return tokens
 
 
+def _number(text: str) -> int | float:
+    """The literal as an int64 or a finite float: DuckDB parameters hold no more."""
+    value: int | float = int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+    fits = -(2**63) <= value < 2**63 if isinstance(value, int) else math.isfinite(value)
+    if fits:
+        return value
+    raise _bad(f"the number {text[:30]} is out of range")
+
+
 class _Parser:
     def __init__(self, tokens: list[_Token], columns: Mapping[str, str]) -> None:
         self.tokens = tokens
@@ -107,8 +117,7 @@ class _Parser:
         if token.kind == "string":
             return token.text[1:-1].replace("''", "'")
         if token.kind == "number":
-            number = float(token.text)
-            return int(token.text) if number.is_integer() and "." not in token.text else number
+            return _number(token.text)
         if token.kind == "word" and token.text.lower() in ("true", "false"):
             return token.text.lower() == "true"
         raise _bad(f"expected a value ('text', a number, true or false), got {token.text!r}")
