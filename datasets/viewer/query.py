@@ -93,11 +93,15 @@ def _records_at(path: Path, layout: Layout, positions: Sequence[int]) -> list[di
     index = open_index(path)
     if index is not None:
         return index.records(positions)
+    # Bounds let DuckDB skip the row groups outside the page; IN alone does not.
+    low, high = int(min(positions)), int(max(positions))
     sql = (
         f"SELECT file_row_number, {_select_list(layout)} FROM read_parquet(?, file_row_number"  # noqa: S608
-        "=true) WHERE file_row_number IN (SELECT unnest(?::BIGINT[]))"
+        "=true) WHERE file_row_number BETWEEN ? AND ? AND file_row_number IN "
+        "(SELECT unnest(?::BIGINT[]))"
     )
-    found = cursor().sql(sql, params=[str(path), list(map(int, positions))]).to_arrow_table()
+    params = [str(path), low, high, list(map(int, positions))]
+    found = cursor().sql(sql, params=params).to_arrow_table()
     by_position = dict(zip(found["file_row_number"].to_pylist(), found.to_pylist(), strict=True))
     return [by_position[int(p)] for p in positions]
 
