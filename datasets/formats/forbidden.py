@@ -47,29 +47,53 @@ def string_paths(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield from string_paths(item, f"{prefix}[{index}]")
 
 
+def _positions(block: bytes, needle: bytes, start: int) -> Iterator[int]:
+    pos = block.find(needle, start)
+    while pos >= 0:
+        yield pos
+        pos = block.find(needle, pos + 1)
+
+
 class ForbiddenTokens:
     """Finds forbidden tokens: first fast over raw JSON Lines bytes (`lines_with`), then
     precisely in the parsed rows those lines hold (`find`)."""
 
     def __init__(self, tokens: Iterable[str]) -> None:
         self.tokens = tuple(sorted({token for token in tokens if token}, key=len, reverse=True))
-        self._needles = [token.encode() for token in self.tokens]
+        groups: dict[bytes, list[bytes]] = {}
+        for token in self.tokens:
+            needle = token.encode()
+            groups.setdefault(needle[:1], []).append(needle)
+        self._groups = {first: tuple(needles) for first, needles in groups.items()}
         self._pattern = re.compile("|".join(re.escape(token) for token in self.tokens) or "$^")
 
     def lines_with(self, block: bytes) -> set[int]:
         """0-based indexes of the lines of ``block`` holding a token as raw bytes.
 
-        One `bytes.find` per token runs at memory speed, far faster than a regex
-        alternation. A token spelled with JSON escapes (``\\u003c``) is not seen here.
+        Tokens are grouped by their first byte, found with memchr-speed single-byte
+        `bytes.find` and confirmed with `startswith`: far faster than a regex or one
+        search per token. A token spelled with JSON escapes (``\\u003c``) is not seen.
         """
         hits: list[int] = []
-        for needle in self._needles:
-            pos = block.find(needle)
-            while pos >= 0:
-                hits.append(pos)
-                line_end = block.find(b"\n", pos)
-                pos = -1 if line_end < 0 else block.find(needle, line_end)
+        for first, needles in self._groups.items():
+            hits += self._group_hits(block, first, needles)
         return self._line_indexes(block, sorted(hits))
+
+    @staticmethod
+    def _group_hits(block: bytes, first: bytes, needles: tuple[bytes, ...]) -> list[int]:
+        hits: list[int] = []
+        # A first byte common in the data ("[" in JSON) would cost a Python step per
+        # occurrence: past one per 512 bytes, search for each whole token instead.
+        budget = len(block) >> 9
+        pos = block.find(first)
+        while pos >= 0:
+            budget -= 1
+            if budget < 0:
+                return hits + [p for needle in needles for p in _positions(block, needle, pos)]
+            if any(block.startswith(needle, pos) for needle in needles):
+                hits.append(pos)
+            pos = block.find(first, pos + 1)
+        return hits
 
     @staticmethod
     def _line_indexes(block: bytes, positions: list[int]) -> set[int]:

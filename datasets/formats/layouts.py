@@ -28,6 +28,8 @@ FORMATS_DETECTED = (
     "sharegpt",
 )
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CHAT_ASSISTANT = frozenset({"assistant"})
+PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
 SHAREGPT_ROLES = frozenset(
     {"system", "human", "user", "gpt", "assistant", "function_call", "observation", "tool"}
 )
@@ -175,8 +177,9 @@ def _message(msg: Any, where: str, out: list[Finding]) -> Any:
         out.append((where, "wrong_type", f"a message must be an object, not {_name(msg)}"))
         return None
     role = msg.get("role")
-    if role not in CHAT_ROLES:
+    if type(role) is not str or role not in CHAT_ROLES:
         _bad_role(role, "role" in msg, f"{where}.role", out)
+        role = None
     _content(msg, where, role, out)
     if "weight" in msg:
         _weight(msg, where, role, out)
@@ -206,16 +209,25 @@ def _messages(value: Any, field: str, out: list[Finding]) -> list[Any] | None:
     if not value:
         out.append((field, "empty_value", f"'{field}' is empty"))
         return None
-    return [_message(msg, f"{field}[{index}]", out) for index, msg in enumerate(value)]
+    roles = []
+    for index, msg in enumerate(value):
+        # The fast path: a plain message of two keys, role and non-empty text content.
+        if type(msg) is dict and len(msg) == 2:
+            role, content = msg.get("role"), msg.get("content")
+            if type(role) is str and role in PLAIN_ROLES and type(content) is str and content:
+                roles.append(role)
+                continue
+        roles.append(_message(msg, f"{field}[{index}]", out))
+    return roles
 
 
 def _ends_with_assistant(roles: list[Any], field: str, assistant: frozenset[str]) -> Finding | None:
+    if roles[-1] in assistant:
+        return None
     if not any(role in assistant for role in roles):
         return (field, "no_assistant_message", "the conversation has no assistant message")
-    if roles[-1] not in assistant:
-        last = f"{field}[{len(roles) - 1}]"
-        return (last, "not_ending_with_assistant", "the conversation must end on the assistant")
-    return None
+    last = f"{field}[{len(roles) - 1}]"
+    return (last, "not_ending_with_assistant", "the conversation must end on the assistant")
 
 
 def check_chat(row: dict[str, Any]) -> list[Finding]:
@@ -224,7 +236,7 @@ def check_chat(row: dict[str, Any]) -> list[Finding]:
         return [("messages", "missing_field", "'messages' is required")]
     roles = _messages(row["messages"], "messages", out)
     if roles:
-        ending = _ends_with_assistant(roles, "messages", frozenset({"assistant"}))
+        ending = _ends_with_assistant(roles, "messages", CHAT_ASSISTANT)
         if ending:
             out.append(ending)
     return out
@@ -262,8 +274,9 @@ def _turn(turn: Any, where: str, out: list[Finding]) -> Any:
         return None
     speaker_key, text_key = ("from", "value") if "from" in turn else ("role", "content")
     speaker = turn.get(speaker_key)
-    if speaker not in SHAREGPT_ROLES:
+    if type(speaker) is not str or speaker not in SHAREGPT_ROLES:
         _bad_role(speaker, speaker_key in turn, f"{where}.{speaker_key}", out)
+        speaker = None
     text = turn.get(text_key)
     if type(text) is not str:
         out.append((f"{where}.{text_key}", "wrong_type", f"'{text_key}' must be a string"))

@@ -174,9 +174,7 @@ def _settle_ingest(
             job.created_by,
             {"tokenizer": job.params.get("tokenizer", "")},
         )
-    problems = sum(
-        r["problem_counts"] and sum(r["problem_counts"].values()) for r in reports.values()
-    )
+    problems = sum(sum(r["problem_counts"].values()) for r in reports.values())
     return {"state": version.state, "rows": rows, "problems": problems}
 
 
