@@ -201,6 +201,15 @@ def _tokens_for(name: str | None, user: Any) -> TokenCounter | None:
     """The tokenizer of the model repo ``name`` (one the user may read), or None."""
     if not name:
         return None
+    key, context = _tokenizer_of(name, user)
+    return _load_tokens(key, context)
+
+
+def _tokenizer_of(name: str, user: Any) -> tuple[str, int | None]:
+    """The object key of model ``name``'s tokenizer.json and its context length.
+
+    Raises NotFound (no such model readable by ``user``) or PlatformError (no tokenizer).
+    """
     namespace, _, repo_name = name.partition("/")
     repo = ModelRepo.objects.restrict(user).filter(namespace=namespace, name=repo_name).first()
     version = repo.latest_version() if repo else None
@@ -210,7 +219,21 @@ def _tokens_for(name: str | None, user: Any) -> TokenCounter | None:
     if record is None:
         raise PlatformError(f"Model '{name}' has no tokenizer.json.", param="tokenizer")
     context = version.config.get("max_position_embeddings")
-    return _load_tokens(record.object_key, int(context) if context else None)
+    return record.object_key, int(context) if context else None
+
+
+def start_statistics(version: DatasetVersion, user: Any, tokenizer: str = "") -> DatasetJob:
+    """Queue the statistics of a ready version again, counting tokens with the tokenizer
+    of model ``tokenizer`` (``namespace/name``; empty: characters only).
+
+    Raises Conflict when the version is not ready, NotFound or PlatformError when the
+    model is not readable by ``user`` or has no tokenizer (checked before queueing).
+    """
+    require_usable(version)
+    if tokenizer:
+        _tokenizer_of(tokenizer, user)
+    with transaction.atomic():
+        return queue_job(version, JobKind.STATISTICS, user, {"tokenizer": tokenizer})
 
 
 @functools.lru_cache(maxsize=4)

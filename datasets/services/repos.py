@@ -66,7 +66,10 @@ def create_repo(
 
 def apply_card(repo: DatasetRepo, text: str) -> None:
     """Set the README (YAML front matter + body) and the fields it declares."""
-    data, body = split_card(text) if text else ({}, "")
+    try:
+        data, body = split_card(text) if text else ({}, "")
+    except PlatformError as exc:  # the registry's error names model directories
+        raise PlatformError(exc.message, code="invalid_card", param="card") from exc
     repo.card = body
     repo.card_data = json.loads(json.dumps(data, default=str))
     repo.license = str(data.get("license") or repo.license or "")[:64]
