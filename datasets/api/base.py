@@ -13,8 +13,8 @@ from typing import Any
 from django.db.models import Exists, Max, OuterRef, QuerySet
 from rest_framework import permissions, viewsets
 
-from datasets.models import DatasetJob, DatasetRepo, DatasetStar, DatasetVersion
 from datasets.api.serializers import MAX_INT
+from datasets.models import DatasetJob, DatasetRepo, DatasetStar, DatasetVersion
 from portal.errors import NotFound, PermissionDenied
 from portal.models.ownership import Action
 
@@ -33,7 +33,7 @@ class DatasetViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def listed_repos(self) -> QuerySet[DatasetRepo]:
         """Readable repos with what lists show: the latest version and the user's star."""
         user = self.request.user
-        starred = DatasetStar.objects.filter(repo=OuterRef("pk"), user_id=user.pk)
+        starred = DatasetStar.objects.filter(repo=OuterRef("pk"), user_id=user.pk or 0)
         return self.repos("read").annotate(
             latest_number=Max("versions__number"), is_starred=Exists(starred)
         )
@@ -61,9 +61,7 @@ class DatasetViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         number = int(self.kwargs["number"])
         version = None
         if number <= MAX_INT:
-            version = (
-                repo.versions.select_related("repo", "parent").filter(number=number).first()
-            )
+            version = repo.versions.select_related("repo", "parent").filter(number=number).first()
         if version is None:
             raise NotFound(f"{repo.full_name} has no version {number}.", param="number")
         return version
@@ -88,6 +86,6 @@ class DatasetViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         return queryset.filter(repo__in=self.repos("read"))
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         context["staff"] = bool(getattr(self.request.user, "is_staff", False))
         return context

@@ -115,7 +115,10 @@ class DatasetFileSerializer(serializers.ModelSerializer):  # type: ignore[type-a
 
 
 class VersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    parent = serializers.SerializerMethodField(help_text="The number of the version it came from")
+    # Declared fields leave the class (DRF's metaclass), so ``parent`` shadows nothing.
+    parent = serializers.SerializerMethodField(  # type: ignore[assignment]
+        help_text="The number of the version it came from"
+    )
 
     class Meta:
         model = DatasetVersion
@@ -168,7 +171,7 @@ class UploadFileSerializer(Serializer):
 
 
 class UploadStartSerializer(Serializer):
-    files = UploadFileSerializer(many=True, allow_empty=False, max_length=100)
+    files = UploadFileSerializer(many=True, allow_empty=False, max_length=100)  # type: ignore[call-arg]
     message = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
@@ -245,7 +248,7 @@ class ViewerPageSerializer(Serializer):
     rows = serializers.ListField(child=serializers.DictField())
     num_rows_total = serializers.IntegerField()
     num_rows_per_page = serializers.IntegerField()
-    partial = serializers.BooleanField()
+    partial = serializers.BooleanField()  # type: ignore[assignment]
 
 
 class ViewerStatisticsSerializer(Serializer):
@@ -293,7 +296,7 @@ class DatasetJobSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
 
 
 class JobEventSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    data = serializers.SerializerMethodField()
+    data = serializers.SerializerMethodField()  # type: ignore[assignment]
 
     class Meta:
         model = DatasetJobEvent

@@ -48,9 +48,7 @@ urlpatterns: list[URLPattern] = [
     ),
     re_path(VERSION + "lineage/$", versions({"get": "lineage"}), name="dataset-lineage"),
     re_path(VERSION + "process/$", versions({"post": "process"}), name="dataset-process"),
-    re_path(
-        VERSION + "statistics/$", versions({"post": "statistics"}), name="dataset-statistics"
-    ),
+    re_path(VERSION + "statistics/$", versions({"post": "statistics"}), name="dataset-statistics"),
     re_path(VERSION + "viewer/splits/$", viewer({"get": "splits"}), name="dataset-splits"),
     re_path(VERSION + "viewer/rows/$", viewer({"get": "rows"}), name="dataset-rows"),
     re_path(VERSION + "viewer/search/$", viewer({"get": "search"}), name="dataset-search"),

@@ -36,7 +36,7 @@ def owner_named(user: Any, namespace: str | None) -> Any:
     """The user or organisation called ``namespace`` (the user when not given)."""
     if not namespace or namespace == user.get_username():
         return user
-    owner = Organization.objects.filter(name=namespace).first()
+    owner: Any = Organization.objects.filter(name=namespace).first()
     owner = owner or get_user_model().objects.filter(username=namespace).first()
     if owner is None:
         raise NotFound(f"No user or organisation '{namespace}'.", param="owner")
@@ -173,9 +173,9 @@ class DatasetVersionViewSet(DatasetViewSet):
             version = versions.add_local_files(
                 repo, acting_user(request), files, message=data.validated_data.get("message", "")
             )
-        return Response(self.detail(repo, version.number), status=status.HTTP_201_CREATED)
+        return Response(self.version_body(repo, version.number), status=status.HTTP_201_CREATED)
 
-    def detail(self, repo: DatasetRepo, number: int) -> Any:
+    def version_body(self, repo: DatasetRepo, number: int) -> Any:
         self.kwargs["number"] = str(number)
         return s.VersionDetailSerializer(self.get_version(repo)).data
 
@@ -199,7 +199,7 @@ class DatasetVersionViewSet(DatasetViewSet):
         data = s.UploadCompleteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         versions.complete_upload(version, acting_user(request), data.validated_data["parts"])
-        return Response(self.detail(version.repo, version.number))
+        return Response(self.version_body(version.repo, version.number))
 
     @extend_schema(
         parameters=[*VERSION_PATH, OpenApiParameter("path", str, OpenApiParameter.PATH)],
@@ -221,7 +221,9 @@ class DatasetVersionViewSet(DatasetViewSet):
         return Response(lineage.lineage(self.get_version(), readable))
 
     @extend_schema(
-        parameters=VERSION_PATH, request=s.ProcessSerializer, responses={202: s.DatasetJobSerializer}
+        parameters=VERSION_PATH,
+        request=s.ProcessSerializer,
+        responses={202: s.DatasetJobSerializer},
     )
     @action(detail=False, methods=["post"])
     def process(self, request: Request, namespace: str, name: str, number: str) -> Response:

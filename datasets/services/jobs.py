@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,9 +166,7 @@ def _settle_ingest(
             job.created_by,
             {"tokenizer": job.params.get("tokenizer", "")},
         )
-    problems = sum(
-        r["problem_counts"] and sum(r["problem_counts"].values()) for r in reports.values()
-    )
+    problems = sum(sum(r["problem_counts"].values()) for r in reports.values())
     return {"state": version.state, "rows": rows, "problems": problems}
 
 
@@ -187,14 +186,21 @@ def statistics(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
                 local,
                 version.format or None,
                 tokens=tokens,
-                progress=lambda done, total, i=index: ctx.progress(
-                    (i + done / max(total, 1)) / len(files)
-                ),
+                progress=_file_progress(ctx, index, len(files)),
             )
             splits[record.path]["split"] = record.split
     stats = {"files": splits, "tokenizer": name}
     DatasetVersion.objects.filter(pk=version.pk).update(stats=stats, tokenizer=name)
     return {"files": len(splits)}
+
+
+def _file_progress(ctx: JobContext, index: int, count: int) -> Callable[[int, int], None]:
+    """Progress of file ``index`` of ``count`` as a fraction of the whole job."""
+
+    def report(done: int, total: int) -> None:
+        ctx.progress((index + done / max(total, 1)) / count)
+
+    return report
 
 
 def _tokens_for(name: str | None, user: Any) -> TokenCounter | None:
@@ -271,7 +277,7 @@ def start_processing(version: DatasetVersion, user: Any, spec: list[dict[str, An
 
 def process(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
     from datasets.formats import iter_rows
-    from datasets.pipelines import parse_steps, run_pipeline
+    from datasets.pipelines import Row, parse_steps, run_pipeline
 
     version = job.version
     steps = parse_steps(job.params["steps"])
@@ -286,7 +292,7 @@ def process(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
         def source() -> Any:
             for record, path in local:
                 for line, row in iter_rows(path, record.path):
-                    yield line, record.split, row
+                    yield Row(line, record.split, row)
 
         rows_total = sum(record.rows or 0 for record in files)
         result = run_pipeline(

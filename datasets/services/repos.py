@@ -51,7 +51,10 @@ def create_repo(
     )
     repo.set_owner(owner)
     try:
-        repo.full_clean(exclude=["created_by", "owner_user", "owner_org"])
+        # The unique name is checked by the insert (a 409), not here (a 400).
+        repo.full_clean(
+            exclude=["created_by", "owner_user", "owner_org"], validate_constraints=False
+        )
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
         raise PlatformError(f"{field}: {' '.join(messages)}", param=field) from exc
