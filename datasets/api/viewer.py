@@ -58,7 +58,10 @@ def local_copy(version: DatasetVersion, record: DatasetFile) -> Path:
     key = record.parquet_key
     if not key:
         raise Conflict(f"{record.path} has no rows to show.", code="not_viewable", param="file")
-    return parquet_cache().path(key, lambda tmp: store().download(BUCKET, key, tmp))
+    # Object keys are made of database ids, which a fresh database hands out again: the
+    # content hash keeps a cache that outlived its database from answering stale rows.
+    cache_key = f"{record.sha256}/{key}"
+    return parquet_cache().path(cache_key, lambda tmp: store().download(BUCKET, key, tmp))
 
 
 def viewer_call(call: Callable[[], dict[str, Any]]) -> Response:

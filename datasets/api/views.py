@@ -8,7 +8,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -26,10 +31,31 @@ from portal.models import Organization
 
 PRESIGNED_EXPIRES_S = 3600
 REPO_PATH = [
-    OpenApiParameter("namespace", str, OpenApiParameter.PATH, description="Owner's namespace"),
-    OpenApiParameter("name", str, OpenApiParameter.PATH, description="Dataset name"),
+    OpenApiParameter(
+        "namespace",
+        str,
+        OpenApiParameter.PATH,
+        description="Owner's namespace",
+        examples=[OpenApiExample("A user", value="olivia")],
+    ),
+    OpenApiParameter(
+        "name",
+        str,
+        OpenApiParameter.PATH,
+        description="Dataset name",
+        examples=[OpenApiExample("A dataset", value="chat")],
+    ),
 ]
-VERSION_PATH = [*REPO_PATH, OpenApiParameter("number", int, OpenApiParameter.PATH)]
+VERSION_PATH = [
+    *REPO_PATH,
+    OpenApiParameter(
+        "number",
+        int,
+        OpenApiParameter.PATH,
+        description="Version number",
+        examples=[OpenApiExample("The first version", value=1)],
+    ),
+]
 
 
 def owner_named(user: Any, namespace: str | None) -> Any:
@@ -202,7 +228,16 @@ class DatasetVersionViewSet(DatasetViewSet):
         return Response(self.version_body(version.repo, version.number))
 
     @extend_schema(
-        parameters=[*VERSION_PATH, OpenApiParameter("path", str, OpenApiParameter.PATH)],
+        parameters=[
+            *VERSION_PATH,
+            OpenApiParameter(
+                "path",
+                str,
+                OpenApiParameter.PATH,
+                description="File name",
+                examples=[OpenApiExample("A file", value="train.jsonl")],
+            ),
+        ],
         responses=s.DownloadSerializer,
     )
     @action(detail=False, methods=["get"])
