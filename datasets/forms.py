@@ -37,7 +37,9 @@ class NewDatasetForm(forms.Form):
         for org in Organization.objects.filter(memberships__user=user).order_by("name"):
             if may_write_owner(user, org):
                 self.owners[org.name] = org
-        self.fields["owner"].choices = [(name, name) for name in self.owners]
+        owner_field = self.fields["owner"]
+        assert isinstance(owner_field, forms.ChoiceField)
+        owner_field.choices = [(name, name) for name in self.owners]
 
     def save(self) -> DatasetRepo | None:
         """Create the repo; form errors instead of exceptions for bad input."""

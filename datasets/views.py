@@ -38,8 +38,12 @@ def _markdown() -> MarkdownIt:
     # Raw HTML is escaped ("js-default" turns it off) and only http(s) links and
     # in-page anchors survive: a card is text from any user, shown to every visitor.
     md = MarkdownIt("js-default", {"linkify": False}).enable("table")
-    md.validateLink = lambda url: url.strip().lower().startswith(SAFE_SCHEMES)
+    md.validateLink = _safe_link  # type: ignore[method-assign]
     return md
+
+
+def _safe_link(url: str) -> bool:
+    return url.strip().lower().startswith(SAFE_SCHEMES)
 
 
 _MD = _markdown()
@@ -134,11 +138,13 @@ def _problems(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _charts(stats: dict[str, Any]) -> list[dict[str, Any]]:
     """The histograms of every file, ready for the page's Chart.js script."""
-    charts = []
+    charts: list[dict[str, Any]] = []
     for path, file_stats in sorted(stats.get("files", {}).items()):
         for kind, histogram in sorted(file_stats.get("histograms", {}).items()):
             if histogram.get("hist"):
-                charts.append({"id": f"hist-{len(charts)}", "path": path, "kind": kind, **histogram})
+                charts.append(
+                    {"id": f"hist-{len(charts)}", "path": path, "kind": kind, **histogram}
+                )
     return charts
 
 

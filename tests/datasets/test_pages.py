@@ -4,6 +4,7 @@ a dataset, starring and downloading, in Chinese and in English."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ import pytest
 from django.test import Client
 
 from datasets import tasks
-from datasets.models import DatasetJob, DatasetRepo, DatasetVersion, JobKind
+from datasets.models import DatasetJob, DatasetRepo, DatasetVersion
 from datasets.services.repos import create_repo, set_star
 from datasets.services.versions import LocalFile, add_local_files
 
-CHAT_ROW = '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}'
+CHAT_ROW = json.dumps(
+    {"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]},
+    ensure_ascii=False,
+)
 BROKEN_ROW = '{"messages": [{"role": "user", "content": "缺少回答"}'
 
 
@@ -59,8 +63,17 @@ def test_hub_lists_public_datasets_and_hides_private_ones_from_outsiders(db, own
 
 
 def test_hub_filters_by_task_language_license_and_search(db, owner):
-    make_repo(owner, "zh-chat", card="---\nlicense: mit\nlanguage: [zh]\ntask_categories: [text-generation]\n---\n")
-    make_repo(owner, "en-qa", card="---\nlicense: apache-2.0\nlanguage: [en]\ntask_categories: [question-answering]\n---\n")
+    make_repo(
+        owner,
+        "zh-chat",
+        card="---\nlicense: mit\nlanguage: [zh]\ntask_categories: [text-generation]\n---\n",
+    )
+    make_repo(
+        owner,
+        "en-qa",
+        card="---\nlicense: apache-2.0\nlanguage: [en]\n"
+        "task_categories: [question-answering]\n---\n",
+    )
     client = client_of()
 
     def listed(query: str) -> list[str]:
@@ -126,12 +139,17 @@ def test_card_markdown_is_rendered_without_raw_html_or_script_links(db, owner):
 
 @pytest.mark.parametrize(
     ("language", "words"),
-    [("zh-hans", ["数据集卡片", "版本", "上传新版本"]), ("en", ["Dataset card", "Versions", "Upload a new version"])],
+    [
+        ("zh-hans", ["数据集卡片", "版本", "上传新版本"]),
+        ("en", ["Dataset card", "Versions", "Upload a new version"]),
+    ],
 )
 def test_pages_render_in_both_languages(db, owner, language, words):
     make_repo(owner, "bilingual")
     client = client_of(owner)
-    detail = client.get("/datasets/olivia/bilingual/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    detail = client.get(
+        "/datasets/olivia/bilingual/", HTTP_ACCEPT_LANGUAGE=language
+    ).content.decode()
     hub = client.get("/datasets/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
     for word in words:
         assert word in detail
@@ -149,9 +167,7 @@ def test_dataset_page_shows_report_with_line_numbers_for_invalid_version(db, own
     assert "<code>invalid_json</code>" in report
 
 
-def test_dataset_page_shows_statistics_histograms_and_viewer_of_ready_version(
-    db, owner, tmp_path
-):
+def test_dataset_page_shows_statistics_histograms_and_viewer_of_ready_version(db, owner, tmp_path):
     repo = make_repo(owner, "good")
     version = ingest(repo, owner, tmp_path, [CHAT_ROW] * 3)
     assert version.state == "ready" and version.stats
@@ -177,7 +193,9 @@ def test_new_dataset_form_creates_a_repo_under_the_user(db, owner):
     assert response.status_code == 302 and response["Location"] == "/datasets/olivia/fresh/"
     repo = DatasetRepo.objects.get(namespace="olivia", name="fresh")
     assert (repo.visibility, repo.license, repo.created_by) == ("private", "mit", owner.user)
-    again = client.post("/datasets/new/", {"owner": "olivia", "name": "fresh", "visibility": "private"})
+    again = client.post(
+        "/datasets/new/", {"owner": "olivia", "name": "fresh", "visibility": "private"}
+    )
     assert again.status_code == 200 and "errorlist" in again.content.decode()
     assert DatasetRepo.objects.filter(name="fresh").count() == 1
 
@@ -193,7 +211,9 @@ def test_new_dataset_form_refuses_an_owner_the_user_may_not_write(db, owner, out
 def test_upload_panel_only_for_writers(db, owner, outsider):
     make_repo(owner, "shared")
     assert 'id="ds-upload"' in client_of(owner).get("/datasets/olivia/shared/").content.decode()
-    assert 'id="ds-upload"' not in client_of(outsider).get("/datasets/olivia/shared/").content.decode()
+    assert (
+        'id="ds-upload"' not in client_of(outsider).get("/datasets/olivia/shared/").content.decode()
+    )
 
 
 def test_star_button_stars_and_unstars(db, owner, outsider):
