@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,9 +166,7 @@ def _settle_ingest(
             job.created_by,
             {"tokenizer": job.params.get("tokenizer", "")},
         )
-    problems = sum(
-        r["problem_counts"] and sum(r["problem_counts"].values()) for r in reports.values()
-    )
+    problems = sum(sum(r["problem_counts"].values()) for r in reports.values())
     return {"state": version.state, "rows": rows, "problems": problems}
 
 
@@ -187,9 +186,7 @@ def statistics(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
                 local,
                 version.format or None,
                 tokens=tokens,
-                progress=lambda done, total, i=index: ctx.progress(
-                    (i + done / max(total, 1)) / len(files)
-                ),
+                progress=_file_progress(ctx, index, len(files)),
             )
             splits[record.path]["split"] = record.split
     stats = {"files": splits, "tokenizer": name}
@@ -197,10 +194,28 @@ def statistics(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
     return {"files": len(splits)}
 
 
+def _file_progress(ctx: JobContext, index: int, count: int) -> Callable[[int, int], None]:
+    """Progress of file ``index`` of ``count`` as a fraction of the whole job."""
+
+    def report(done: int, total: int) -> None:
+        ctx.progress((index + done / max(total, 1)) / count)
+
+    return report
+
+
 def _tokens_for(name: str | None, user: Any) -> TokenCounter | None:
     """The tokenizer of the model repo ``name`` (one the user may read), or None."""
     if not name:
         return None
+    key, context = _tokenizer_of(name, user)
+    return _load_tokens(key, context)
+
+
+def _tokenizer_of(name: str, user: Any) -> tuple[str, int | None]:
+    """The object key of model ``name``'s tokenizer.json and its context length.
+
+    Raises NotFound (no such model readable by ``user``) or PlatformError (no tokenizer).
+    """
     namespace, _, repo_name = name.partition("/")
     repo = ModelRepo.objects.restrict(user).filter(namespace=namespace, name=repo_name).first()
     version = repo.latest_version() if repo else None
@@ -210,7 +225,21 @@ def _tokens_for(name: str | None, user: Any) -> TokenCounter | None:
     if record is None:
         raise PlatformError(f"Model '{name}' has no tokenizer.json.", param="tokenizer")
     context = version.config.get("max_position_embeddings")
-    return _load_tokens(record.object_key, int(context) if context else None)
+    return record.object_key, int(context) if context else None
+
+
+def start_statistics(version: DatasetVersion, user: Any, tokenizer: str = "") -> DatasetJob:
+    """Queue the statistics of a ready version again, counting tokens with the tokenizer
+    of model ``tokenizer`` (``namespace/name``; empty: characters only).
+
+    Raises Conflict when the version is not ready, NotFound or PlatformError when the
+    model is not readable by ``user`` or has no tokenizer (checked before queueing).
+    """
+    require_usable(version)
+    if tokenizer:
+        _tokenizer_of(tokenizer, user)
+    with transaction.atomic():
+        return queue_job(version, JobKind.STATISTICS, user, {"tokenizer": tokenizer})
 
 
 @functools.lru_cache(maxsize=4)
@@ -248,7 +277,7 @@ def start_processing(version: DatasetVersion, user: Any, spec: list[dict[str, An
 
 def process(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
     from datasets.formats import iter_rows
-    from datasets.pipelines import parse_steps, run_pipeline
+    from datasets.pipelines import Row, parse_steps, run_pipeline
 
     version = job.version
     steps = parse_steps(job.params["steps"])
@@ -263,7 +292,7 @@ def process(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
         def source() -> Any:
             for record, path in local:
                 for line, row in iter_rows(path, record.path):
-                    yield line, record.split, row
+                    yield Row(line, record.split, row)
 
         rows_total = sum(record.rows or 0 for record in files)
         result = run_pipeline(

@@ -51,7 +51,10 @@ def create_repo(
     )
     repo.set_owner(owner)
     try:
-        repo.full_clean(exclude=["created_by", "owner_user", "owner_org"])
+        # The unique name is checked by the insert (a 409), not here (a 400).
+        repo.full_clean(
+            exclude=["created_by", "owner_user", "owner_org"], validate_constraints=False
+        )
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
         raise PlatformError(f"{field}: {' '.join(messages)}", param=field) from exc
@@ -66,7 +69,10 @@ def create_repo(
 
 def apply_card(repo: DatasetRepo, text: str) -> None:
     """Set the README (YAML front matter + body) and the fields it declares."""
-    data, body = split_card(text) if text else ({}, "")
+    try:
+        data, body = split_card(text) if text else ({}, "")
+    except PlatformError as exc:  # the registry's error names model directories
+        raise PlatformError(exc.message, code="invalid_card", param="card") from exc
     repo.card = body
     repo.card_data = json.loads(json.dumps(data, default=str))
     repo.license = str(data.get("license") or repo.license or "")[:64]
