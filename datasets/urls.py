@@ -10,10 +10,10 @@ urlpatterns = [
     path("", views.hub, name="dataset-hub"),
     path("new/", views.new_dataset, name="dataset-new"),
     path("<str:namespace>/<str:name>/", views.dataset_detail, name="dataset-page"),
-    path("<str:namespace>/<str:name>/star/", views.star, name="dataset-star"),
+    path("<str:namespace>/<str:name>/star/", views.star, name="dataset-page-star"),
     path(
         "<str:namespace>/<str:name>/download/<int:number>/<path:path>",
         views.download,
-        name="dataset-download",
+        name="dataset-page-download",
     ),
 ]

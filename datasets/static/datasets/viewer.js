@@ -136,7 +136,9 @@
       th.textContent = label;
       head.append(th);
     }
-    const rows = (answer.statistics || []).map((column) => {
+    // The API wraps the viewer's answer ({num_examples, statistics}) in "columns".
+    const columns = (answer.columns || answer).statistics || [];
+    const rows = columns.map((column) => {
       const tr = document.createElement("tr");
       const stats = Object.entries(column.column_statistics || {})
         .filter(([key]) => key !== "histogram")
