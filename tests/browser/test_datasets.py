@@ -95,6 +95,8 @@ def test_user_uploads_a_chat_file_watches_validation_and_searches_the_viewer(
 ) -> None:
     settings.DATASET_UPLOAD_PART_BYTES = PART_BYTES
     page = signed_in_page
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
     create_dataset(page, "zh-chat")
     store_puts: list[Response] = []
     page.on("response", lambda r: r.request.method == "PUT" and store_puts.append(r))
@@ -116,6 +118,9 @@ def test_user_uploads_a_chat_file_watches_validation_and_searches_the_viewer(
     expect(page.locator("#dv-table .dv-row")).to_have_count(1)
     expect(page.locator("#dv-table .dv-row")).to_contain_text(f"{SEARCHED}和故宫")
     expect(page.locator("#dv-error")).to_be_hidden()
+    page.click("#dv-stats-button")
+    expect(page.locator("#dv-stats-table")).to_contain_text("messages")
+    assert not script_errors
 
 
 def test_a_planted_error_shows_its_line_number_in_the_report(
