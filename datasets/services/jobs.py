@@ -73,15 +73,6 @@ def _progress(ctx: JobContext, done_before: int, total: int) -> Any:
     return report
 
 
-def _file_progress(ctx: JobContext, index: int, count: int) -> Any:
-    """Progress of file ``index`` of ``count``, each file an equal share."""
-
-    def report(done: int, total: int) -> None:
-        ctx.progress((index + done / max(total, 1)) / count)
-
-    return report
-
-
 def ingest(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
     from datasets.formats import ValidationCancelled, validate_file
 
