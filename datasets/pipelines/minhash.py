@@ -153,7 +153,11 @@ class BandIndex:
         self._runs.append(np.sort(keys))
         while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
             newer = self._runs.pop()
-            self._runs[-1] = np.union1d(self._runs[-1], newer)
+            # Repeated keys are harmless to the binary search; sorting in place keeps a
+            # merge to one extra copy of the run.
+            merged = np.concatenate((self._runs[-1], newer))
+            merged.sort()
+            self._runs[-1] = merged
 
     @property
     def size(self) -> int:
