@@ -120,6 +120,20 @@ def test_sdk_upload_of_a_chat_file_is_processed_browsable_and_deletable(
     assert viewer_copy.num_rows == len(CHAT_ROWS)
     keys = {record.object_key, record.parquet_key}
 
+    # statistics were computed after validation, and the viewer answers over HTTP
+    version.refresh_from_db()
+    assert version.stats["files"]["train.jsonl"]["rows"] == len(CHAT_ROWS)
+    assert version.stats["files"]["train.jsonl"]["roles"]["assistant"] == len(CHAT_ROWS)
+    found = httpx.get(
+        f"{live_portal}/api/datasets/{version.repo.full_name}/versions/1/viewer/search/",
+        params={"query": "what is 2 + 2"},
+        headers={"Authorization": f"Bearer {owner.key}"},
+    )
+    assert found.status_code == 200, found.text
+    assert [row["row"]["messages"][1]["content"] for row in found.json()["rows"]] == [
+        "What is 2 + 2?"
+    ]
+
     deleted = olivia.files.delete(created.id)
     assert (deleted.id, deleted.deleted) == (created.id, True)
     assert not File.objects.exists()
