@@ -40,30 +40,35 @@ class JobContext:
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        self._fraction = job.progress
         self._last = 0.0
 
     def progress(self, fraction: float, *, force: bool = False) -> None:
-        """Record progress (0–1); raises :class:`JobCancelled` once a cancel is requested."""
+        """Note progress (0–1); written with the next heartbeat. Raises
+        :class:`JobCancelled` once a cancel is requested."""
+        self._fraction = min(max(fraction, 0.0), 1.0)
+        self._beat(force)
+
+    def should_stop(self) -> bool:
+        """For libraries that poll: True once a cancel is requested (checked throttled)."""
+        try:
+            self._beat(force=False)
+        except JobCancelled:
+            return True
+        return False
+
+    def _beat(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self._last < HEARTBEAT_EVERY_S:
             return
         self._last = now
         model = type(self.job)
-        fraction = min(max(fraction, 0.0), 1.0)
         model.objects.filter(pk=self.job.pk).update(  # type: ignore[attr-defined]
-            progress=fraction, heartbeat_at=timezone.now()
+            progress=self._fraction, heartbeat_at=timezone.now()
         )
-        self.job.progress = fraction
+        self.job.progress = self._fraction
         if model.objects.filter(pk=self.job.pk, cancel_requested=True).exists():  # type: ignore[attr-defined]
             raise JobCancelled
-
-    def should_stop(self) -> bool:
-        """For libraries that poll: True once a cancel is requested (checked throttled)."""
-        try:
-            self.progress(self.job.progress)
-        except JobCancelled:
-            return True
-        return False
 
     def log(self, message: str, **data: Any) -> None:
         self.job.log(message, data=data)

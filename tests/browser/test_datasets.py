@@ -12,18 +12,15 @@ broker hand-off (``transaction.on_commit`` → ``delay``) from the test.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, Response, expect
 
-from compute.agent.procs import spawn, stop, wait_for
+from tests.workers import celery_worker
 
 SEARCHED = "长城"
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part: a file a little larger has two parts
@@ -32,28 +29,8 @@ PART_BYTES = 5 * 1024 * 1024  # S3's smallest part: a file a little larger has t
 @pytest.fixture(scope="module")
 def dataset_worker(portal_url: str, tmp_path_factory: Any) -> Iterator[None]:
     """A Celery worker on the live portal's test database and the session's broker."""
-    from django.db import connection
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    database = urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
-    log = tmp_path_factory.mktemp("dataset-worker") / "worker.log"
-    argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=solo"]
-    worker = spawn(
-        [*argv, "--loglevel=INFO", "-n", f"browser-{uuid.uuid4().hex[:6]}@%h"],
-        log=log,
-        env={**os.environ, "DATABASE_URL": database},
-    )
-    try:
-        wait_for(
-            lambda: "ready." in log.read_text(errors="replace"),
-            timeout_s=60,
-            what="the Celery worker",
-            proc=worker,
-            log=log,
-        )
+    with celery_worker(tmp_path_factory.mktemp("dataset-worker"), "browser"):
         yield
-    finally:
-        stop(worker, grace_s=15)
 
 
 def chat_row(user: str, answer: str) -> str:
