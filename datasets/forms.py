@@ -8,9 +8,10 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from datasets.models import DatasetRepo
-from datasets.services.repos import create_repo, may_write_owner
+from datasets.services.repos import create_repo
 from portal.errors import PlatformError
 from portal.models import Organization, Visibility
+from portal.services.accounts import may_write_owner
 
 VISIBILITY_CHOICES = [
     (Visibility.PRIVATE, _("私有")),

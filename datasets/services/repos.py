@@ -11,7 +11,8 @@ from django.db.models import F
 
 from datasets.models import DatasetRepo, DatasetStar, DatasetUse, Origin
 from portal.errors import Conflict, PermissionDenied, PlatformError
-from portal.models import Organization, Principal, Role, Visibility
+from portal.models import Visibility
+from portal.services.accounts import may_write_owner
 from portal.services.registry import split_card
 
 SIZE_CATEGORIES = (
@@ -22,15 +23,6 @@ SIZE_CATEGORIES = (
     (10_000_000, "1M<n<10M"),
     (100_000_000, "10M<n<100M"),
 )
-
-
-def may_write_owner(user: Any, owner: Any) -> bool:
-    """A user writes under their own name and under organisations they manage."""
-    if user.is_superuser:
-        return True
-    if isinstance(owner, Organization):
-        return Principal.of(user).org_roles.get(owner.pk) in Role.managers()
-    return bool(owner.pk == user.pk)
 
 
 def create_repo(

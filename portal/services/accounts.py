@@ -100,6 +100,17 @@ def remove_member(actor: Any, org: Organization, username: str) -> None:
     target.delete()
 
 
+def may_write_owner(user: Any, owner: Any) -> bool:
+    """A user publishes under their own name and under organisations they manage."""
+    if user.is_superuser:
+        return True
+    if isinstance(owner, Organization):
+        return Membership.objects.filter(
+            user=user, organization=owner, role__in=Role.managers()
+        ).exists()
+    return bool(owner.pk == user.pk)
+
+
 def resolve_owner(name: str) -> Any:
     """The user or organisation whose namespace is ``name``; raises NotFound."""
     org = Organization.objects.filter(name=name).first()

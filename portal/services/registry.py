@@ -25,7 +25,6 @@ from portal.models import (
     ModelRepo,
     ModelVersion,
     Organization,
-    Principal,
     Role,
     Visibility,
 )
@@ -160,7 +159,7 @@ def _safetensors_problem(name: str, detail: str) -> str:
 
 def _owner_for_import(namespace: str, actor: Any) -> Any:
     """The owner of ``namespace``; an unknown namespace becomes an organisation."""
-    from portal.services.accounts import resolve_owner
+    from portal.services.accounts import may_write_owner, resolve_owner
 
     try:
         owner = resolve_owner(namespace)
@@ -171,17 +170,9 @@ def _owner_for_import(namespace: str, actor: Any) -> Any:
         if actor is not None:
             org.memberships.create(user=actor, role=Role.OWNER)
         return org
-    if actor is not None and not _may_write_namespace(actor, owner):
+    if actor is not None and not may_write_owner(actor, owner):
         raise PermissionDenied(f"You may not publish models under '{namespace}'.")
     return owner
-
-
-def _may_write_namespace(actor: Any, owner: Any) -> bool:
-    if actor.is_superuser:
-        return True
-    if isinstance(owner, Organization):
-        return Principal.of(actor).org_roles.get(owner.pk) in Role.managers()
-    return bool(owner.pk == actor.pk)
 
 
 def parse_full_name(full_name: str) -> tuple[str, str]:
