@@ -12,21 +12,14 @@ from typing import Any
 
 import orjson
 
+from datasets.formats.report import FORMATS
 from datasets.text import text_of
 
 Finding = tuple[str, str, str]
 Check = Callable[[dict[str, Any]], list[Finding]]
 
 # Layouts a JSON Lines row can be recognised as ("tabular" is any CSV or Parquet file).
-FORMATS_DETECTED = (
-    "chat",
-    "prompt_completion",
-    "preference",
-    "text",
-    "multiple_choice",
-    "alpaca",
-    "sharegpt",
-)
+FORMATS_DETECTED = tuple(name for name in FORMATS if name != "tabular")
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CHAT_ASSISTANT = frozenset({"assistant"})
 PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
