@@ -26,9 +26,10 @@ def code_points(text: str) -> np.ndarray:
 
 def gram_bits(points: np.ndarray) -> np.ndarray:
     """The bit numbers (0 .. 2**BITS_LOG2 - 1) of every character and bigram of
-    ``points``. A character is hashed as the pair (c, 0), which no bigram of text is."""
+    ``points`` (repeated when a gram is). A character is hashed as the pair (c, 0),
+    which no bigram of text is."""
     pairs = np.concatenate([points << _SECOND, (points[:-1] << _SECOND) | points[1:]])
-    return np.unique((pairs * _MULTIPLIER) >> _SHIFT)
+    return (pairs * _MULTIPLIER) >> _SHIFT
 
 
 def block_bitset(texts: pa.Array) -> np.ndarray:

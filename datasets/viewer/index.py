@@ -150,11 +150,12 @@ class SearchIndex:
         table = pa.Table.from_batches(parts, schema=self.table.schema)
         return table.drop_columns([POS_COLUMN, TEXT_COLUMN]).to_pylist()
 
-    def matches(self, block: int, needle: str) -> np.ndarray:
-        """The positions, ascending, of the rows of ``block`` whose text has ``needle``."""
-        texts = self.batches[block].column(TEXT_COLUMN)
-        found = pc.indices_nonzero(pc.match_substring(texts, needle)).to_numpy()
-        return found.astype(np.int64) + self.starts[block]
+    def blocks(self, blocks: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows of ``blocks``, in that order, with ``columns`` or all (zero-copy)."""
+        parts = [self.batches[b] for b in blocks]
+        if columns is not None:
+            parts = [part.select(list(columns)) for part in parts]
+        return pa.Table.from_batches(parts)
 
 
 def open_index(path: Path) -> SearchIndex | None:

@@ -129,6 +129,15 @@ def _answer(path: Path, layout: Layout, found: np.ndarray, offset: int, length: 
     return answer
 
 
+def _scanned(path: Path, layout: Layout, scan: Scan, offset: int, length: int) -> dict[str, Any]:
+    """The page of ``scan``'s matches, which it advances far enough to hold; ``partial``
+    says whether ``num_rows_total`` only counts the part of the split scanned so far."""
+    found, complete = scan.advance(cursor(), offset + length)
+    answer = _answer(path, layout, found, offset, length)
+    answer["partial"] = not complete
+    return answer
+
+
 def _lower(text: str) -> str:
     """``text`` lowercased exactly as the index's text was (Arrow's Unicode rules)."""
     return str(pc.utf8_lower(pa.scalar(text)).as_py())
@@ -144,13 +153,13 @@ def _over_index(index: SearchIndex, sql: str, params: list[Any]) -> np.ndarray:
         con.unregister("viewer_index")
 
 
-def _scan(path: Path, needle: str) -> Scan:
+def _search_scan(path: Path, needle: str) -> Scan:
     index = open_index(path)
     if index is None:
         build_search_index(path)
         index = open_index(path)
         assert index is not None
-    return Scan(index, needle)
+    return Scan(index, f"contains({TEXT_COLUMN}, ?)", [needle], [needle], [TEXT_COLUMN])
 
 
 def search(path: Path, query: str, offset: int, length: int) -> dict[str, Any]:
@@ -172,29 +181,34 @@ def search(path: Path, query: str, offset: int, length: int) -> dict[str, Any]:
     needle = _lower(needle)
     layout = layout_of(path)
     key = ("search", str(path), path.stat().st_mtime_ns, needle)
-    found, complete = _cached(key, lambda: _scan(path, needle)).advance(offset + length)
-    answer = _answer(path, layout, found, offset, length)
-    answer["partial"] = not complete
-    return answer
+    return _scanned(path, layout, _cached(key, lambda: _search_scan(path, needle)), offset, length)
 
 
 def _filter_positions(path: Path, predicates: list[Predicate], order: str) -> np.ndarray:
     condition, params = where_sql(predicates)
-    index = open_index(path)
-    if index is None:
-        source = "read_parquet(?, file_row_number=true)"
-        sql = f"SELECT file_row_number AS pos FROM {source} WHERE {condition}"  # noqa: S608
-        sql += f" ORDER BY {order}file_row_number"
-        return cursor().execute(sql, [str(path), *params]).fetchnumpy()["pos"]
-    # A row whose column contains a text has that text in its lowercased row text too:
-    # checking the index's text first spares lowercasing most cells.
+    source = "read_parquet(?, file_row_number=true)"
+    sql = f"SELECT file_row_number AS pos FROM {source} WHERE {condition}"  # noqa: S608
+    sql += f" ORDER BY {order}file_row_number"
+    return cursor().execute(sql, [str(path), *params]).fetchnumpy()["pos"]
+
+
+def _filter_sql(predicates: list[Predicate]) -> tuple[list[str], str, list[Any]]:
+    """The lowercased texts of the ``contains`` predicates, and the condition (with its
+    parameters) over the index: a row whose column contains a text has it in its row
+    text too, and checking that first spares lowercasing most cells."""
+    condition, params = where_sql(predicates)
     needles = [_lower(p.value) for p in predicates if p.op == "contains"]
     prefilter = "".join(f"contains({TEXT_COLUMN}, ?) AND " for _ in needles)
+    return needles, prefilter + condition, [*needles, *params]
+
+
+def _ordered_positions(index: SearchIndex, predicates: list[Predicate], order: str) -> np.ndarray:
+    _, condition, params = _filter_sql(predicates)
     sql = (
-        f"SELECT {POS_COLUMN} AS pos FROM viewer_index WHERE {prefilter}{condition} "  # noqa: S608
+        f"SELECT {POS_COLUMN} AS pos FROM viewer_index WHERE {condition} "  # noqa: S608
         f"ORDER BY {order}{POS_COLUMN}"
     )
-    return _over_index(index, sql, [*needles, *params])
+    return _over_index(index, sql, params)
 
 
 def filter(
@@ -209,8 +223,16 @@ def filter(
     predicates = parse_where(where, columns)
     order = parse_orderby(orderby, columns) + ", " if orderby else ""
     key = ("filter", str(path), path.stat().st_mtime_ns, repr(predicates), order)
-    found = _cached(key, lambda: _filter_positions(path, predicates, order))
-    return _answer(path, layout, found, offset, length)
+    index = open_index(path)
+    if index is None:
+        found = _cached(key, lambda: _filter_positions(path, predicates, order))
+        return _answer(path, layout, found, offset, length)
+    if order:
+        found = _cached(key, lambda: _ordered_positions(index, predicates, order))
+        return _answer(path, layout, found, offset, length)
+    needles, condition, params = _filter_sql(predicates)
+    scan = _cached(key, lambda: Scan(index, condition, params, needles))
+    return _scanned(path, layout, scan, offset, length)
 
 
 def info(path: Path) -> dict[str, Any]:
