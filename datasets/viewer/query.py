@@ -2,9 +2,10 @@
 
 Each answer has Hugging Face's dataset-viewer shape: ``features``, ``rows`` (each
 ``{"row_idx", "line", "row", "truncated_cells"}``), ``num_rows_total``,
-``num_rows_per_page`` and ``partial``. Search and filter first find the positions of every
-matching row (cached per file and query, so later pages and the total are free), then
-fetch the page's rows: from the search index when it exists, else from the Parquet.
+``num_rows_per_page`` and ``partial``. Filter first finds the positions of every matching
+row (cached per file and query, so later pages and the total are free); search scans in
+split order until its page is found and counts on within a time budget (see ``scan``).
+Both then fetch the page's rows: from the search index when it exists, else the Parquet.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -29,6 +30,7 @@ from datasets.viewer.index import (
     open_index,
 )
 from datasets.viewer.layout import ROW_COLUMN, Layout, layout_of, row_entry
+from datasets.viewer.scan import Scan
 from datasets.viewer.where import Predicate, parse_orderby, parse_where, quote, where_sql
 
 MAX_PAGE = 100
@@ -38,7 +40,8 @@ POSITION_CACHE_ENTRIES = 128
 _database = duckdb.connect()
 _local = threading.local()
 _positions_lock = threading.Lock()
-_positions: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+_positions: OrderedDict[Hashable, Any] = OrderedDict()
+T = TypeVar("T")
 
 
 def cursor() -> duckdb.DuckDBPyConnection:
@@ -50,7 +53,8 @@ def cursor() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _cached_positions(key: Hashable, compute: Callable[[], np.ndarray]) -> np.ndarray:
+def _cached(key: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()``, kept for the last POSITION_CACHE_ENTRIES keys used."""
     with _positions_lock:
         if key in _positions:
             _positions.move_to_end(key)
@@ -125,6 +129,15 @@ def _answer(path: Path, layout: Layout, found: np.ndarray, offset: int, length: 
     return answer
 
 
+def _scanned(path: Path, layout: Layout, scan: Scan, offset: int, length: int) -> dict[str, Any]:
+    """The page of ``scan``'s matches, which it advances far enough to hold; ``partial``
+    says whether ``num_rows_total`` only counts the part of the split scanned so far."""
+    found, complete = scan.advance(cursor(), offset + length)
+    answer = _answer(path, layout, found, offset, length)
+    answer["partial"] = not complete
+    return answer
+
+
 def _lower(text: str) -> str:
     """``text`` lowercased exactly as the index's text was (Arrow's Unicode rules)."""
     return str(pc.utf8_lower(pa.scalar(text)).as_py())
@@ -140,24 +153,23 @@ def _over_index(index: SearchIndex, sql: str, params: list[Any]) -> np.ndarray:
         con.unregister("viewer_index")
 
 
-def _search_positions(path: Path, needle: str) -> np.ndarray:
+def _search_scan(path: Path, needle: str) -> Scan:
     index = open_index(path)
     if index is None:
         build_search_index(path)
         index = open_index(path)
         assert index is not None
-    sql = (
-        f"SELECT {POS_COLUMN} AS pos FROM viewer_index WHERE contains({TEXT_COLUMN}, ?) "  # noqa: S608
-        f"ORDER BY {POS_COLUMN}"
-    )
-    return _over_index(index, sql, [needle])
+    return Scan(index, f"contains({TEXT_COLUMN}, ?)", [needle], [needle], [TEXT_COLUMN])
 
 
 def search(path: Path, query: str, offset: int, length: int) -> dict[str, Any]:
     """The rows whose text (string cells, and the string values inside JSON cells)
     contains ``query``, case-insensitively; ``row_idx`` is each row's position in the
-    split. Builds the search index on first use if ingest did not. Raises ViewerError on a
-    blank query, one over 200 characters, or a bad page."""
+    split. The page is always exact. ``num_rows_total`` is exact when ``partial`` is
+    false; when true, the count stopped at its time budget and is the number of matches
+    in the part of the split scanned so far (a lower bound, growing with each later call
+    for the same query). Builds the search index on first use if ingest did not. Raises
+    ViewerError on a blank query, one over 200 characters, or a bad page."""
     _check_page(offset, length)
     needle = query.strip()
     if not needle or len(needle) > MAX_QUERY_CHARS:
@@ -169,27 +181,34 @@ def search(path: Path, query: str, offset: int, length: int) -> dict[str, Any]:
     needle = _lower(needle)
     layout = layout_of(path)
     key = ("search", str(path), path.stat().st_mtime_ns, needle)
-    found = _cached_positions(key, lambda: _search_positions(path, needle))
-    return _answer(path, layout, found, offset, length)
+    return _scanned(path, layout, _cached(key, lambda: _search_scan(path, needle)), offset, length)
 
 
 def _filter_positions(path: Path, predicates: list[Predicate], order: str) -> np.ndarray:
     condition, params = where_sql(predicates)
-    index = open_index(path)
-    if index is None:
-        source = "read_parquet(?, file_row_number=true)"
-        sql = f"SELECT file_row_number AS pos FROM {source} WHERE {condition}"  # noqa: S608
-        sql += f" ORDER BY {order}file_row_number"
-        return cursor().execute(sql, [str(path), *params]).fetchnumpy()["pos"]
-    # A row whose column contains a text has that text in its lowercased row text too:
-    # checking the index's text first spares lowercasing most cells.
+    source = "read_parquet(?, file_row_number=true)"
+    sql = f"SELECT file_row_number AS pos FROM {source} WHERE {condition}"  # noqa: S608
+    sql += f" ORDER BY {order}file_row_number"
+    return cursor().execute(sql, [str(path), *params]).fetchnumpy()["pos"]
+
+
+def _filter_sql(predicates: list[Predicate]) -> tuple[list[str], str, list[Any]]:
+    """The lowercased texts of the ``contains`` predicates, and the condition (with its
+    parameters) over the index: a row whose column contains a text has it in its row
+    text too, and checking that first spares lowercasing most cells."""
+    condition, params = where_sql(predicates)
     needles = [_lower(p.value) for p in predicates if p.op == "contains"]
     prefilter = "".join(f"contains({TEXT_COLUMN}, ?) AND " for _ in needles)
+    return needles, prefilter + condition, [*needles, *params]
+
+
+def _ordered_positions(index: SearchIndex, predicates: list[Predicate], order: str) -> np.ndarray:
+    _, condition, params = _filter_sql(predicates)
     sql = (
-        f"SELECT {POS_COLUMN} AS pos FROM viewer_index WHERE {prefilter}{condition} "  # noqa: S608
+        f"SELECT {POS_COLUMN} AS pos FROM viewer_index WHERE {condition} "  # noqa: S608
         f"ORDER BY {order}{POS_COLUMN}"
     )
-    return _over_index(index, sql, [*needles, *params])
+    return _over_index(index, sql, params)
 
 
 def filter(
@@ -204,8 +223,16 @@ def filter(
     predicates = parse_where(where, columns)
     order = parse_orderby(orderby, columns) + ", " if orderby else ""
     key = ("filter", str(path), path.stat().st_mtime_ns, repr(predicates), order)
-    found = _cached_positions(key, lambda: _filter_positions(path, predicates, order))
-    return _answer(path, layout, found, offset, length)
+    index = open_index(path)
+    if index is None:
+        found = _cached(key, lambda: _filter_positions(path, predicates, order))
+        return _answer(path, layout, found, offset, length)
+    if order:
+        found = _cached(key, lambda: _ordered_positions(index, predicates, order))
+        return _answer(path, layout, found, offset, length)
+    needles, condition, params = _filter_sql(predicates)
+    scan = _cached(key, lambda: Scan(index, condition, params, needles))
+    return _scanned(path, layout, scan, offset, length)
 
 
 def info(path: Path) -> dict[str, Any]:

@@ -5,8 +5,9 @@
 Generates chat-like rows (Chinese and English, a few scalar columns) in the ingest's
 Parquet layout in a temporary folder (or uses ``--file``; its search index is written
 next to it), then prints p50 / p95 / max in milliseconds as a Markdown table. "cold" calls
-see a query for the first time (positions found and counted); "warm" calls page through
-queries already seen.
+see a query for the first time (its page found; search and filter without orderby count
+on for at most ``scan.COUNT_BUDGET_S``, then answer ``partial``); "warm" calls page
+through queries already seen (and count on where the count is unfinished).
 """
 
 from __future__ import annotations
