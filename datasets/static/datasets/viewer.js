@@ -81,7 +81,8 @@
   }
 
   function renderSummary(answer) {
-    const total = answer.num_rows_total;
+    // A partial total is a lower bound (the scan stopped counting to answer quickly).
+    const total = answer.partial ? `${answer.num_rows_total}+` : answer.num_rows_total;
     const shown = answer.rows.length;
     if (!shown) {
       summary.textContent = text.msgNone;
@@ -95,7 +96,7 @@
     }
     if (answer.partial) summary.textContent += ` ${text.msgPartial}`;
     prev.disabled = view.offset === 0;
-    next.disabled = view.offset + shown >= total;
+    next.disabled = !answer.partial && view.offset + shown >= answer.num_rows_total;
   }
 
   async function load() {
