@@ -199,12 +199,14 @@ def refusal(
 Settlement = tuple[Reservation, int, int]  # reservation, tokens used, micro-CNY spent
 
 
-def settle_command(settlements: list[Settlement]) -> tuple[Any, ...]:
+def settle_command(
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+) -> tuple[Any, ...]:
     """One script call that settles every reservation in ``settlements`` (in order):
-    correct tokens and spend by what was really used, free the slots. The gateway sends
-    it together with the usage events' XADDs (see :func:`settle`)."""
+    correct tokens and spend by what was really used, free the slots; then appends
+    ``entries`` (packed usage events) to ``stream``, trimmed to about ``maxlen``."""
     keys: list[str] = []
-    args: list[Any] = []
+    args: list[Any] = [maxlen]
     for reservation, tokens_used, spend_used_ucny in settlements:
         keys += reservation.keys
         args += (
@@ -214,20 +216,22 @@ def settle_command(settlements: list[Settlement]) -> tuple[Any, ...]:
             spend_used_ucny - reservation.spend_ucny,
             int(reservation.has_org),
         )
-    return ("EVALSHA", SETTLE_SHA, len(keys), *keys, *args)
+    keys.append(stream)
+    return ("EVALSHA", SETTLE_SHA, len(keys), *keys, *args, *entries)
 
 
-async def settle(settlements: list[Settlement], *more: tuple[Any, ...]) -> None:
-    """Settle ``settlements`` (if any) and run ``more`` commands, in one round trip.
+async def settle(
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+) -> None:
+    """:func:`settle_command` in one round trip, loading the script if Redis lacks it.
 
     Raises Redis' errors when Redis is unreachable."""
-    commands = [*([settle_command(settlements)] if settlements else []), *more]
-    if not commands:
+    if not settlements and not entries:
         return
-    replies = await wire().execute(*commands)
-    if settlements and is_noscript(replies[0]):
-        load = ("SCRIPT", "LOAD", scripts.SETTLE)
-        await wire().execute(load, settle_command(settlements))
+    command = settle_command(settlements, stream, maxlen, entries)
+    (reply,) = await wire().execute(command)
+    if is_noscript(reply):
+        await wire().execute(("SCRIPT", "LOAD", scripts.SETTLE), command)
 
 
 def _sha(script: str) -> str:

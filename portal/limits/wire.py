@@ -6,7 +6,9 @@ third of its throughput. This is the minimum the hot path needs: one connection 
 event loop, commands written as they come (``hiredis.pack_command``) and replies parsed
 by ``hiredis.Reader`` and handed to waiting requests in order — Redis answers in order,
 so concurrent requests share the connection, and everything sent during one turn of the
-event loop goes out in one write (automatic pipelining).
+event loop goes out in one write (automatic pipelining). A command can also be queued
+before it is complete (:meth:`Wire.queue`): it keeps its place in the write order and is
+packed when the write goes out, so callers can add to it for the rest of the turn.
 
 Failures surface as redis-py's own ``ConnectionError``/``TimeoutError``, so callers treat
 them like any Redis error: connecting is limited to one second, and a reply that takes
@@ -21,7 +23,7 @@ import ssl
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -33,6 +35,14 @@ CONNECT_TIMEOUT_S = 1.0
 REPLY_TIMEOUT_S = 2.0
 
 
+class Deferred(Protocol):
+    """A command queued before it is complete (see :meth:`Wire.queue`)."""
+
+    def pack(self) -> bytes:
+        """The command, packed (``hiredis.pack_command``); must not raise."""
+        ...
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -40,7 +50,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.watchdog: asyncio.TimerHandle | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | Deferred] = []
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -65,7 +75,7 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Any]]:
+    def send(self, payload: bytes | Deferred, count: int) -> list[asyncio.Future[Any]]:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -80,7 +90,8 @@ class _Protocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Everything sent during one turn of the event loop goes out in one write."""
-        payload, self.pending = b"".join(self.pending), []
+        pending, self.pending = self.pending, []
+        payload = b"".join(p if isinstance(p, bytes) else p.pack() for p in pending)
         if self.transport is not None and not self.lost:
             self.transport.write(payload)
 
@@ -152,15 +163,19 @@ class Wire:
         futures = protocol.send(payload, len(commands))
         return [await f for f in futures]
 
-    def send_now(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]] | None:
-        """Queue ``commands`` on the open connection at once, ahead of anything sent
-        later, without waiting: their replies' futures (raw: errors as
-        ``hiredis.ReplyError``), or None when there is no open connection."""
+    def queue(self, command: Deferred) -> asyncio.Future[Any] | None:
+        """Queue ``command`` on the open connection at once, ahead of anything sent later,
+        to be packed when this turn's write goes out: its reply's future (raw: an error
+        as ``hiredis.ReplyError``), or None when there is no open connection."""
         protocol = self.protocol
         if protocol is None or protocol.lost:
             return None
-        payload = b"".join(hiredis.pack_command(c) for c in commands)
-        return protocol.send(payload, len(commands))
+        return protocol.send(command, 1)[0]
+
+    def queued_last(self, command: Deferred) -> bool:
+        """Whether ``command`` is still unsent and nothing was queued after it."""
+        protocol = self.protocol
+        return protocol is not None and bool(protocol.pending) and protocol.pending[-1] is command
 
     async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write; their replies (errors as ``ResponseError``)."""

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from compute.agent.procs import wait_for
-from compute.metering import STREAM, UsageEvent
+from compute.metering import PACKED, STREAM, UsageEvent
 from compute.models import Deployment
 from portal.models import APIKey
 from portal.models.keys import hash_key
@@ -182,14 +182,12 @@ def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
     assert response.headers["x-request-id"] not in recorded
 
 
-def test_stream_fields_match_the_event_encoding():
-    from portal.gateway.ledger import stream_fields
-
+def test_a_packed_event_reads_back_as_the_same_event():
     event = UsageEvent(
         "r", 1.5, None, 3, 4, "m", None, 5, 6, "chat", True, 200, "", 1, 2, 3.25, None, "0.01"
     )
-    flat = stream_fields(event)
-    assert dict(zip(flat[::2], flat[1::2], strict=True)) == event.encode()
+    assert UsageEvent.decode({PACKED.encode(): event.pack().encode()}) == event
+    assert UsageEvent.decode(event.encode()) == event
 
 
 def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlements(
