@@ -232,6 +232,25 @@ def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlemen
     assert budget_used("u", owner.user.pk, "ucny") == prompt * 3 + completion * 7
 
 
+def test_settlement_and_usage_survive_redis_forgetting_the_scripts(live_portal, owner, engine):
+    """After a Redis restart (its scripts gone) the first settlement is retried once the
+    script is loaded again: the slot is freed, the budget is exact, the event is there."""
+    from tests.portal.test_limits import budget_used
+
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner, max_concurrent=1)
+    sync_redis().script_flush()
+    response = httpx.post(
+        f"{live_portal}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 200, response.text
+    event = events_for([response.headers["x-request-id"]])[response.headers["x-request-id"]]
+    used = event.prompt_tokens + event.completion_tokens
+    assert used > 0 and budget_used("u", owner.user.pk, "tok") == used
+
+
 def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
     """The lifespan shutdown drains the ledger before closing Redis: nothing queued is lost."""
     from portal.gateway import ledger
