@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 STREAM = "openmaas:usage"
 PACKED = "e"
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class UsageEvent:
 
     def pack(self) -> str:
         """The stream entry's one field's value: the event as a JSON object."""
-        return json.dumps(vars(self), separators=(",", ":"))
+        return _compact(vars(self))
 
     @classmethod
     def decode(cls, raw: dict[bytes | str, bytes | str]) -> UsageEvent:

@@ -125,17 +125,41 @@ def _budget(value: int | None) -> int:
     return -1 if value is None else value
 
 
+_month = ("", 0, 0)  # a UTC month, its start and its end (unix seconds)
+_keys: dict[tuple[int | None, int, int | None], list[str]] = {}
+
+
+def limit_keys(grant: Any, now: float | None = None) -> list[str]:
+    """``grant``'s rate buckets, in-flight set, and this month's user and org budgets
+    (the month of ``now``, default the current time; the names are kept for reuse)."""
+    global _month
+    now = time.time() if now is None else now
+    if not _month[1] <= now < _month[2]:
+        t = time.gmtime(now)
+        into = (t.tm_mday - 1) * 86_400 + t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec
+        _month = (month(now), int(now) - into, int(now) + seconds_to_next_month(now))
+        _keys.clear()
+    ident = (grant.key_id, grant.user_id, grant.org_id)
+    keys = _keys.get(ident)
+    if keys is None:
+        if len(_keys) >= 10_000:
+            _keys.clear()
+        keys = _keys[ident] = [
+            *scripts.rate_keys(grant.bucket),
+            scripts.budget_key("u", grant.user_id, _month[0]),
+            scripts.budget_key("o", grant.org_id, _month[0]),
+        ]
+    return keys
+
+
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
     """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
-    rate_key, conc_key = scripts.rate_keys(grant.bucket)
-    this_month = month()
-    user_key = scripts.budget_key("u", grant.user_id, this_month)
-    org_key = scripts.budget_key("o", grant.org_id, this_month)
+    keys = limit_keys(grant)
     has_org = grant.org_id is not None
     answer = await wire().evalsha(
         scripts.RESERVE,
         RESERVE_SHA,
-        [rate_key, conc_key, user_key, org_key],
+        keys,
         [
             grant.rpm,
             grant.tpm,
@@ -156,7 +180,7 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     if verdict != "ok":
         raise refusal(verdict, grant, tokens, int(answer[5]), headers)
     return Reservation(
-        [rate_key, conc_key, user_key, org_key],
+        keys,
         request_id,
         grant.tpm,
         has_org,

@@ -277,3 +277,24 @@ def test_a_clients_next_request_sees_the_slot_its_last_one_freed(live_portal, mo
             for _ in range(20)
         ]
     assert codes == [200] * 20
+
+
+def test_budget_keys_turn_over_with_the_utc_month():
+    from datetime import UTC, datetime
+
+    from portal import limits
+    from portal.services.keys import KeyGrant
+
+    grant = KeyGrant(key_id=7, user_id=3, is_superuser=False, org_roles={}, expires_at=None)
+    last_moment = datetime(2026, 1, 31, 23, 59, 59, 900_000, tzinfo=UTC).timestamp()
+    assert limits.limit_keys(grant, last_moment)[2:] == [
+        "openmaas:budget:u:3:202601",
+        "openmaas:budget:o:0:202601",
+    ]
+    assert limits.limit_keys(grant, last_moment + 0.2) == [
+        "openmaas:rl:k7",
+        "openmaas:rl:k7:conc",
+        "openmaas:budget:u:3:202602",
+        "openmaas:budget:o:0:202602",
+    ]
+    assert limits.limit_keys(grant, last_moment)[2] == "openmaas:budget:u:3:202601"
