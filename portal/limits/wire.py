@@ -7,8 +7,9 @@ event loop, commands written as they come (``hiredis.pack_command``) and replies
 by ``hiredis.Reader`` and handed to waiting requests in order — Redis answers in order,
 so concurrent requests share the connection, and everything sent during one turn of the
 event loop goes out in one write (automatic pipelining). A command can also be queued
-before it is complete (:meth:`Wire.queue`): it keeps its place in the write order and is
-packed when the write goes out, so callers can add to it for the rest of the turn.
+before it is complete and without hurry (:meth:`Wire.queue`): it keeps its place in the
+write order, rides along with the next command sent (or goes out after a short wait),
+and is packed when the write goes out, so callers can add to it until then.
 
 Failures surface as redis-py's own ``ConnectionError``/``TimeoutError``, so callers treat
 them like any Redis error: connecting is limited to one second, and a reply that takes
@@ -51,6 +52,9 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
         self.watchdog: asyncio.TimerHandle | None = None
         self.pending: list[bytes | Deferred] = []
+        self.flusher: asyncio.Handle | None = None
+        self.flush_later = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -75,21 +79,32 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, payload: bytes | Deferred, count: int) -> list[asyncio.Future[Any]]:
+    def send(
+        self, payload: bytes | Deferred, count: int, within_s: float = 0.0
+    ) -> list[asyncio.Future[Any]]:
+        """Queue ``payload`` (``count`` commands) for this turn's write, or with
+        ``within_s`` for the next write that goes out within that many seconds."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = time.monotonic()
         futures = [loop.create_future() for _ in range(count)]
         self.waiters.extend((f, now) for f in futures)
-        if not self.pending:
-            loop.call_soon(self._flush)
         self.pending.append(payload)
+        if self.flusher is None:
+            if within_s:
+                self.flusher, self.flush_later = loop.call_later(within_s, self._flush), True
+            else:
+                self.flusher, self.flush_later = loop.call_soon(self._flush), False
+        elif self.flush_later and not within_s:
+            self.flusher.cancel()
+            self.flusher, self.flush_later = loop.call_soon(self._flush), False
         if self.watchdog is None:
             self.watchdog = loop.call_later(REPLY_TIMEOUT_S, self._check)
         return futures
 
     def _flush(self) -> None:
-        """Everything sent during one turn of the event loop goes out in one write."""
+        """Everything queued since the last write goes out in one write."""
+        self.flusher = None
         pending, self.pending = self.pending, []
         payload = b"".join(p if isinstance(p, bytes) else p.pack() for p in pending)
         if self.transport is not None and not self.lost:
@@ -163,14 +178,15 @@ class Wire:
         futures = protocol.send(payload, len(commands))
         return [await f for f in futures]
 
-    def queue(self, command: Deferred) -> asyncio.Future[Any] | None:
+    def queue(self, command: Deferred, within_s: float) -> asyncio.Future[Any] | None:
         """Queue ``command`` on the open connection at once, ahead of anything sent later,
-        to be packed when this turn's write goes out: its reply's future (raw: an error
-        as ``hiredis.ReplyError``), or None when there is no open connection."""
+        to be packed when the next write goes out: with the next command sent without
+        delay, or after ``within_s`` seconds at the latest. Its reply's future (raw: an
+        error as ``hiredis.ReplyError``), or None when there is no open connection."""
         protocol = self.protocol
         if protocol is None or protocol.lost:
             return None
-        return protocol.send(command, 1)[0]
+        return protocol.send(command, 1, within_s)[0]
 
     def queued_last(self, command: Deferred) -> bool:
         """Whether ``command`` is still unsent and nothing was queued after it."""
@@ -185,7 +201,13 @@ class Wire:
     async def evalsha(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script by its hash, loading it first if Redis does not know it."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
-        (reply,) = await self.execute(command)
+        protocol = self.protocol
+        if protocol is not None and not protocol.lost:  # the hot path: one future to await
+            reply = await protocol.send(hiredis.pack_command(command), 1)[0]
+            if isinstance(reply, hiredis.ReplyError):
+                reply = ResponseError(str(reply))
+        else:
+            (reply,) = await self.execute(command)
         if is_noscript(reply):
             await self.execute(("SCRIPT", "LOAD", script))
             (reply,) = await self.execute(command)
