@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lock lint imports typecheck browser bench-gateway clean-devstack
+.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets clean-devstack
 
 # Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -61,7 +61,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy portal compute
+	$(VENV)/bin/mypy portal compute datasets
 
 # Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
 browser:
@@ -74,6 +74,10 @@ browser:
 bench-gateway: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m tests.bench.gateway --output docs/benchmarks.md $(BENCH_ARGS)
+
+# FILE=path validates (and views) that file instead of the generated 1 GiB chat JSONL.
+bench-datasets: $(STAMP)
+	$(PY) -m tests.bench.datasets --output docs/benchmarks.md $(if $(FILE),--file $(FILE)) $(BENCH_ARGS)
 
 clean-devstack:
 	rm -rf .devstack

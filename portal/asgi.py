@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Mapping
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -20,8 +21,77 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await gateway.application(scope, receive, send)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)
+    elif scope["type"] == "http":
+        await bounded(scope, receive, send)
     else:
         await django_app(scope, receive, send)
+
+
+UPLOAD_PREFIXES = ("/v1/files", "/api/datasets/")
+
+
+def body_limit(path: str) -> int:
+    """The most bytes a request body to ``path`` may carry. Django's ASGI handler reads a
+    whole body (to a temporary file) before any view or upload handler runs, so the
+    limit is enforced here, before that."""
+    from django.conf import settings
+
+    if path.startswith(UPLOAD_PREFIXES):
+        files = max(settings.FILES_MAX_BYTES, settings.DATASET_MAX_FILE_BYTES)
+        return files + 1024 * 1024  # multipart framing and form fields
+    return 2 * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+async def bounded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django behind a body-size guard: 413 on a declared length over the limit, and a
+    body without one is cut off once it passes the limit."""
+    limit = body_limit(scope["path"])
+    declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        await _too_large(scope, send, limit)
+        return
+    received = 0
+    over = started = False
+
+    async def counted() -> dict[str, Any]:
+        nonlocal received, over
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                over = True
+                return {"type": "http.disconnect"}  # Django stops reading and gives up
+        return message
+
+    async def watched(message: Mapping[str, Any]) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    await django_app(scope, counted, watched)
+    if over and not started:
+        await _too_large(scope, send, limit)
+
+
+async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
+    import json
+
+    message = f"The request body is over the limit of {limit} bytes."
+    if scope["path"].startswith("/v1/"):
+        payload: dict[str, Any] = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "request_too_large",
+            }
+        }
+    else:
+        payload = {"detail": message, "code": "request_too_large"}
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

@@ -129,6 +129,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("METERING_DRAIN_INTERVAL_S", 2, minimum=1)),
         "options": {"expires": 30},
     },
+    "datasets-sweep": {
+        "task": "datasets.tasks.sweep_jobs",
+        "schedule": 15.0,
+        "options": {"expires": 60},
+    },
 }
 
 # Object store (S3 API): MinIO in production, SeaweedFS locally and in tests.
@@ -277,3 +282,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Datasets: upload limits, the browser's multipart part size, the viewer's local cache of
+# Parquet copies, and when a silent ingest/processing job counts as lost.
+DATASET_MAX_FILE_BYTES = env_int("DATASET_MAX_FILE_BYTES", 2 * 1024**3, minimum=1)
+DATASET_MAX_FILES_PER_VERSION = env_int("DATASET_MAX_FILES_PER_VERSION", 20, minimum=1)
+DATASET_UPLOAD_PART_BYTES = env_int("DATASET_UPLOAD_PART_BYTES", 16 * 1024**2, minimum=5 * 1024**2)
+DATASET_VIEWER_CACHE_DIR = Path(
+    env_str("DATASET_VIEWER_CACHE_DIR", str(DEVSTACK_DIR / "viewer-cache"))
+)
+DATASET_VIEWER_CACHE_BYTES = env_int("DATASET_VIEWER_CACHE_BYTES", 4 * 1024**3, minimum=1)
+DATASET_JOB_SILENT_S = env_int("DATASET_JOB_SILENT_S", 120, minimum=5)
+FILES_MAX_BYTES = env_int("FILES_MAX_BYTES", 512 * 1024**2, minimum=1)

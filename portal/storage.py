@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from minio import Minio
+from minio.commonconfig import ComposeSource
+from minio.datatypes import Part
 from minio.error import S3Error
 
 BUCKETS = ("models", "datasets", "files", "artifacts")
@@ -27,6 +29,22 @@ def model_blob_key(repo_id: int, sha256: str) -> str:
     """Content-addressed key of one model file: equal files share one object."""
     _check_hex(sha256)
     return f"repos/{int(repo_id)}/blobs/{sha256}"
+
+
+def dataset_blob_key(repo_id: int, sha256: str) -> str:
+    """Content-addressed key of one dataset file: equal files of a repo share one object."""
+    _check_hex(sha256)
+    return f"repos/{int(repo_id)}/blobs/{sha256}"
+
+
+def dataset_staging_key(file_id: int) -> str:
+    """Where an upload lands before it is hashed (a dataset file's database id)."""
+    return f"staging/{int(file_id)}"
+
+
+def dataset_parquet_key(version_id: int, file_id: int) -> str:
+    """The viewer's columnar copy of one file of one version."""
+    return f"viewer/{int(version_id)}/{int(file_id)}.parquet"
 
 
 def _check_hex(value: str) -> None:
@@ -130,6 +148,37 @@ class ObjectStore:
         return self.public_client.presigned_put_object(
             self.bucket(kind), key, expires=timedelta(seconds=expires_s)
         )
+
+    def size(self, kind: str, key: str) -> int:
+        return int(self.client.stat_object(self.bucket(kind), key).size or 0)
+
+    def copy(self, kind: str, source: str, dest: str) -> None:
+        """Server-side copy (multipart copy for objects over 5 GiB)."""
+        bucket = self.bucket(kind)
+        self.client.compose_object(bucket, dest, [ComposeSource(bucket, source)])
+
+    # Multipart uploads whose parts a browser PUTs by presigned URL. The minio SDK keeps
+    # these calls private (its own put_object drives them); they are the plain S3 API.
+    def start_multipart(self, kind: str, key: str) -> str:
+        return self.client._create_multipart_upload(self.bucket(kind), key, {})
+
+    def presigned_part(
+        self, kind: str, key: str, upload_id: str, part_number: int, expires_s: int = 3600
+    ) -> str:
+        return self.public_client.get_presigned_url(
+            "PUT",
+            self.bucket(kind),
+            key,
+            expires=timedelta(seconds=expires_s),
+            extra_query_params={"uploadId": upload_id, "partNumber": str(part_number)},
+        )
+
+    def complete_multipart(self, kind: str, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = [Part(number, etag) for number, etag in enumerate(etags, start=1)]
+        self.client._complete_multipart_upload(self.bucket(kind), key, upload_id, parts)
+
+    def abort_multipart(self, kind: str, key: str, upload_id: str) -> None:
+        self.client._abort_multipart_upload(self.bucket(kind), key, upload_id)
 
 
 @functools.cache

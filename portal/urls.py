@@ -5,6 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from compute.metering import views as metering_views
+from datasets import v1 as files_v1
 from portal import views
 from portal.errors import openai_error_body
 from portal.gateway.app import handles as gateway_handles
@@ -33,6 +34,7 @@ urlpatterns = [
     path("keys/", views.api_keys, name="api-keys-page"),
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("playground/", views.playground, name="playground-page"),
+    path("datasets/", include("datasets.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("usage/", metering_views.usage_page, name="usage-page"),
     path("metrics", metering_views.metrics, name="metrics"),
@@ -41,6 +43,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("portal.api.urls")),
+    # OpenAI's /v1/files (Django, not the gateway): before the /v1 catch-all below.
+    path("v1/files", files_v1.FilesView.as_view(), name="v1-files"),
+    path("v1/files/<str:file_id>", files_v1.FileView.as_view(), name="v1-file"),
+    path(
+        "v1/files/<str:file_id>/content",
+        files_v1.FileContentView.as_view(),
+        name="v1-file-content",
+    ),
     # Matches every /v1 path (``/v1`` itself too), so APPEND_SLASH never redirects one.
     re_path(r"^v1(?:/(?P<rest>.*))?$", v1_not_found),
 ]

@@ -15,5 +15,6 @@ urlpatterns = [
     path("auth/me/", views.me, name="me"),
     path("compute/", include("compute.api.urls")),
     path("usage/", include("compute.metering.urls")),
+    path("datasets/", include("datasets.api.urls")),
     path("", include(router.urls)),
 ]

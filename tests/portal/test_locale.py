@@ -1,5 +1,6 @@
-"""The English catalog: every string is translated and the compiled ``.mo`` that Django
-loads says the same as the ``.po`` that people edit."""
+"""The English catalogs (the portal's and each sub-platform's): every string is
+translated and the compiled ``.mo`` that Django loads says the same as the ``.po`` that
+people edit."""
 
 from __future__ import annotations
 
@@ -8,29 +9,41 @@ import gettext
 import re
 from pathlib import Path
 
-CATALOG = Path(__file__).resolve().parents[2] / "portal/locale/en/LC_MESSAGES"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGS = {
+    "portal": (ROOT / "portal/locale/en/LC_MESSAGES", 50),
+    "datasets": (ROOT / "datasets/locale/en/LC_MESSAGES", 50),
+}
+LINES = r'((?:"[^\n]*"\n?)+)'
+# A plural entry is checked by its singular form (msgstr[0]) and must have its plural.
 ENTRY = re.compile(
-    r'(?:msgctxt ((?:"[^\n]*"\n)+))?msgid ((?:"[^\n]*"\n)+)msgstr ((?:"[^\n]*"\n?)+)'
+    rf"(?:msgctxt {LINES})?msgid {LINES}(?:msgid_plural {LINES})?msgstr(?:\[0\])? {LINES}"
+    rf"(?:msgstr\[1\] {LINES})?"
 )
 
 
-def entries() -> dict[str, str]:
+def entries(catalog: Path) -> dict[str, str]:
     def text(lines: str) -> str:
         return "".join(ast.literal_eval(line) for line in lines.splitlines())
 
     found = {}
-    for context, msgid, msgstr in ENTRY.findall((CATALOG / "django.po").read_text("utf-8")):
+    po = (catalog / "django.po").read_text("utf-8")
+    for context, msgid, plural, msgstr, msgstr_plural in ENTRY.findall(po):
         key = f"{text(context)}\x04{text(msgid)}" if context else text(msgid)
-        found[key] = text(msgstr)
+        found[key] = text(msgstr) if not plural or text(msgstr_plural) else ""
     found.pop("", None)
     return found
 
 
-def test_english_catalog_is_complete_and_compiled():
-    po = entries()
-    assert len(po) > 50
+@pytest.mark.parametrize("app", sorted(CATALOGS))
+def test_english_catalog_is_complete_and_compiled(app):
+    catalog, least = CATALOGS[app]
+    po = entries(catalog)
+    assert len(po) > least
     assert all(po.values()), [k for k, v in po.items() if not v]
-    with (CATALOG / "django.mo").open("rb") as mo:
+    with (catalog / "django.mo").open("rb") as mo:
         compiled = gettext.GNUTranslations(mo)
     assert {key: translate(compiled, key) for key in po} == po
 

@@ -1,0 +1,1 @@
+"""The dataset hub's REST API, mounted at ``/api/datasets/``."""

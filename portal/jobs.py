@@ -1,0 +1,135 @@
+"""One runner wraps every job: claim → run → finish, with progress, cancellation and the
+requeue of jobs whose worker died.
+
+A Celery task calls :func:`run_job` with the job's id; the claim is a compare-and-swap
+from ``queued`` to ``running``, so a repeated or late message does nothing. An expected
+failure (a :class:`~portal.errors.PlatformError`) fails the job with its message; a
+crash fails it with the traceback kept in the event log. A worker killed mid-job leaves
+a ``running`` job whose heartbeat stops: :func:`requeue_stale` puts it back in the queue
+and the next run starts it again (handlers are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from django.db import transaction
+from django.utils import timezone
+
+from portal.errors import Conflict, PlatformError
+from portal.models.jobs import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+J = TypeVar("J", bound=Job)
+HEARTBEAT_EVERY_S = 2.0
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler (by :meth:`JobContext.progress`) when a cancel arrived."""
+
+
+class JobContext:
+    """What a handler gets besides its job: progress reports that double as heartbeats
+    and cancellation checks, throttled to one database write every couple of seconds."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._last = 0.0
+
+    def progress(self, fraction: float, *, force: bool = False) -> None:
+        """Record progress (0–1); raises :class:`JobCancelled` once a cancel is requested."""
+        now = time.monotonic()
+        if not force and now - self._last < HEARTBEAT_EVERY_S:
+            return
+        self._last = now
+        model = type(self.job)
+        fraction = min(max(fraction, 0.0), 1.0)
+        model.objects.filter(pk=self.job.pk).update(  # type: ignore[attr-defined]
+            progress=fraction, heartbeat_at=timezone.now()
+        )
+        self.job.progress = fraction
+        if model.objects.filter(pk=self.job.pk, cancel_requested=True).exists():  # type: ignore[attr-defined]
+            raise JobCancelled
+
+    def should_stop(self) -> bool:
+        """For libraries that poll: True once a cancel is requested (checked throttled)."""
+        try:
+            self.progress(self.job.progress)
+        except JobCancelled:
+            return True
+        return False
+
+    def log(self, message: str, **data: Any) -> None:
+        self.job.log(message, data=data)
+
+
+Handler = Callable[[J, JobContext], dict[str, Any] | None]
+
+
+def run_job(model: type[J], pk: int, handler: Handler[J]) -> J | None:
+    """Claim job ``pk`` and run ``handler`` on it; None when it was not queued."""
+    job = model.objects.filter(pk=pk).first()  # type: ignore[attr-defined]
+    if job is None or job.status != JobStatus.QUEUED:
+        return None
+    if job.cancel_requested:
+        job.transition(JobStatus.CANCELLED, "cancelled before it started")
+        return job
+    if not job.transition(JobStatus.RUNNING, "started", attempts=job.attempts + 1):
+        return None
+    try:
+        result = handler(job, JobContext(job))
+    except JobCancelled:
+        job.transition(JobStatus.CANCELLED, "cancelled")
+    except PlatformError as exc:
+        job.transition(JobStatus.FAILED, exc.message, error=exc.message)
+    except Exception as exc:
+        logger.exception("%s %s crashed", model.__name__, pk)
+        job.log(f"crashed: {exc!r}", level="error", data={"traceback": traceback.format_exc()})
+        job.transition(
+            JobStatus.FAILED, "internal error", error=f"Internal error ({type(exc).__name__})."
+        )
+    else:
+        job.transition(JobStatus.SUCCEEDED, "succeeded", result=result or {}, progress=1.0)
+    return job
+
+
+def request_cancel(job: Job) -> Job:
+    """Cancel a queued job at once; ask a running one to stop (its handler notices).
+
+    Raises :class:`~portal.errors.Conflict` for a job that already finished.
+    """
+    with transaction.atomic():
+        locked = type(job).objects.select_for_update().get(pk=job.pk)  # type: ignore[attr-defined]
+        if locked.status == JobStatus.QUEUED:
+            locked.transition(JobStatus.CANCELLED, "cancelled before it started")
+        elif locked.status == JobStatus.RUNNING:
+            type(job).objects.filter(pk=job.pk).update(cancel_requested=True)  # type: ignore[attr-defined]
+            locked.cancel_requested = True
+            locked.log("cancel requested")
+        else:
+            raise Conflict(f"The job already {locked.status}.", code="job_finished")
+    return locked
+
+
+def requeue_stale(model: type[Job], silent_for_s: float) -> list[int]:
+    """Put back in the queue every running job without a heartbeat for ``silent_for_s``;
+    returns their ids, for the caller to enqueue again."""
+    cutoff = timezone.now() - timedelta(seconds=silent_for_s)
+    requeued = []
+    for job in model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):  # type: ignore[attr-defined]
+        if job.transition(JobStatus.QUEUED, "worker went silent; queued again", progress=0.0):
+            requeued.append(job.pk)
+    return requeued
+
+
+def queued_since(model: type[Job], older_than_s: float) -> list[int]:
+    """Ids of jobs queued for more than ``older_than_s``: their message may be lost."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    rows = model.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff)  # type: ignore[attr-defined]
+    return list(rows.values_list("pk", flat=True))
