@@ -20,6 +20,7 @@ command. The next command reconnects.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 import weakref
@@ -32,6 +33,7 @@ from django.conf import settings
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as ReplyTimeout
 
+logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 1.0
 REPLY_TIMEOUT_S = 2.0
 
@@ -106,7 +108,17 @@ class _Protocol(asyncio.Protocol):
         """Everything queued since the last write goes out in one write."""
         self.flusher = None
         pending, self.pending = self.pending, []
-        payload = b"".join(p if isinstance(p, bytes) else p.pack() for p in pending)
+        try:
+            payload = b"".join(p if isinstance(p, bytes) else p.pack() for p in pending)
+        except Exception:
+            # A command missing from the write would hand every later reply to the
+            # wrong waiter: fail them all and start over on a new connection instead.
+            logger.exception("a queued Redis command could not be packed")
+            self.lost = True
+            self._fail(ConnectionError("a queued command could not be packed"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
         if self.transport is not None and not self.lost:
             self.transport.write(payload)
 
