@@ -14,6 +14,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -46,9 +47,15 @@ class Route:
 
     def cost_ucny(self, prompt_tokens: int, completion_tokens: int) -> int:
         """The price of a request in micro-CNY (what budgets count), rounded up."""
-        return math.ceil(
-            prompt_tokens * float(self.price_input) + completion_tokens * float(self.price_output)
-        )
+        return math.ceil(prompt_tokens * self._input_float + completion_tokens * self._output_float)
+
+    @cached_property
+    def _input_float(self) -> float:
+        return float(self.price_input)
+
+    @cached_property
+    def _output_float(self) -> float:
+        return float(self.price_output)
 
 
 def load_routes() -> dict[str, Route]:

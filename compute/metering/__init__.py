@@ -5,13 +5,20 @@ The gateway's hot path never writes to the database. It appends one
 stream in batches, writes ``UsageRecord`` rows and rolls them up per hour. An event is
 acknowledged only after its row is committed, so nothing is lost when web or the
 worker restarts in between.
+
+A stream entry holds one field, :data:`PACKED` (the event as a JSON object, see
+:meth:`UsageEvent.pack`); entries with one field per attribute (:meth:`UsageEvent.encode`,
+what earlier gateways wrote) are read too.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 
 STREAM = "openmaas:usage"
+PACKED = "e"
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -44,26 +51,38 @@ class UsageEvent:
             for k, v in asdict(self).items()
         }
 
+    def pack(self) -> str:
+        """The stream entry's one field's value: the event as a JSON object."""
+        return _compact(vars(self))
+
     @classmethod
     def decode(cls, raw: dict[bytes | str, bytes | str]) -> UsageEvent:
-        data = {
+        """The event of a stream entry, packed or one field per attribute; raises
+        ValueError or TypeError when it is malformed."""
+        data: dict[str, object] = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
         }
+        if len(data) == 1 and PACKED in data:
+            data = json.loads(str(data[PACKED]))
+            if not isinstance(data, dict):
+                raise TypeError("a packed usage event is not a JSON object")
         values: dict[str, object] = {}
         for f in fields(cls):
-            text = data.get(f.name, "")
-            values[f.name] = _parse(str(f.type), text)
+            values[f.name] = _parse(str(f.type), data.get(f.name, ""))
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _parse(type_name: str, text: str) -> object:
-    if type_name.endswith("| None") and text == "":
+def _parse(type_name: str, value: object) -> object:
+    """A field's value from its stream text (or, packed, its JSON value)."""
+    if type_name.endswith("| None") and value in ("", None):
         return None
+    if isinstance(value, (dict, list)):
+        raise TypeError(f"not a {type_name}: {value!r}")
     if type_name.startswith("int"):
-        return int(text or 0)
+        return int(value or 0)  # type: ignore[call-overload]
     if type_name.startswith("float"):
-        return float(text or 0)
+        return float(value or 0)  # type: ignore[arg-type]
     if type_name == "bool":
-        return text in ("1", "True", "true")
-    return text
+        return value in ("1", "True", "true", True, 1)
+    return "" if value is None else str(value)

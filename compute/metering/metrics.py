@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -57,6 +58,23 @@ TTFT = Histogram(
 )
 
 
+class _ModelSeries:
+    """One model's children of the metrics, looked up once (``labels()`` takes a lock
+    and builds its key on every call, which costs more than the increments)."""
+
+    __slots__ = ("completion", "latency", "prompt", "requests", "ttft")
+
+    def __init__(self, model: str) -> None:
+        self.requests: dict[int, Any] = {}
+        self.prompt = PROMPT_TOKENS.labels(model)
+        self.completion = COMPLETION_TOKENS.labels(model)
+        self.latency = LATENCY.labels(model)
+        self.ttft = TTFT.labels(model)
+
+
+_series: dict[str, _ModelSeries] = {}
+
+
 def observe(event: UsageEvent) -> None:
     """Count the request, its tokens, latency and time to first token by model.
 
@@ -64,14 +82,20 @@ def observe(event: UsageEvent) -> None:
     under ``(unrouted)``: client-chosen names never become label values.
     """
     model = event.model if event.model_version_id is not None else UNROUTED
-    REQUESTS.labels(model, str(event.status)).inc()
+    series = _series.get(model)
+    if series is None:
+        series = _series[model] = _ModelSeries(model)
+    requests = series.requests.get(event.status)
+    if requests is None:
+        requests = series.requests[event.status] = REQUESTS.labels(model, str(event.status))
+    requests.inc()
     if event.prompt_tokens:
-        PROMPT_TOKENS.labels(model).inc(event.prompt_tokens)
+        series.prompt.inc(event.prompt_tokens)
     if event.completion_tokens:
-        COMPLETION_TOKENS.labels(model).inc(event.completion_tokens)
-    LATENCY.labels(model).observe(event.latency_ms / 1000)
+        series.completion.inc(event.completion_tokens)
+    series.latency.observe(event.latency_ms / 1000)
     if event.ttft_ms is not None:
-        TTFT.labels(model).observe(event.ttft_ms / 1000)
+        series.ttft.observe(event.ttft_ms / 1000)
 
 
 class PoolCollector:

@@ -2,11 +2,14 @@
 
 A request that ends hands its limiter settlement and its usage event to this event
 loop's :class:`Ledger` (:func:`record`, no waiting) and returns, so the connection is
-free for its next request at once. The commands are queued on the shared Redis
-connection at once (the settlement script call and the XADD), so they go out in the
-same write as everything else sent during this turn of the event loop, and ahead of
-any reservation made later: a client's next request sees the slot and tokens its last
-one freed. Their replies are checked by a callback, not by the request.
+free for its next request at once. The ledger queues one script call on the shared Redis
+connection at once (:meth:`Wire.queue`) and adds to it every settlement and event
+recorded until something else is queued behind it; it is packed when the connection's
+next write goes out: with the next command sent without delay (usually a reservation),
+or :data:`SEND_WITHIN_S` later. So the requests that end close together cost Redis one
+call (settle them all, then XADD their events, one packed field each), and each keeps
+its place ahead of any reservation made later: a client's next request sees the slot
+and tokens its last one freed. The reply is checked by a callback, not by the request.
 
 Nothing is lost on a clean shutdown: :func:`drain` (called by the lifespan shutdown
 before the connections close) waits for the replies still due. When Redis is
@@ -20,6 +23,7 @@ import logging
 import weakref
 from typing import Any
 
+import hiredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -28,6 +32,36 @@ from portal.limits import Settlement, settle, settle_command
 from portal.limits.wire import is_noscript, wire
 
 logger = logging.getLogger(__name__)
+# How long a settlement may wait to ride along with the next reservation's write (one
+# write and one Redis wake-up fewer per request) before it is sent on its own: short,
+# since its slot stays taken until then for the key's requests on other connections.
+SEND_WITHIN_S = 0.001
+
+
+class Batch:
+    """The settlements and usage events of one script call."""
+
+    __slots__ = ("events", "settlements")
+
+    def __init__(self) -> None:
+        self.settlements: list[Settlement] = []
+        self.events: list[UsageEvent] = []
+
+    def add(self, settlement: Settlement | None, event: UsageEvent | None) -> None:
+        if settlement is not None:
+            self.settlements.append(settlement)
+        if event is not None:
+            self.events.append(event)
+
+    def pack(self) -> bytes:
+        return hiredis.pack_command(
+            settle_command(
+                self.settlements,
+                STREAM,
+                settings.GATEWAY_USAGE_STREAM_MAXLEN,
+                [e.pack() for e in self.events],
+            )
+        )
 
 
 class Ledger:
@@ -35,34 +69,36 @@ class Ledger:
 
     def __init__(self) -> None:
         self.waiting: set[asyncio.Future[Any]] = set()
+        self.open: Batch | None = None
 
     def record(self, settlement: Settlement | None, event: UsageEvent | None) -> None:
         """Send a finished request's settlement and usage event; returns at once."""
-        settlements = [] if settlement is None else [settlement]
-        events = [] if event is None else [event]
-        commands = [*([settle_command(settlements)] if settlements else []), *xadds(events)]
-        futures = wire().send_now(commands)
-        if futures is None:  # not connected: connect in a task of its own
-            self._track(asyncio.ensure_future(send_batch(settlements, events)))
-            return
-        replies = asyncio.gather(*futures)
-        replies.add_done_callback(lambda done: self._check(done, settlements, events))
-        self._track(replies)
-        for e in events:
-            metrics.observe(e)
+        if event is not None:
+            metrics.observe(event)
+        batch = self.open
+        connection = wire()
+        if batch is None or not connection.queued_last(batch):
+            batch = Batch()
+            reply = connection.queue(batch, SEND_WITHIN_S)
+            if reply is None:  # not connected: connect in a task of its own
+                batch.add(settlement, event)
+                self._track(asyncio.ensure_future(send_batch(batch)))
+                return
+            self.open = batch
+            reply.add_done_callback(lambda done: self._check(done, batch))
+            self._track(reply)
+        batch.add(settlement, event)
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self.waiting.add(future)
         future.add_done_callback(self.waiting.discard)
 
-    def _check(
-        self, done: asyncio.Future[Any], settlements: list[Settlement], events: list[UsageEvent]
-    ) -> None:
-        """A reply arrived: retry a settlement Redis did not know the script for."""
+    def _check(self, done: asyncio.Future[Any], batch: Batch) -> None:
+        """A reply arrived: retry a batch Redis did not know the script for."""
         if done.cancelled() or done.exception() is not None:
-            logger.warning("Redis unreachable: usage of a request not recorded")
-        elif settlements and is_noscript(done.result()[0]):
-            self._track(asyncio.ensure_future(send_batch(settlements, [])))
+            logger.warning("Redis unreachable: usage of %d requests not recorded", _size(batch))
+        elif is_noscript(done.result()):
+            self._track(asyncio.ensure_future(send_batch(batch)))
 
     async def drain(self) -> None:
         """Wait until every reply has arrived."""
@@ -70,37 +106,21 @@ class Ledger:
             await asyncio.gather(*self.waiting, return_exceptions=True)
 
 
-def xadds(events: list[UsageEvent]) -> list[tuple[Any, ...]]:
-    maxlen = settings.GATEWAY_USAGE_STREAM_MAXLEN
-    return [("XADD", STREAM, "MAXLEN", "~", maxlen, "*", *stream_fields(e)) for e in events]
+def _size(batch: Batch) -> int:
+    return max(len(batch.settlements), len(batch.events))
 
 
-async def send_batch(settlements: list[Settlement], events: list[UsageEvent]) -> None:
-    """Settle ``settlements`` and XADD ``events`` in one round trip (connecting first)."""
+async def send_batch(batch: Batch) -> None:
+    """Settle and publish ``batch`` in one round trip (connecting, loading the script)."""
     try:
-        await settle(settlements, *xadds(events))
+        await settle(
+            batch.settlements,
+            STREAM,
+            settings.GATEWAY_USAGE_STREAM_MAXLEN,
+            [e.pack() for e in batch.events],
+        )
     except RedisError:
-        logger.warning(
-            "Redis unreachable: usage of %d requests not recorded",
-            max(len(settlements), len(events)),
-        )
-    for event in events:
-        metrics.observe(event)
-
-
-_EVENT_FIELDS = list(UsageEvent.__dataclass_fields__)
-
-
-def stream_fields(event: UsageEvent) -> list[str]:
-    """``event.encode()`` flattened for XADD, without ``asdict``'s deep copies."""
-    flat: list[str] = []
-    for name in _EVENT_FIELDS:
-        value = getattr(event, name)
-        flat += (
-            name,
-            "" if value is None else str(int(value) if value is True or value is False else value),
-        )
-    return flat
+        logger.warning("Redis unreachable: usage of %d requests not recorded", _size(batch))
 
 
 _ledgers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ledger] = weakref.WeakKeyDictionary()

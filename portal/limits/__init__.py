@@ -125,17 +125,41 @@ def _budget(value: int | None) -> int:
     return -1 if value is None else value
 
 
+_month = ("", 0, 0)  # a UTC month, its start and its end (unix seconds)
+_keys: dict[tuple[int | None, int, int | None], list[str]] = {}
+
+
+def limit_keys(grant: Any, now: float | None = None) -> list[str]:
+    """``grant``'s rate buckets, in-flight set, and this month's user and org budgets
+    (the month of ``now``, default the current time; the names are kept for reuse)."""
+    global _month
+    now = time.time() if now is None else now
+    if not _month[1] <= now < _month[2]:
+        t = time.gmtime(now)
+        into = (t.tm_mday - 1) * 86_400 + t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec
+        _month = (month(now), int(now) - into, int(now) + seconds_to_next_month(now))
+        _keys.clear()
+    ident = (grant.key_id, grant.user_id, grant.org_id)
+    keys = _keys.get(ident)
+    if keys is None:
+        if len(_keys) >= 10_000:
+            _keys.clear()
+        keys = _keys[ident] = [
+            *scripts.rate_keys(grant.bucket),
+            scripts.budget_key("u", grant.user_id, _month[0]),
+            scripts.budget_key("o", grant.org_id, _month[0]),
+        ]
+    return keys
+
+
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
     """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
-    rate_key, conc_key = scripts.rate_keys(grant.bucket)
-    this_month = month()
-    user_key = scripts.budget_key("u", grant.user_id, this_month)
-    org_key = scripts.budget_key("o", grant.org_id, this_month)
+    keys = limit_keys(grant)
     has_org = grant.org_id is not None
     answer = await wire().evalsha(
         scripts.RESERVE,
         RESERVE_SHA,
-        [rate_key, conc_key, user_key, org_key],
+        keys,
         [
             grant.rpm,
             grant.tpm,
@@ -156,7 +180,7 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     if verdict != "ok":
         raise refusal(verdict, grant, tokens, int(answer[5]), headers)
     return Reservation(
-        [rate_key, conc_key, user_key, org_key],
+        keys,
         request_id,
         grant.tpm,
         has_org,
@@ -199,12 +223,14 @@ def refusal(
 Settlement = tuple[Reservation, int, int]  # reservation, tokens used, micro-CNY spent
 
 
-def settle_command(settlements: list[Settlement]) -> tuple[Any, ...]:
+def settle_command(
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+) -> tuple[Any, ...]:
     """One script call that settles every reservation in ``settlements`` (in order):
-    correct tokens and spend by what was really used, free the slots. The gateway sends
-    it together with the usage events' XADDs (see :func:`settle`)."""
+    correct tokens and spend by what was really used, free the slots; then appends
+    ``entries`` (packed usage events) to ``stream``, trimmed to about ``maxlen``."""
     keys: list[str] = []
-    args: list[Any] = []
+    args: list[Any] = [maxlen]
     for reservation, tokens_used, spend_used_ucny in settlements:
         keys += reservation.keys
         args += (
@@ -214,20 +240,22 @@ def settle_command(settlements: list[Settlement]) -> tuple[Any, ...]:
             spend_used_ucny - reservation.spend_ucny,
             int(reservation.has_org),
         )
-    return ("EVALSHA", SETTLE_SHA, len(keys), *keys, *args)
+    keys.append(stream)
+    return ("EVALSHA", SETTLE_SHA, len(keys), *keys, *args, *entries)
 
 
-async def settle(settlements: list[Settlement], *more: tuple[Any, ...]) -> None:
-    """Settle ``settlements`` (if any) and run ``more`` commands, in one round trip.
+async def settle(
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+) -> None:
+    """:func:`settle_command` in one round trip, loading the script if Redis lacks it.
 
     Raises Redis' errors when Redis is unreachable."""
-    commands = [*([settle_command(settlements)] if settlements else []), *more]
-    if not commands:
+    if not settlements and not entries:
         return
-    replies = await wire().execute(*commands)
-    if settlements and is_noscript(replies[0]):
-        load = ("SCRIPT", "LOAD", scripts.SETTLE)
-        await wire().execute(load, settle_command(settlements))
+    command = settle_command(settlements, stream, maxlen, entries)
+    (reply,) = await wire().execute(command)
+    if is_noscript(reply):
+        await wire().execute(("SCRIPT", "LOAD", scripts.SETTLE), command)
 
 
 def _sha(script: str) -> str:

@@ -174,14 +174,17 @@ if ARGV[12] == '1' then count(KEYS[4]) end
 return answer('ok', req, tok, 0)
 """
 
-# KEYS: for each settlement, its rate buckets, in-flight set, user budget, org budget.
-# ARGV: for each settlement, tpm, request id, token delta (actual - reserved), micro-CNY
-# delta, has org (0/1). Settles them in order; returns how many.
+# KEYS: for each settlement, its rate buckets, in-flight set, user budget, org budget;
+# then the usage stream.
+# ARGV: the stream's approximate maximum length; for each settlement, tpm, request id,
+# token delta (actual - reserved), micro-CNY delta, has org (0/1); then usage events,
+# each one packed entry field. Settles in order, then appends the events (one field,
+# "e", each); returns how many settlements.
 SETTLE = """
 local now
-local n = #ARGV / 5
+local n = (#KEYS - 1) / 4
 for i = 0, n - 1 do
-  local k, a = i * 4, i * 5
+  local k, a = i * 4, 1 + i * 5
   redis.call('ZREM', KEYS[k + 2], ARGV[a + 2])
   local tpm, delta, spend = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   if tpm > 0 and delta ~= 0 then
@@ -204,6 +207,10 @@ for i = 0, n - 1 do
       redis.call('HINCRBY', KEYS[k + 4], 'ucny', spend)
     end
   end
+end
+local stream = KEYS[#KEYS]
+for i = 2 + n * 5, #ARGV do
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
 end
 return n
 """

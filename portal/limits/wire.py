@@ -6,7 +6,10 @@ third of its throughput. This is the minimum the hot path needs: one connection 
 event loop, commands written as they come (``hiredis.pack_command``) and replies parsed
 by ``hiredis.Reader`` and handed to waiting requests in order — Redis answers in order,
 so concurrent requests share the connection, and everything sent during one turn of the
-event loop goes out in one write (automatic pipelining).
+event loop goes out in one write (automatic pipelining). A command can also be queued
+before it is complete and without hurry (:meth:`Wire.queue`): it keeps its place in the
+write order, rides along with the next command sent (or goes out after a short wait),
+and is packed when the write goes out, so callers can add to it until then.
 
 Failures surface as redis-py's own ``ConnectionError``/``TimeoutError``, so callers treat
 them like any Redis error: connecting is limited to one second, and a reply that takes
@@ -17,11 +20,12 @@ command. The next command reconnects.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -29,8 +33,17 @@ from django.conf import settings
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as ReplyTimeout
 
+logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 1.0
 REPLY_TIMEOUT_S = 2.0
+
+
+class Deferred(Protocol):
+    """A command queued before it is complete (see :meth:`Wire.queue`)."""
+
+    def pack(self) -> bytes:
+        """The command, packed (``hiredis.pack_command``); must not raise."""
+        ...
 
 
 class _Protocol(asyncio.Protocol):
@@ -40,7 +53,10 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.watchdog: asyncio.TimerHandle | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | Deferred] = []
+        self.flusher: asyncio.Handle | None = None
+        self.flush_later = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -65,22 +81,44 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Any]]:
+    def send(
+        self, payload: bytes | Deferred, count: int, within_s: float = 0.0
+    ) -> list[asyncio.Future[Any]]:
+        """Queue ``payload`` (``count`` commands) for this turn's write, or with
+        ``within_s`` for the next write that goes out within that many seconds."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = time.monotonic()
         futures = [loop.create_future() for _ in range(count)]
         self.waiters.extend((f, now) for f in futures)
-        if not self.pending:
-            loop.call_soon(self._flush)
         self.pending.append(payload)
+        if self.flusher is None:
+            if within_s:
+                self.flusher, self.flush_later = loop.call_later(within_s, self._flush), True
+            else:
+                self.flusher, self.flush_later = loop.call_soon(self._flush), False
+        elif self.flush_later and not within_s:
+            self.flusher.cancel()
+            self.flusher, self.flush_later = loop.call_soon(self._flush), False
         if self.watchdog is None:
             self.watchdog = loop.call_later(REPLY_TIMEOUT_S, self._check)
         return futures
 
     def _flush(self) -> None:
-        """Everything sent during one turn of the event loop goes out in one write."""
-        payload, self.pending = b"".join(self.pending), []
+        """Everything queued since the last write goes out in one write."""
+        self.flusher = None
+        pending, self.pending = self.pending, []
+        try:
+            payload = b"".join(p if isinstance(p, bytes) else p.pack() for p in pending)
+        except Exception:
+            # A command missing from the write would hand every later reply to the
+            # wrong waiter: fail them all and start over on a new connection instead.
+            logger.exception("a queued Redis command could not be packed")
+            self.lost = True
+            self._fail(ConnectionError("a queued command could not be packed"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
         if self.transport is not None and not self.lost:
             self.transport.write(payload)
 
@@ -152,15 +190,20 @@ class Wire:
         futures = protocol.send(payload, len(commands))
         return [await f for f in futures]
 
-    def send_now(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]] | None:
-        """Queue ``commands`` on the open connection at once, ahead of anything sent
-        later, without waiting: their replies' futures (raw: errors as
-        ``hiredis.ReplyError``), or None when there is no open connection."""
+    def queue(self, command: Deferred, within_s: float) -> asyncio.Future[Any] | None:
+        """Queue ``command`` on the open connection at once, ahead of anything sent later,
+        to be packed when the next write goes out: with the next command sent without
+        delay, or after ``within_s`` seconds at the latest. Its reply's future (raw: an
+        error as ``hiredis.ReplyError``), or None when there is no open connection."""
         protocol = self.protocol
         if protocol is None or protocol.lost:
             return None
-        payload = b"".join(hiredis.pack_command(c) for c in commands)
-        return protocol.send(payload, len(commands))
+        return protocol.send(command, 1, within_s)[0]
+
+    def queued_last(self, command: Deferred) -> bool:
+        """Whether ``command`` is still unsent and nothing was queued after it."""
+        protocol = self.protocol
+        return protocol is not None and bool(protocol.pending) and protocol.pending[-1] is command
 
     async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write; their replies (errors as ``ResponseError``)."""
@@ -170,7 +213,13 @@ class Wire:
     async def evalsha(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script by its hash, loading it first if Redis does not know it."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
-        (reply,) = await self.execute(command)
+        protocol = self.protocol
+        if protocol is not None and not protocol.lost:  # the hot path: one future to await
+            reply = await protocol.send(hiredis.pack_command(command), 1)[0]
+            if isinstance(reply, hiredis.ReplyError):
+                reply = ResponseError(str(reply))
+        else:
+            (reply,) = await self.execute(command)
         if is_noscript(reply):
             await self.execute(("SCRIPT", "LOAD", script))
             (reply,) = await self.execute(command)

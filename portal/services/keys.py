@@ -472,13 +472,33 @@ async def resolve_grant(raw: str, client: str = "-") -> KeyGrant | None:
     key_hash = hash_key(raw)
     memo = _local_grants.get(key_hash)
     if memo is not None and memo[1] > time.monotonic():
-        grant = memo[0]
-    else:
-        grant = await _shared_grant(raw, key_hash, client)
-        if len(_local_grants) >= LOCAL_MAX_ENTRIES:
-            _local_grants.clear()
-        _local_grants[key_hash] = (grant, time.monotonic() + LOCAL_TTL_S)
-    return _unexpired(grant)
+        return _unexpired(memo[0])
+    # Requests that miss the memo together (it just ran out, under load) share one
+    # look-up, in a task of its own so that a caller hanging up does not cancel it.
+    ident = (key_hash, client)
+    lookup = _lookups.get(ident)
+    if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+        lookup = _lookups[ident] = asyncio.ensure_future(_remembered(raw, key_hash, client))
+        lookup.add_done_callback(lambda done: _forget_lookup(ident, done))
+    return _unexpired(await asyncio.shield(lookup))
+
+
+_lookups: dict[tuple[str, str], asyncio.Future[KeyGrant | None]] = {}
+
+
+async def _remembered(raw: str, key_hash: str, client: str) -> KeyGrant | None:
+    grant = await _shared_grant(raw, key_hash, client)
+    if len(_local_grants) >= LOCAL_MAX_ENTRIES:
+        _local_grants.clear()
+    _local_grants[key_hash] = (grant, time.monotonic() + LOCAL_TTL_S)
+    return grant
+
+
+def _forget_lookup(ident: tuple[str, str], done: asyncio.Future[KeyGrant | None]) -> None:
+    if _lookups.get(ident) is done:
+        del _lookups[ident]
+    if not done.cancelled():
+        done.exception()  # retrieved: the callers that still wait get it themselves
 
 
 async def resolve_grant_uncached(raw: str) -> KeyGrant | None:

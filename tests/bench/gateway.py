@@ -31,13 +31,15 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -421,28 +423,69 @@ class Plan:
     warmup: int
     threads: int
     clients: list[int]
+    rounds: int = 1
 
 
-def measure(target: str, url: str, scripts: dict[bool, Path], plan: Plan) -> tuple[list[Cell], int]:
-    """The cells of one target, and how many requests were sent (warm-ups included)."""
+@dataclass
+class Target:
+    """One server to measure: its name in the report, URL and wrk scripts."""
+
+    name: str
+    url: str
+    scripts: dict[bool, Path]
+
+
+def measure(
+    targets: list[Target], plan: Plan, events: Callable[[], int] = lambda: 0
+) -> tuple[list[Cell], dict[str, tuple[int, int]]]:
+    """Every cell of every target, in ``plan.rounds`` rounds that take the targets in
+    turn (in reverse order every other round), so that a change in the machine's load
+    falls on all of them alike; a cell's numbers are the medians of its rounds (errors:
+    the sum). Also, per target, the usage events published during its runs (``events``
+    reads the stream's length) and the requests sent, warm-ups included."""
+    counts = {t.name: [0, 0] for t in targets}
     cells = []
-    sent = 0
     for stream in (False, True):
         for clients in plan.clients:
-            if plan.warmup > 0:
-                sent += run_wrk(url, scripts[stream], clients, plan.threads, plan.warmup)[
-                    "requests"
-                ]
-            raw = run_wrk(url, scripts[stream], clients, plan.threads, plan.seconds)
-            sent += raw["requests"]
-            cell = Cell.from_wrk(target, stream, clients, raw)
-            say(
-                f"{target:<32} stream={stream!s:<5} clients={clients:<3} "
-                f"{cell.rps:8.0f} req/s  p50 {cell.p50_ms:7.2f} ms  "
-                f"p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}"
-            )
-            cells.append(cell)
-    return cells, sent
+            runs: dict[str, list[Cell]] = {t.name: [] for t in targets}
+            for turn in range(plan.rounds):
+                for target in targets if turn % 2 == 0 else targets[::-1]:
+                    before = events()
+                    seconds = [plan.warmup] if turn == 0 and plan.warmup > 0 else []
+                    for duration in [*seconds, plan.seconds]:
+                        raw = run_wrk(
+                            target.url, target.scripts[stream], clients, plan.threads, duration
+                        )
+                        counts[target.name][1] += raw["requests"]
+                    time.sleep(0.2)  # the last answers' usage events land before the count
+                    counts[target.name][0] += events() - before
+                    runs[target.name].append(Cell.from_wrk(target.name, stream, clients, raw))
+            for target in targets:
+                cell = median_cell(runs[target.name])
+                say(
+                    f"{target.name:<32} stream={stream!s:<5} clients={clients:<3} "
+                    f"{cell.rps:8.0f} req/s  p50 {cell.p50_ms:7.2f} ms  "
+                    f"p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}"
+                    + (f"  (median of {plan.rounds})" if plan.rounds > 1 else "")
+                )
+                cells.append(cell)
+    order = {t.name: i for i, t in enumerate(targets)}
+    cells.sort(key=lambda c: order[c.target])  # stable: each target's cells in run order
+    return cells, {name: (n[0], n[1]) for name, n in counts.items()}
+
+
+def median_cell(runs: list[Cell]) -> Cell:
+    """One cell from several runs of it: median req/s, p50 and p99; errors summed."""
+    first = runs[0]
+    return Cell(
+        first.target,
+        first.stream,
+        first.clients,
+        statistics.median(c.rps for c in runs),
+        statistics.median(c.p50_ms for c in runs),
+        statistics.median(c.p99_ms for c in runs),
+        sum(c.errors for c in runs),
+    )
 
 
 # --- profiling ------------------------------------------------------------------------
@@ -757,7 +800,11 @@ def render(
         "`LITELLM_LOCAL_MODEL_COST_MAP=True`, telemetry off, HTTP(S)_PROXY pointed at a "
         "local trap) routing one model (`openai/…`, `api_base` = the stub) to the same stub "
         f"with its default settings. wrk {plan.threads} thread(s), closed loop, "
-        f"{plan.warmup:g} s warm-up then {plan.seconds:g} s measured per row; latency is to "
+        f"{plan.warmup:g} s warm-up then {plan.seconds:g} s measured per run; each row is "
+        f"the median of {plan.rounds} run(s) (errors: their sum). *direct* and the 1-worker "
+        "gateway with limits on and off run side by side and are measured in turn, round "
+        "after round (the order reversed every other round), so a change in the machine's "
+        "load falls on all three alike; the others are measured after. Latency is to "
         "the last byte (the whole stream when streamed). The load generator, the proxies, "
         "the stub, Redis and PostgreSQL share the same CPUs. Added latency = proxy − "
         "direct at the same stream/clients; at 64 clients the servers are saturated, so "
@@ -845,6 +892,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "measured with limits off and compared)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs per row, taken in turn with the other targets measured alongside "
+        "(direct, limits on, limits off); the report gives their medians",
+    )
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
@@ -858,6 +912,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def plan_of(args: argparse.Namespace) -> Plan:
+    clients = [int(n) for n in args.clients.split(",")]
+    return Plan(args.seconds, args.warmup, args.threads, clients, max(args.rounds, 1))
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -866,19 +925,30 @@ def gateway_name(workers: int, limits: bool) -> str:
     return f"gateway, limits {'on' if limits else 'off'} ({workers} worker{'s' * (workers > 1)})"
 
 
-def measure_gateway(
-    stack: Stack, workers: int, limits: bool, plan: Plan, args: argparse.Namespace, facts: Facts
+def measure_gateways(
+    stack: Stack, workers: int, both: bool, plan: Plan, args: argparse.Namespace, facts: Facts
 ) -> list[Cell]:
-    name = gateway_name(workers, limits)
+    """The gateway with ``workers`` workers, limits on and (``both``) off, running side
+    by side and measured in turn (see :func:`measure`); *direct* too when ``both``."""
     scripts = write_scripts(stack.root, stack.key, SERVED_NAME, "gateway")
-    with stack.gateway(workers, limits) as (url, pid, headers):
-        if "x-ratelimit-limit-requests" in headers:
-            facts.ratelimit_header[name] = headers["x-ratelimit-limit-requests"]
-        events = stack.usage_events()
-        cells, sent = measure(name, url, scripts, plan)
-        facts.metered[name] = (stack.usage_events() - events, sent)
-        if args.profile is not None and workers == 1 and limits:
-            profile(pid, url, scripts[False], plan, args.profile)
+    with ExitStack() as running:
+        targets = []
+        if both:
+            direct = write_scripts(stack.root, stack.key, SERVED_NAME, "direct")
+            targets.append(Target(DIRECT, stack.stub_url, direct))
+        pid_on = 0
+        for limits in (True, False) if both else (True,):
+            name = gateway_name(workers, limits)
+            url, pid, headers = running.enter_context(stack.gateway(workers, limits))
+            if "x-ratelimit-limit-requests" in headers:
+                facts.ratelimit_header[name] = headers["x-ratelimit-limit-requests"]
+            pid_on = pid_on or pid
+            targets.append(Target(name, url, scripts))
+        cells, counts = measure(targets, plan, stack.usage_events)
+        facts.metered.update({t.name: counts[t.name] for t in targets if t.name != DIRECT})
+        if args.profile is not None and workers == 1:
+            on = targets[1] if both else targets[0]
+            profile(pid_on, on.url, scripts[False], plan, args.profile)
     return cells
 
 
@@ -902,7 +972,8 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
             # Its first answers are slow (lazy imports): a generous limit for the check.
             check_relay(url, key, model, "LiteLLM", timeout=60)
             say(f"LiteLLM {facts.litellm_version} on {url}")
-            cells, _ = measure(LITELLM, url, write_scripts(stack.root, key, model, "litellm"), plan)
+            scripts = write_scripts(stack.root, key, model, "litellm")
+            cells, _ = measure([Target(LITELLM, url, scripts)], plan)
     except (RuntimeError, OSError) as exc:
         # Keep the gateway's numbers: report why LiteLLM has none.
         facts.litellm_error = str(exc).splitlines()[0]
@@ -914,18 +985,15 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
 
 
 def run(args: argparse.Namespace, root: Path, facts: Facts) -> list[Cell]:
-    plan = Plan(args.seconds, args.warmup, args.threads, [int(n) for n in args.clients.split(",")])
+    plan = plan_of(args)
     workers = [int(n) for n in args.workers.split(",")]
     stack = Stack(root)
     try:
         stack.start()
         facts.key_limits = stack.key_limits
-        scripts = write_scripts(root, stack.key, SERVED_NAME, "direct")
-        cells, _ = measure(DIRECT, stack.stub_url, scripts, plan)
-        cells += measure_gateway(stack, workers[0], True, plan, args, facts)
-        cells += measure_gateway(stack, workers[0], False, plan, args, facts)
+        cells = measure_gateways(stack, workers[0], True, plan, args, facts)
         for count in workers[1:]:
-            cells += measure_gateway(stack, count, True, plan, args, facts)
+            cells += measure_gateways(stack, count, False, plan, args, facts)
         if not args.no_litellm:
             cells += measure_litellm(stack, plan, facts)
         else:
@@ -955,7 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     workers = [int(n) for n in args.workers.split(",")]
-    plan = Plan(args.seconds, args.warmup, args.threads, [])
+    plan = plan_of(args)
     section = render(cells, plan, workers, load_before, facts)
     print("\n" + section)
     if args.output is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from compute.metering import STREAM, UsageEvent
+from compute.metering import PACKED, STREAM, UsageEvent
 from compute.metering.services import stream_client
 
 
@@ -49,5 +49,6 @@ def usage_event(user_id: int, **fields: Any) -> UsageEvent:
 
 
 def publish(client: Any, *events: UsageEvent) -> None:
+    """Append ``events`` as the gateway does: one packed field each."""
     for event in events:
-        client.xadd(STREAM, event.encode())
+        client.xadd(STREAM, {PACKED: event.pack()})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from compute.metering import STREAM
+from compute.metering import PACKED, STREAM
 from compute.metering.models import UsageHourly, UsageRecord
 from compute.metering.services import GROUP, ensure_group
 from compute.metering.tasks import drain_usage
@@ -79,6 +81,28 @@ def test_malformed_events_are_dropped_without_blocking_the_rest(db, stream, owne
     assert drain_usage() == 1
     assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [good.request_id]
     assert stream.xlen(STREAM) == 0
+
+
+def test_malformed_packed_events_are_dropped_without_blocking_the_rest(db, stream, owner):
+    good = usage_event(owner.user.pk)
+    stream.xadd(STREAM, {PACKED: "{not json"})
+    stream.xadd(STREAM, {PACKED: json.dumps([1, 2])})
+    stream.xadd(STREAM, {PACKED: json.dumps({**asdict(good), "request_id": "b", "ts": "soon"})})
+    stream.xadd(STREAM, {PACKED: json.dumps({**asdict(good), "request_id": "c", "status": []})})
+    publish(stream, good)
+
+    assert drain_usage() == 1
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [good.request_id]
+    assert stream.xlen(STREAM) == 0
+
+
+def test_entries_with_a_field_per_attribute_from_earlier_gateways_are_read(db, stream, owner):
+    earlier = usage_event(owner.user.pk, org_id=None, ttft_ms=12.5, stream=True)
+    stream.xadd(STREAM, earlier.encode())
+
+    assert drain_usage() == 1
+    record = UsageRecord.objects.get()
+    assert (record.request_id, record.stream, record.ttft_ms) == (earlier.request_id, True, 12.5)
 
 
 def test_pending_entries_trimmed_from_the_stream_do_not_clog_reclaiming(db, stream, owner):

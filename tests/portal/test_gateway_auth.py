@@ -122,3 +122,21 @@ def test_unreachable_redis_fails_closed_unless_configured_open(
     ):
         served = httpx.post(f"{tolerant}/v1/chat/completions", headers=headers, json=body)
         assert served.status_code == 200, served.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_missing_the_memo_together_share_one_look_up(owner):
+    from portal.services import keys
+
+    def lookups() -> int:
+        return int(sync_redis().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def twenty_at_once() -> list[Any]:
+        keys._local_grants.clear()
+        return list(await asyncio.gather(*(keys.resolve_grant(owner.key, "t") for _ in range(20))))
+
+    asyncio.run(twenty_at_once())  # the grant is now cached in Redis
+    before = lookups()
+    grants = asyncio.run(twenty_at_once())
+    assert lookups() - before == 1
+    assert {g.user_id for g in grants} == {owner.user.pk}

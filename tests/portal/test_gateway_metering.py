@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from compute.agent.procs import wait_for
-from compute.metering import STREAM, UsageEvent
+from compute.metering import PACKED, STREAM, UsageEvent
 from compute.models import Deployment
 from portal.models import APIKey
 from portal.models.keys import hash_key
@@ -182,14 +182,12 @@ def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
     assert response.headers["x-request-id"] not in recorded
 
 
-def test_stream_fields_match_the_event_encoding():
-    from portal.gateway.ledger import stream_fields
-
+def test_a_packed_event_reads_back_as_the_same_event():
     event = UsageEvent(
         "r", 1.5, None, 3, 4, "m", None, 5, 6, "chat", True, 200, "", 1, 2, 3.25, None, "0.01"
     )
-    flat = stream_fields(event)
-    assert dict(zip(flat[::2], flat[1::2], strict=True)) == event.encode()
+    assert UsageEvent.decode({PACKED.encode(): event.pack().encode()}) == event
+    assert UsageEvent.decode(event.encode()) == event
 
 
 def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlements(
@@ -232,6 +230,25 @@ def test_a_burst_of_concurrent_requests_gives_one_event_each_and_exact_settlemen
     assert completion == sum(1 + i % 7 for i in range(count))
     assert budget_used("u", owner.user.pk, "tok") == prompt + completion
     assert budget_used("u", owner.user.pk, "ucny") == prompt * 3 + completion * 7
+
+
+def test_settlement_and_usage_survive_redis_forgetting_the_scripts(live_portal, owner, engine):
+    """After a Redis restart (its scripts gone) the first settlement is retried once the
+    script is loaded again: the slot is freed, the budget is exact, the event is there."""
+    from tests.portal.test_limits import budget_used
+
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner, max_concurrent=1)
+    sync_redis().script_flush()
+    response = httpx.post(
+        f"{live_portal}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 200, response.text
+    event = events_for([response.headers["x-request-id"]])[response.headers["x-request-id"]]
+    used = event.prompt_tokens + event.completion_tokens
+    assert used > 0 and budget_used("u", owner.user.pk, "tok") == used
 
 
 def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():

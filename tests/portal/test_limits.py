@@ -277,3 +277,50 @@ def test_a_clients_next_request_sees_the_slot_its_last_one_freed(live_portal, mo
             for _ in range(20)
         ]
     assert codes == [200] * 20
+
+
+def test_budget_keys_turn_over_with_the_utc_month():
+    from datetime import UTC, datetime
+
+    from portal import limits
+    from portal.services.keys import KeyGrant
+
+    grant = KeyGrant(key_id=7, user_id=3, is_superuser=False, org_roles={}, expires_at=None)
+    last_moment = datetime(2026, 1, 31, 23, 59, 59, 900_000, tzinfo=UTC).timestamp()
+    assert limits.limit_keys(grant, last_moment)[2:] == [
+        "openmaas:budget:u:3:202601",
+        "openmaas:budget:o:0:202601",
+    ]
+    assert limits.limit_keys(grant, last_moment + 0.2) == [
+        "openmaas:rl:k7",
+        "openmaas:rl:k7:conc",
+        "openmaas:budget:u:3:202602",
+        "openmaas:budget:o:0:202602",
+    ]
+    assert limits.limit_keys(grant, last_moment)[2] == "openmaas:budget:u:3:202601"
+
+
+def test_a_queued_command_that_cannot_be_packed_fails_its_write_not_later_replies(settings):
+    """Replies are matched to waiters by position: a command missing from a write must
+    fail the connection's waiters (and reconnect), never shift replies onto others."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from portal.limits.wire import Wire
+
+    class Broken:
+        def pack(self) -> bytes:
+            raise ValueError("cannot pack")
+
+    async def run() -> tuple[Any, Any, Any]:
+        connection = Wire(settings.REDIS_URL)
+        await connection.execute(("PING",))
+        echo = asyncio.ensure_future(connection.execute(("ECHO", "before")))
+        await asyncio.sleep(0)  # the ECHO is queued ahead of the broken command
+        broken = connection.queue(Broken(), 0.0)
+        assert broken is not None
+        outcomes = await asyncio.gather(echo, broken, return_exceptions=True)
+        return outcomes[0], outcomes[1], await connection.execute(("ECHO", "after"))
+
+    echoed, broken, after = asyncio.run(run())
+    assert isinstance(echoed, RedisConnectionError) and isinstance(broken, RedisConnectionError)
+    assert after == [b"after"]
