@@ -103,3 +103,31 @@ def test_a_pipeline_run_makes_a_child_version_with_exactly_the_expected_rows(
     assert DatasetJob.objects.filter(
         version=child, kind=JobKind.INGEST, status="succeeded"
     ).exists()
+
+
+def test_no_job_can_start_on_a_version_that_failed_validation(
+    owner: Any, make_dataset: Any
+) -> None:
+    from datasets.services.lineage import record_use
+    from portal.errors import Conflict
+
+    # given a version with a planted error on line 2
+    broken = jsonl(ROWS[:1]) + "{not json\n" + jsonl(ROWS[1:2])
+    repo = make_dataset(owner.user, "broken", files={"train.jsonl": broken})
+    version = repo.versions.get(number=1)
+    assert version.state == VersionState.INVALID
+    problem = version.report["train.jsonl"]["problems"][0]
+    assert (problem["line"], problem["reason"]) == (2, "invalid_json")
+    # then neither a processing run nor another sub-platform's job may use it
+    for start in (
+        lambda: start_processing(version, owner.user, STEPS),
+        lambda: record_use(version, "fine_tune", "ftjob-1"),
+    ):
+        try:
+            start()
+        except Conflict as refused:
+            assert refused.code == "dataset_not_ready"
+        else:
+            raise AssertionError("a job started on an invalid version")
+    assert not DatasetJob.objects.filter(kind=JobKind.PROCESS).exists()
+    assert not DatasetUse.objects.exists()
