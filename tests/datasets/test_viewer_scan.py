@@ -99,3 +99,14 @@ def test_filter_over_many_blocks_pages_through_every_match_in_order(
     expected = [i for i, r in enumerate(records) if FILTERS[where](r)]
     found, last = every_match(split, where, lambda at: filter(split, where, at, 100))
     assert found == expected and last["num_rows_total"] == len(expected)
+
+
+def test_a_query_left_unfinished_on_this_thread_does_not_break_the_next_call(
+    split: Path,
+) -> None:
+    from datasets.viewer.query import cursor
+
+    # given a result read only in part (as an aggregate's fetchone leaves it)
+    cursor().execute("SELECT * FROM range(10)").fetchone()
+    # then the viewer still answers on this thread
+    assert search(split, "model", 0, 5)["rows"]
