@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,8 @@ def run_part(module: str, args: Sequence[str]) -> tuple[str, float]:
     took = time.monotonic() - started
     if done.returncode:
         return f"(failed with exit status {done.returncode}; see its output above)\n", took
-    return done.stdout.strip() + "\n", took
+    # A part's own headings sit under this section's "###" title.
+    return re.sub(r"(?m)^#{1,3} ", "#### ", done.stdout.strip()) + "\n", took
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

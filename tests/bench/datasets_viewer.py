@@ -153,8 +153,8 @@ def connections() -> list[str]:
         cursor().execute("SELECT 42").fetchall()
 
     return [
-        line("DuckDB: new connection per call", timed([fresh] * 200)),
-        line("DuckDB: thread-local cursor", timed([shared] * 200)),
+        line("DuckDB: a new database per call", timed([fresh] * 200)),
+        line("DuckDB: a cursor on the shared database (the viewer)", timed([shared] * 200)),
     ]
 
 
