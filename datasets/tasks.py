@@ -12,8 +12,9 @@ from portal.jobs import queued_since, requeue_stale, run_job
 
 @shared_task(name="datasets.tasks.run_dataset_job", ignore_result=True)
 def run_dataset_job(job_id: int) -> None:
-    job = run_job(DatasetJob, job_id, jobs.handle)
-    if job is not None:
+    run_job(DatasetJob, job_id, jobs.handle)
+    job = DatasetJob.objects.filter(pk=job_id).first()
+    if job is not None:  # also a job cancelled while it was queued
         jobs.release_finished_uses(job)
 
 

@@ -135,7 +135,7 @@ def _repo(request: HttpRequest, namespace: str, name: str) -> DatasetRepo | None
 def _version(repo: DatasetRepo, wanted: str | None) -> DatasetVersion | None:
     """The version asked for by number, else the newest one."""
     chosen = repo.versions.all()
-    if wanted and wanted.isdigit():
+    if wanted and wanted.isascii() and wanted.isdigit():
         return chosen.filter(number=int(wanted)).first()
     return chosen.first()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,18 +28,21 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await django_app(scope, receive, send)
 
 
-UPLOAD_PREFIXES = ("/v1/files", "/api/datasets/")
+VERSION_UPLOAD = re.compile(r"^/api/datasets/[^/]+/[^/]+/versions/$")
 
 
 def body_limit(path: str) -> int:
     """The most bytes a request body to ``path`` may carry. Django's ASGI handler reads a
     whole body (to a temporary file) before any view or upload handler runs, so the
-    limit is enforced here, before that."""
+    limit is enforced here, before that; only the upload endpoints take files."""
     from django.conf import settings
 
-    if path.startswith(UPLOAD_PREFIXES):
-        files = max(settings.FILES_MAX_BYTES, settings.DATASET_MAX_FILE_BYTES)
-        return files + 1024 * 1024  # multipart framing and form fields
+    framing = 1024 * 1024  # multipart boundaries and form fields
+    if path.startswith("/v1/files"):
+        return settings.FILES_MAX_BYTES + framing
+    if VERSION_UPLOAD.match(path):
+        files = settings.DATASET_MAX_FILE_BYTES * settings.DATASET_MAX_FILES_PER_VERSION
+        return files + framing
     return 2 * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 

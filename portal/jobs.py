@@ -34,6 +34,14 @@ class JobCancelled(Exception):
     """Raised inside a handler (by :meth:`JobContext.progress`) when a cancel arrived."""
 
 
+class JobLost(Exception):
+    """Raised inside a handler whose job was requeued under it (presumed dead) and is
+    now another attempt's: this one stops without touching the job."""
+
+
+MAX_ATTEMPTS = 3
+
+
 class JobContext:
     """What a handler gets besides its job: progress reports that double as heartbeats
     and cancellation checks, throttled to one database write every couple of seconds."""
@@ -63,9 +71,11 @@ class JobContext:
             return
         self._last = now
         model = type(self.job)
-        model.objects.filter(pk=self.job.pk).update(  # type: ignore[attr-defined]
-            progress=self._fraction, heartbeat_at=timezone.now()
+        mine = model.objects.filter(  # type: ignore[attr-defined]
+            pk=self.job.pk, status=JobStatus.RUNNING, attempts=self.job.attempts
         )
+        if not mine.update(progress=self._fraction, heartbeat_at=timezone.now()):
+            raise JobLost
         self.job.progress = self._fraction
         if model.objects.filter(pk=self.job.pk, cancel_requested=True).exists():  # type: ignore[attr-defined]
             raise JobCancelled
@@ -89,6 +99,9 @@ def run_job(model: type[J], pk: int, handler: Handler[J]) -> J | None:
         return None
     try:
         result = handler(job, JobContext(job))
+    except JobLost:
+        logger.warning("%s %s was requeued while this attempt ran; stopping", model.__name__, pk)
+        return None
     except JobCancelled:
         job.transition(JobStatus.CANCELLED, "cancelled")
     except PlatformError as exc:
@@ -123,12 +136,16 @@ def request_cancel(job: Job) -> Job:
 
 
 def requeue_stale(model: type[Job], silent_for_s: float) -> list[int]:
-    """Put back in the queue every running job without a heartbeat for ``silent_for_s``;
-    returns their ids, for the caller to enqueue again."""
+    """Put back in the queue every running job without a heartbeat for ``silent_for_s``
+    (or fail it after :data:`MAX_ATTEMPTS`); returns the ids requeued, for the caller
+    to enqueue again."""
     cutoff = timezone.now() - timedelta(seconds=silent_for_s)
     requeued = []
     for job in model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):  # type: ignore[attr-defined]
-        if job.transition(JobStatus.QUEUED, "worker went silent; queued again", progress=0.0):
+        if job.attempts >= MAX_ATTEMPTS:
+            message = f"its worker went silent {job.attempts} times; giving up"
+            job.transition(JobStatus.FAILED, message, error=message.capitalize() + ".")
+        elif job.transition(JobStatus.QUEUED, "worker went silent; queued again", progress=0.0):
             requeued.append(job.pk)
     return requeued
 

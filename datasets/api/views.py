@@ -320,5 +320,6 @@ class DatasetJobViewSet(DatasetViewSet):
     @action(detail=False, methods=["post"])
     def cancel(self, request: Request, job_id: str) -> Response:
         """Cancel a queued job now, or ask a running one to stop; 409 once it finished."""
-        job = request_cancel(self.get_job())
-        return Response(self.get_serializer(self.readable_jobs().get(pk=job.pk)).data)
+        job = self.readable_jobs().get(pk=request_cancel(self.get_job()).pk)
+        jobs.release_finished_uses(job)
+        return Response(self.get_serializer(job).data)

@@ -121,14 +121,16 @@ def set_star(user: Any, repo: DatasetRepo, starred: bool) -> DatasetRepo:
 
 def delete_repo(repo: DatasetRepo) -> None:
     """Delete a repo and its objects; refused while a job uses one of its versions."""
-    from datasets.services.versions import delete_version_objects
+    from datasets.services.versions import delete_repo_objects
 
     if DatasetUse.objects.filter(version__repo=repo, active=True).exists():
         raise Conflict("A version of this dataset is in use by a job.", code="dataset_in_use")
     if repo.origin == Origin.FILES:
         raise Conflict("This dataset is a file: delete it with DELETE /v1/files/{id}.")
-    for version in list(repo.versions.all()):
-        delete_version_objects(version)
+    from datasets.services.versions import refuse_while_jobs_run
+
+    refuse_while_jobs_run(repo.jobs.all())
+    delete_repo_objects(repo)
     with transaction.atomic():
         DatasetUse.objects.filter(version__repo=repo).delete()
         repo.delete()

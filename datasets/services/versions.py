@@ -341,10 +341,36 @@ def delete_version(version: DatasetVersion) -> None:
         raise Conflict(f"{version} is in use by a job.", code="dataset_in_use")
     if hasattr(version, "openai_file"):
         raise Conflict(f"{version} is the file {version.openai_file.pk}.", code="dataset_in_use")
+    refuse_while_jobs_run(version.jobs.all())
     delete_version_objects(version)
     with transaction.atomic():
         DatasetUse.objects.filter(version=version).delete()
         version.delete()
+
+
+def refuse_while_jobs_run(jobs: Any) -> None:
+    """Raise Conflict while any of ``jobs`` is queued or running (it reads the objects)."""
+    from portal.models.jobs import JobStatus
+
+    if jobs.filter(status__in=JobStatus.ACTIVE).exists():
+        raise Conflict(
+            "A job is still working on this dataset; cancel it or wait.", code="dataset_busy"
+        )
+
+
+def delete_repo_objects(repo: DatasetRepo) -> None:
+    """Remove every object of every version of ``repo`` (keys are never shared across
+    repos; within one, versions share blobs, so per-version deletion would keep them)."""
+    objects = store()
+    files = DatasetFile.objects.filter(version__repo=repo).select_related("upload")
+    keys: set[str] = set()
+    for record in files:
+        upload = getattr(record, "upload", None)
+        if upload is not None:
+            objects.abort_multipart(BUCKET, record.object_key, upload.upload_id)
+        keys.update(key for key in (record.object_key, record.parquet_key) if key)
+    for key in keys:
+        objects.delete(BUCKET, key)
 
 
 def delete_version_objects(version: DatasetVersion) -> None:

@@ -85,7 +85,10 @@ class Job(models.Model):
             values.setdefault("heartbeat_at", now)
         if new in JobStatus.TERMINAL:
             values["finished_at"] = now
-        if not type(self).objects.filter(pk=self.pk, status=old).update(**values):  # type: ignore[attr-defined]
+        # The attempt is part of the swap: a worker presumed dead and requeued must not
+        # finish the job that a later attempt now runs (running → queued → running).
+        current = type(self).objects.filter(pk=self.pk, status=old, attempts=self.attempts)  # type: ignore[attr-defined]
+        if not current.update(**values):
             return False
         for name, value in values.items():
             setattr(self, name, value)

@@ -111,3 +111,69 @@ def test_an_over_limit_file_is_refused_before_anything_is_stored(
     from datasets.services.versions import sha256_file
 
     assert not store().exists("datasets", dataset_blob_key(repo.pk, sha256_file(path)))
+
+
+def test_a_processing_run_cancelled_while_queued_releases_its_input(
+    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datasets.models import DatasetUse
+    from datasets.services.jobs import start_processing
+    from datasets.services.versions import delete_version
+
+    with django_capture_on_commit_callbacks(execute=False):
+        version = add_local_files(repo, owner.user, [chat_file])
+    tasks.run_dataset_job(ingest_job(version).pk)
+    version.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=False):
+        job = start_processing(version, owner.user, [{"step": "dedup_exact"}])
+    request_cancel(job)
+    tasks.run_dataset_job(job.pk)  # its message arrives after the cancel
+    assert not DatasetUse.objects.filter(version=version, active=True).exists()
+    DatasetJob.objects.filter(version=version).delete()  # the statistics job it queued
+    delete_version(version)
+    assert not repo.versions.exists()
+
+
+def test_deleting_a_repo_removes_blobs_its_versions_shared(
+    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datasets.services.repos import delete_repo
+
+    with django_capture_on_commit_callbacks(execute=False):
+        first = add_local_files(repo, owner.user, [chat_file])
+        add_local_files(repo, owner.user, [chat_file])  # same bytes: one blob
+    key = first.files.get().object_key
+    DatasetJob.objects.all().delete()
+    delete_repo(repo)
+    assert not store().exists("datasets", key)
+
+
+def test_an_attempt_presumed_dead_cannot_finish_the_job_a_later_attempt_runs(
+    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False):
+        version = add_local_files(repo, owner.user, [chat_file])
+    slow = ingest_job(version)
+    assert slow.transition(JobStatus.RUNNING, "first attempt", attempts=1)
+    # the sweep requeues it and a second attempt claims it
+    again = DatasetJob.objects.get(pk=slow.pk)
+    assert again.transition(JobStatus.QUEUED, "requeued")
+    assert again.transition(JobStatus.RUNNING, "second attempt", attempts=2)
+    # the first attempt, still alive, may not finish it
+    assert not slow.transition(JobStatus.SUCCEEDED, "first attempt done")
+    assert DatasetJob.objects.get(pk=slow.pk).status == JobStatus.RUNNING
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
+    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+) -> None:
+    from portal.jobs import MAX_ATTEMPTS, requeue_stale
+
+    with django_capture_on_commit_callbacks(execute=False):
+        version = add_local_files(repo, owner.user, [chat_file])
+    job = ingest_job(version)
+    assert job.transition(JobStatus.RUNNING, "last try", attempts=MAX_ATTEMPTS)
+    DatasetJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert requeue_stale(DatasetJob, 60) == []
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "3 times" in job.error
