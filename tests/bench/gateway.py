@@ -435,6 +435,20 @@ class Target:
     scripts: dict[bool, Path]
 
 
+def settled(read: Callable[[], int], every_s: float = 0.05, timeout_s: float = 2.0) -> int:
+    """``read()`` once two reads ``every_s`` apart agree (the last answers' usage events
+    have landed), or its last value at the deadline."""
+    last = read()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(every_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def measure(
     targets: list[Target], plan: Plan, events: Callable[[], int] = lambda: 0
 ) -> tuple[list[Cell], dict[str, tuple[int, int]]]:
@@ -457,8 +471,7 @@ def measure(
                             target.url, target.scripts[stream], clients, plan.threads, duration
                         )
                         counts[target.name][1] += raw["requests"]
-                    time.sleep(0.2)  # the last answers' usage events land before the count
-                    counts[target.name][0] += events() - before
+                    counts[target.name][0] += settled(events) - before
                     runs[target.name].append(Cell.from_wrk(target.name, stream, clients, raw))
             for target in targets:
                 cell = median_cell(runs[target.name])

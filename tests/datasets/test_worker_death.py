@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,12 @@ def test_a_validation_whose_worker_was_killed_is_finished_by_a_later_pass(
     # then the sweep (beat) sees its heartbeat stop, queues it again, and a worker
     # started later finishes it
     settings.DATASET_JOB_SILENT_S = 1
-    time.sleep(1.5)  # the heartbeat must be older than the (shortened) silence
-    assert job.pk in tasks.sweep_jobs()
+    wait_for(
+        lambda: job.pk in tasks.sweep_jobs(),
+        timeout_s=30,
+        what="the sweep to requeue the silent job",
+        interval_s=0.1,
+    )
     with celery_worker(tmp_path, "survivor"):
         wait_for(
             lambda: job_of(version).status in JobStatus.TERMINAL,
