@@ -88,6 +88,7 @@ def warm_search_index(local: Path) -> None:
     def build() -> None:
         try:
             build_search_index(local)
+            parquet_cache().evict()  # the index grew the cache
         except Exception:  # the next search builds it again and reports what fails
             logger.exception("building the search index of %s failed", local)
         finally:

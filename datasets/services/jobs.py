@@ -105,7 +105,7 @@ def ingest(job: DatasetJob, ctx: JobContext) -> dict[str, Any]:
             reports[record.path] = report.to_dict()
             source.unlink()
             done += record.size
-    return _settle_ingest(job, version, files, reports)
+    return _settle_ingest(job, version, reports)
 
 
 def _store_ingested(
@@ -142,9 +142,9 @@ def _revision(version: DatasetVersion, files: list[DatasetFile]) -> str:
 
 
 def _settle_ingest(
-    job: DatasetJob, version: DatasetVersion, files: list[DatasetFile], reports: dict[str, Any]
+    job: DatasetJob, version: DatasetVersion, reports: dict[str, Any]
 ) -> dict[str, Any]:
-    files = list(version.files.all())
+    files = list(version.files.all())  # re-read: ingest moved keys and set hashes
     valid = all(r["valid"] for r in reports.values())
     formats = {r["format"] for r in reports.values() if r.get("format")}
     rows = sum(r["rows"] for r in reports.values())

@@ -54,12 +54,15 @@ class ParquetCache:
         (its exceptions propagate and leave nothing behind). Safe to call concurrently
         from threads and processes: one fetch per key."""
         folder, target = self._entry(key)
+        fetched = False
         if not target.exists():
             with _locked(self.root / f"{folder.name}.lock"):
                 if not target.exists():
                     self._fetch(folder, target, fetch)
+                    fetched = True
         (folder / USED_MARK).touch()
-        self.evict()
+        if fetched:  # only a miss grows the cache; a hit needs no scan of it
+            self.evict()
         return target
 
     def _fetch(self, folder: Path, target: Path, fetch: Callable[[Path], None]) -> None:
