@@ -39,16 +39,24 @@ def repo(owner: Any) -> Any:
     return create_repo(owner.user, owner.user, "greetings")
 
 
+@pytest.fixture
+def queued(
+    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+) -> Any:
+    """A version whose ingest is queued; its message is not sent (no worker here)."""
+    with django_capture_on_commit_callbacks(execute=False):
+        return add_local_files(repo, owner.user, [chat_file])
+
+
 def ingest_job(version: Any) -> DatasetJob:
     return DatasetJob.objects.get(version=version, kind=JobKind.INGEST)
 
 
 def test_a_job_runs_once_however_often_its_message_arrives(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     # given a version whose ingest is queued (the message is not sent: no worker here)
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     job = ingest_job(version)
     # when the message arrives twice
     tasks.run_dataset_job(job.pk)
@@ -63,11 +71,10 @@ def test_a_job_runs_once_however_often_its_message_arrives(
 
 
 def test_a_job_whose_worker_died_is_requeued_and_finished_by_a_later_pass(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     # given an ingest that a worker claimed and then died in (running, heartbeat stopped)
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     job = ingest_job(version)
     assert job.transition(JobStatus.RUNNING, "claimed by a worker that then died", attempts=1)
     long_ago = timezone.now() - timedelta(hours=1)
@@ -86,10 +93,9 @@ def test_a_job_whose_worker_died_is_requeued_and_finished_by_a_later_pass(
 
 
 def test_a_queued_job_cancels_at_once_and_a_finished_one_cannot(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     job = request_cancel(ingest_job(version))
     assert job.status == JobStatus.CANCELLED
     tasks.run_dataset_job(job.pk)  # a late message does nothing
@@ -114,14 +120,13 @@ def test_an_over_limit_file_is_refused_before_anything_is_stored(
 
 
 def test_a_processing_run_cancelled_while_queued_releases_its_input(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     from datasets.models import DatasetUse
     from datasets.services.jobs import start_processing
     from datasets.services.versions import delete_version
 
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     tasks.run_dataset_job(ingest_job(version).pk)
     version.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=False):
@@ -149,10 +154,9 @@ def test_deleting_a_repo_removes_blobs_its_versions_shared(
 
 
 def test_an_attempt_presumed_dead_cannot_finish_the_job_a_later_attempt_runs(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     slow = ingest_job(version)
     assert slow.transition(JobStatus.RUNNING, "first attempt", attempts=1)
     # the sweep requeues it and a second attempt claims it
@@ -165,12 +169,11 @@ def test_an_attempt_presumed_dead_cannot_finish_the_job_a_later_attempt_runs(
 
 
 def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
-    repo: Any, owner: Any, chat_file: LocalFile, django_capture_on_commit_callbacks: Any
+    queued: Any, repo: Any, owner: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     from portal.jobs import MAX_ATTEMPTS, requeue_stale
 
-    with django_capture_on_commit_callbacks(execute=False):
-        version = add_local_files(repo, owner.user, [chat_file])
+    version = queued
     job = ingest_job(version)
     assert job.transition(JobStatus.RUNNING, "last try", attempts=MAX_ATTEMPTS)
     DatasetJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
