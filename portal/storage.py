@@ -7,6 +7,7 @@ the platform from ids and content hashes, never from user-supplied paths.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 from collections.abc import Iterator
 from datetime import timedelta
@@ -29,6 +30,12 @@ def model_blob_key(repo_id: int, sha256: str) -> str:
     """Content-addressed key of one model file: equal files share one object."""
     _check_hex(sha256)
     return f"repos/{int(repo_id)}/blobs/{sha256}"
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a local file: the content address of its object."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def dataset_blob_key(repo_id: int, sha256: str) -> str:

@@ -8,7 +8,6 @@ ingest, so a failed upload never leaves a half-written version that looks comple
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from datasets.models import (
     VersionState,
 )
 from portal.errors import Conflict, PlatformError
-from portal.storage import dataset_blob_key, dataset_staging_key, store
+from portal.storage import dataset_blob_key, dataset_staging_key, sha256_file, store
 
 BUCKET = "datasets"
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
@@ -96,14 +95,6 @@ def _check_sizes(sizes: Sequence[int], limit: int | None = None) -> None:
                 param="files",
                 status=413,
             )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _new_version(repo: DatasetRepo, user: Any, **fields: Any) -> DatasetVersion:

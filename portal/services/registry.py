@@ -29,7 +29,7 @@ from portal.models import (
     Visibility,
 )
 from portal.models.accounts import namespace_validator
-from portal.storage import model_blob_key, store
+from portal.storage import model_blob_key, sha256_file, store
 
 MAX_FILES = 2000
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -120,14 +120,9 @@ def _collect_files(manifest: Manifest) -> None:
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             raise ModelImportError(f"{rel} links outside the model directory.")
         if path.is_file():
-            manifest.files.append((rel.as_posix(), path, path.stat().st_size, _sha256(path)))
+            manifest.files.append((rel.as_posix(), path, path.stat().st_size, sha256_file(path)))
         if len(manifest.files) > MAX_FILES:
             raise ModelImportError(f"More than {MAX_FILES} files in the model directory.")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _check_weights(manifest: Manifest) -> None:

@@ -114,7 +114,7 @@ def test_an_over_limit_file_is_refused_before_anything_is_stored(
         add_local_files(repo, owner.user, [LocalFile("big.jsonl", path)])
     assert refused.value.status == 413
     assert not repo.versions.exists()
-    from datasets.services.versions import sha256_file
+    from portal.storage import sha256_file
 
     assert not store().exists("datasets", dataset_blob_key(repo.pk, sha256_file(path)))
 
