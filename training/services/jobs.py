@@ -314,13 +314,20 @@ def advance_waiting(version_id: int | None = None) -> int:
 
 
 def finish(
-    job: FineTuningJob, status: str, message: str, *, code: str = "", param: str = ""
+    job: FineTuningJob,
+    status: str,
+    message: str,
+    *,
+    code: str = "",
+    param: str = "",
+    fields: dict[str, Any] | None = None,
 ) -> bool:
-    """Move ``job`` to a final ``status`` (an event says ``message``), release its
-    datasets and settle its token reservation. False when it had already moved."""
-    fields: dict[str, Any] = {}
+    """Move ``job`` to a final ``status`` (an event says ``message``; ``fields`` are set
+    with it), release its datasets and settle its token reservation. False when it had
+    already moved."""
+    fields = dict(fields or {})
     if status == FineTuneStatus.FAILED:
-        fields = {"error": message[:2000], "error_code": code or "job_failed"}
+        fields.update(error=message[:2000], error_code=code or "job_failed")
         fields["error_param"] = param[:64]
     if not job.transition(status, message, **fields):
         return False
