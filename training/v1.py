@@ -93,8 +93,8 @@ def _metadata_filter(request: Request) -> dict[str, str] | None:
     if query.get("metadata") == "null":
         return {}
     pairs = {
-        key[len("metadata[") : -1]: value
-        for key, value in query.items()
+        key[len("metadata[") : -1]: str(query.get(key, ""))
+        for key in query
         if key.startswith("metadata[") and key.endswith("]")
     }
     return pairs or None

@@ -36,7 +36,10 @@ from training.services import budget, hyper
 logger = logging.getLogger(__name__)
 
 USE_KIND = "fine_tune"  # datasets.models.UseKind.FINE_TUNE
-LAYOUTS = {Method.SUPERVISED: ("chat", "prompt_completion"), Method.DPO: ("preference",)}
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    Method.SUPERVISED: ("chat", "prompt_completion"),
+    Method.DPO: ("preference",),
+}
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 

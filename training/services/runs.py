@@ -191,11 +191,8 @@ def _pending(job: FineTuningJob, workload: Any, old: str, reason: str) -> None:
 
 
 def _failed(job: FineTuningJob, workload: Any, old: str, reason: str) -> None:
-    from compute.services import workloads
-
-    current = workloads.for_ref("training", job.id)
-    if current is not None and current.status != "failed":
-        return  # compute requeued it already: the "pending" change says so
+    if workload.attempt < workload.max_attempts:
+        return  # compute requeues it at once; the "pending" change says so
     why = (reason or workload.last_error or "the runner failed").strip()
     jobs.finish(
         job,
