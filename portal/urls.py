@@ -36,6 +36,7 @@ urlpatterns = [
     path("keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("playground/", views.playground, name="playground-page"),
     path("datasets/", include("datasets.urls")),
+    path("fine-tuning/", include("training.page_urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("usage/", metering_views.usage_page, name="usage-page"),
     path("metrics", metering_views.metrics, name="metrics"),
