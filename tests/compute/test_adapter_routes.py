@@ -9,7 +9,12 @@ import pytest
 
 from compute.models import Deployment, Node, Replica, ReplicaStatus, ServedAdapter
 from compute.routing import _query_routes
-from compute.services.deployments import deploy_model, serve_adapter, unserve_adapter
+from compute.services.deployments import (
+    deploy_model,
+    serve_adapter,
+    stop_deployment,
+    unserve_adapter,
+)
 from portal.errors import PlatformError
 from portal.models import ModelFile, ModelVersion
 from tests.compute.test_gpus_and_draining import FakeNode
@@ -91,6 +96,12 @@ def test_serving_again_is_idempotent_and_survives_a_redeploy_of_the_base(owner, 
     assert serve_adapter(adapter, FT_NAME) == served
     second = deploy_model(owner.user, base, replicas=0)
     assert ServedAdapter.objects.get(served_name=FT_NAME).deployment == second != first
+    assert FT_NAME in _query_routes()
+
+    stop_deployment(owner.user, second)
+    assert FT_NAME not in _query_routes()
+    third = deploy_model(owner.user, base, replicas=0)  # deployed again after a stop
+    assert ServedAdapter.objects.get(served_name=FT_NAME).deployment == third
     assert FT_NAME in _query_routes()
 
 

@@ -404,3 +404,37 @@ def test_malformed_workload_reports_are_refused(admin, bad):
         "/api/compute/agent/heartbeat", {"replicas": [], "workloads": bad}, format="json"
     )
     assert response.status_code == 400
+
+
+class BrokenKind(RecordingKind):
+    """A kind whose hook fails with a database error (a duplicate row) after recording."""
+
+    def on_status(self, workload: Workload, old: str, new: str, reason: str) -> None:
+        super().on_status(workload, old, new, reason)
+        Workload.objects.create(kind=workload.kind, ref=workload.ref)
+
+
+def test_a_failing_on_status_neither_undoes_the_change_nor_breaks_a_node_sweep(admin, base):
+    broken = BrokenKind()
+    kinds.register("test", broken)
+    try:
+        node = Agent(admin, "trainer", "10.0.0.75")
+        workload = submit(base, "job-1")
+        node.beat(report(workload, "running"))
+        assert fresh(workload).status == WorkloadStatus.RUNNING
+        Node.objects.filter(pk=node.pk).update(
+            last_heartbeat_at=timezone.now() - timedelta(minutes=10)
+        )
+        assert reconcile_pool()["offline"] == 1  # its transaction survived the hook's error
+        assert (fresh(workload).status, workload.attempt) == (WorkloadStatus.PENDING, 2)
+        assert ("job-1", "running", "pending") in broken.changes
+    finally:
+        kinds.unregister("test")
+
+
+def test_a_kind_may_be_registered_again_as_a_new_instance(kind):
+    replacement = RecordingKind()
+    kinds.register("test", replacement)
+    assert kinds.handler("test") is replacement
+    with pytest.raises(ValueError, match="already registered"):
+        kinds.register("test", BrokenKind())
