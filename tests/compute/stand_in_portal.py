@@ -25,6 +25,7 @@ class StandInPortal:
         self.replicas: list[dict[str, Any]] = []
         self.workloads: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
+        self.registrations: list[dict[str, Any]] = []
         self.blobs: dict[str, bytes] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -103,6 +104,7 @@ def _handler(portal: StandInPortal) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             if self.path == "/api/compute/agent/register":
+                portal.registrations.append(body)
                 answer: dict[str, Any] = {"node": "stand-in", "id": 1}
             elif self.path == "/api/compute/agent/heartbeat":
                 with portal.lock:

@@ -20,6 +20,7 @@ import pytest
 
 from compute.agent.core import Agent
 from compute.agent.procs import spawn, stop, wait_for
+from compute.agent.workload import workload_launch
 from tests.compute.stand_in_portal import NODE_TOKEN, StandInPortal
 
 FAKE_RUNNER = "tests.compute.fake_runner"
@@ -229,3 +230,32 @@ def test_runner_exits_when_its_agent_is_killed(portal, tmp_path):
         poll(lambda: not alive(pid), "the runner to exit")
     finally:
         stop(node, grace_s=5)
+
+
+def test_node_offers_trainer_when_the_runner_dependencies_are_installed(portal, agent):
+    poll(lambda: portal.heartbeats, "a heartbeat")
+    assert "trainer" in portal.registrations[0]["engines"]
+    # Found without importing them into the agent.
+    script = (
+        "import sys; from compute.agent.inventory import detect_engines; "
+        "print('trainer' in detect_engines([]), 'torch' in sys.modules, 'peft' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "False"]
+
+
+def test_multi_process_workload_runs_under_torchrun_with_its_gpus():
+    desired = {"entry": "training.runner", "nproc": 2, "token": TOKEN, "gpu_indices": [2, 3]}
+    base = {"PATH": "/usr/bin", "OPENMAAS_NODE_TOKEN": "node", "VLLM_API_KEY": "k"}
+
+    launch = workload_launch(desired, Path("/w/7-1/spec.json"), base, python="/py")
+
+    assert launch.argv == [
+        "/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "training.runner", "--spec", "/w/7-1/spec.json",
+    ]  # fmt: skip
+    assert launch.env == {
+        "PATH": "/usr/bin",
+        "OPENMAAS_RUN_TOKEN": TOKEN,
+        "CUDA_VISIBLE_DEVICES": "2,3",
+    }
