@@ -168,9 +168,14 @@ class LocalWorkload:
         return self.paths.spec
 
     def _spawn(self, spec_path: Path) -> None:
-        launch = workload_launch(self.desired, spec_path, os.environ)
-        logger.info("starting workload %s: %s", self.key, " ".join(launch.argv))
-        self.proc = spawn(launch.argv, log=self.paths.log, env=launch.env, stdin=subprocess.PIPE)
+        try:
+            launch = workload_launch(self.desired, spec_path, os.environ)
+            logger.info("starting workload %s: %s", self.key, " ".join(launch.argv))
+            log, env = self.paths.log, launch.env
+            self.proc = spawn(launch.argv, log=log, env=env, stdin=subprocess.PIPE)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            self._fail(f"cannot start the workload: {exc}")
+            return
         self.status = "running"
 
     def _on_exit(self, code: int) -> None:
