@@ -169,10 +169,14 @@ class Scheduler:
         if not task.future.set_running_or_notify_cancel():
             return
         try:
-            task.future.set_result(task.fn())
+            result = task.fn()
         except BaseException as exc:  # handed to the caller, never lost
             task.future.set_exception(exc)
+            return
+        # An adapter retired while unused is freed before its caller hears back.
+        self._collect_adapters()
         self.stats.lora_adapters = len(self.lora.keys)
+        task.future.set_result(result)
 
     def _collect_adapters(self) -> None:
         """Free retiring adapters once no running or waiting sequence uses them."""
