@@ -8,6 +8,7 @@ benchmarks) appends events to ``output_dir/events.jsonl`` and leaves files on di
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-
-from compute.agent.procs import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,12 @@ class Reporter(Protocol):
     def cancelled(self) -> bool: ...
     def checkpoint(self, step: int, metrics: dict[str, Any], directory: Path) -> None: ...
     def result(self, body: dict[str, Any], directory: Path) -> None: ...
+
+
+def sha256_file(path: Path) -> str:
+    # Not compute.agent.procs.sha256_file: sub-platforms share code only through services.
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def describe_files(directory: Path) -> list[dict[str, Any]]:
