@@ -315,57 +315,58 @@ class Trainer:
         checkpoint.save_checkpoint(directory, self.core, self.optimizer, self.scheduler, position)
         reporter.checkpoint(p.step, metrics, directory)
 
+    def step(self, epoch: int, done: int, group: list[list[Any]]) -> dict[str, Any]:
+        """Train one step, move the position on, evaluate when due; returns its metrics."""
+        p = self.progress
+        started = time.perf_counter()
+        lr = float(self.scheduler.get_last_lr()[0])
+        totals = self.train_step(group)
+        seconds = time.perf_counter() - started
+        p.step += 1
+        p.epoch, p.batch = (epoch + 1, 0) if done >= self.batches_per_epoch else (epoch, done)
+        p.trained_tokens += int(totals.tokens)
+        due = p.step == self.total_steps or p.step % self.hp.eval_every == 0
+        valid = self.evaluate() if self.valid_rows and due else None
+        metrics = self.metrics(totals, lr, seconds, valid)
+        keys = (
+            "train_loss",
+            "train_mean_token_accuracy",
+            "valid_loss",
+            "valid_mean_token_accuracy",
+        )
+        p.history.append([p.step, *(metrics[k] for k in keys)])
+        return metrics
+
     def run(self, reporter: Reporter) -> bool:
         """Train to the end and report the result (True), or stop at a cancel (False)."""
         self.model.train()
-        hp, p = self.hp, self.progress
-        metrics: dict[str, Any] = {}
         for epoch, done, group in self.groups():
-            started = time.perf_counter()
-            lr = float(self.scheduler.get_last_lr()[0])
-            step = self.train_step(group)
-            seconds = time.perf_counter() - started
-            p.step += 1
-            p.epoch, p.batch = (epoch + 1, 0) if done >= self.batches_per_epoch else (epoch, done)
-            p.trained_tokens += int(step.tokens)
-            last = p.step == self.total_steps
-            valid = (
-                self.evaluate()
-                if self.valid_rows and (last or p.step % hp.eval_every == 0)
-                else None
-            )
-            metrics = self.metrics(step, lr, seconds, valid)
-            p.history.append(
-                [
-                    p.step,
-                    metrics["train_loss"],
-                    metrics["train_mean_token_accuracy"],
-                    metrics["valid_loss"],
-                    metrics["valid_mean_token_accuracy"],
-                ]
-            )
+            metrics = self.step(epoch, done, group)
+            step, last = self.progress.step, self.progress.step == self.total_steps
             if self.dist.main:
-                reporter.event({"type": "metrics", "data": metrics}, p.step / self.total_steps)
-            if last or p.step % hp.checkpoint_every == 0:
+                reporter.event({"type": "metrics", "data": metrics}, step / self.total_steps)
+            if last or step % self.hp.checkpoint_every == 0:
                 self._checkpoint(reporter, metrics)
             if not last and self._stop_requested(reporter):
                 if self.dist.main:
-                    reporter.event(_message("info", f"cancelled at step {p.step}"))
+                    reporter.event(_message("info", f"cancelled at step {step}"))
                     reporter.flush()
                 return False
         if self.dist.main:
-            self._result(reporter, metrics)
+            self._result(reporter)
         return True
 
-    def _result(self, reporter: Reporter, last: dict[str, Any]) -> None:
+    def _result(self, reporter: Reporter) -> None:
         directory = self.spec.output_dir / "result"
         full = self.spec.adapter.type == "full"
         checkpoint.save_weights(self.core, directory, self.tokenizer if full else None)
-        valid = [h[3] for h in self.progress.history if h[3] is not None]
+        history = self.progress.history
+        valid = [h[3] for h in history if h[3] is not None]
         body = {
             "metrics": {
                 "trained_tokens": self.progress.trained_tokens,
-                "train_loss": last.get("train_loss"),
+                # From the history: a run resumed at its last step trains no step here.
+                "train_loss": history[-1][1] if history else None,
                 "valid_loss": valid[-1] if valid else None,
             },
             "history": self.progress.history,
