@@ -6,8 +6,9 @@ The fuzzer authenticates with a throwaway key of olivia's; a DELETE aimed at tha
 redirected to a spare one, so the run never locks itself out. Generated paths rarely
 name anything that exists, so every other valid case of a dataset operation (not a
 DELETE) is pointed at olivia's real, ingested public dataset instead, and every other
-valid fine-tuning case at her real job (or, to create one, her real model and dataset). Each operation gets a few
-examples (``FUZZ_EXAMPLES``), keeping the whole file to a couple of minutes on two cores.
+valid fine-tuning case at her real job (or, to create one, her real model and dataset).
+Each operation gets a few examples (``FUZZ_EXAMPLES``), keeping the whole file to a
+couple of minutes on two cores.
 """
 
 from __future__ import annotations
