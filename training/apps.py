@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingConfig(AppConfig):
@@ -7,7 +11,6 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         from compute.services.workloads import kinds
-
         from datasets.services import consumers
         from training.services.runs import TrainingKind
 
@@ -18,6 +21,12 @@ class TrainingConfig(AppConfig):
 
 
 def _advance_jobs_of(version_id: int) -> None:
-    from training.tasks import advance_waiting_jobs
+    """Queue or fail the jobs waiting for ``version_id`` (usually none: one query). A
+    failure here must not disturb the ingest that settled the version; the beat task
+    (``training.tasks.advance_waiting_jobs``) retries it."""
+    from training.services.jobs import advance_waiting
 
-    advance_waiting_jobs.delay(version_id)
+    try:
+        advance_waiting(version_id)
+    except Exception:
+        logger.exception("advancing the fine-tunes waiting for dataset version %s", version_id)

@@ -133,4 +133,4 @@ def on_settled(hook: SettledHook) -> None:
 def notify_settled(version_id: int) -> None:
     """Run the settled hooks once the current transaction commits."""
     for hook in list(_settled_hooks):
-        transaction.on_commit(lambda hook=hook: hook(version_id))  # type: ignore[misc]
+        transaction.on_commit(lambda hook=hook: hook(version_id), robust=True)  # type: ignore[misc]

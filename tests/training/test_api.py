@@ -107,19 +107,16 @@ def test_events_page_newest_first(
     assert all(e.object == "fine_tuning.job.event" and e.type == "message" for e in every)
 
 
-def test_a_file_still_being_validated_waits_then_the_job_is_queued(
+def test_a_file_still_being_validated_waits_and_its_ingest_queues_the_job(
     olivia: openai.OpenAI, base_model: Any
 ) -> None:
-    from training.services.jobs import advance_waiting
-
     file = olivia.files.create(
         file=("train.jsonl", io.BytesIO(CHAT_JSONL.encode())), purpose="fine-tune"
     )
     job = olivia.fine_tuning.jobs.create(model="olivia/tiny", training_file=file.id)
     assert job.status == "validating_files" and workload_of(job.id) is None
 
-    run_queued_jobs()
-    advance_waiting()
+    run_queued_jobs()  # the ingest settles the file; its hook moves the job on
 
     assert olivia.fine_tuning.jobs.retrieve(job.id).status == "queued"
     assert workload_of(job.id) is not None
@@ -128,7 +125,7 @@ def test_a_file_still_being_validated_waits_then_the_job_is_queued(
 def test_a_file_that_fails_validation_later_fails_the_waiting_job(
     olivia: openai.OpenAI, base_model: Any
 ) -> None:
-    from training.services.jobs import advance_waiting
+    from training.tasks import advance_waiting_jobs
 
     file = olivia.files.create(
         file=("train.jsonl", io.BytesIO(b'{"nope": 1}\n')), purpose="fine-tune"
@@ -136,7 +133,7 @@ def test_a_file_that_fails_validation_later_fails_the_waiting_job(
     job = olivia.fine_tuning.jobs.create(model="olivia/tiny", training_file=file.id)
 
     run_queued_jobs()
-    advance_waiting()
+    advance_waiting_jobs()  # the beat task: nothing left to do after the hook
 
     failed = olivia.fine_tuning.jobs.retrieve(job.id)
     assert failed.status == "failed" and failed.error is not None
