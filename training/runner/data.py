@@ -68,6 +68,17 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen: boo
     return str(text)
 
 
+def _prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: Any) -> str:
+    """The text before an assistant turn; an opening assistant turn still gets whatever the
+    template puts first (a default system prompt), unless it cannot render no messages."""
+    try:
+        return _render(tokenizer, messages, tools, gen=True)
+    except Exception:  # jinja raises anything; only the empty conversation gets here
+        if messages:
+            raise
+        return ""
+
+
 def assistant_spans(
     tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None
 ) -> tuple[str, list[tuple[int, int]]]:
@@ -85,7 +96,7 @@ def assistant_spans(
     for i, message in enumerate(messages):
         if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
-        prompt = _render(tokenizer, clean[:i], tools, gen=True) if i else ""
+        prompt = _prompt(tokenizer, clean[:i], tools)
         upto = _render(tokenizer, clean[: i + 1], tools, gen=False).rstrip()
         if not (text.startswith(upto) and upto.startswith(prompt)):
             raise ValueError("the chat template does not render a conversation's prefixes")
