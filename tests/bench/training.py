@@ -193,7 +193,7 @@ def render(readings: dict[str, list[Reading]], before: str, args: argparse.Names
     where = (
         f"{torch.cuda.get_device_name()} ({args.dtype})"
         if args.device == "cuda"
-        else f"{os.cpu_count()} CPUs ({cpu_model()}), {torch.get_num_threads()} torch threads"
+        else f"{os.cpu_count()} CPUs ({cpu_model()}), torch threads: {torch.get_num_threads()}"
     )
     lines = [
         f"## Training, {args.device} {args.dtype} (make bench-training, {now:%Y-%m-%d %H:%M})",
@@ -210,6 +210,12 @@ def render(readings: dict[str, list[Reading]], before: str, args: argparse.Names
         "loop is forward with labels, backward, step. Aim: runner ≥ 95% of bare.",
         "",
         *table(readings),
+        "",
+        "Reading: the two loops run the same forward and backward passes; the runner scores "
+        "only the loss tokens (assistant turns: their logits alone are upcast and go through "
+        "the cross-entropy and the accuracy's argmax), the bare loop every position, which "
+        "is where the runner gains. On a busy machine single rounds vary by about ±20%, so "
+        "only the medians of alternating rounds compare.",
     ]
     return "\n".join(lines) + "\n"
 

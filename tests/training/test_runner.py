@@ -99,6 +99,27 @@ def test_spans_follow_the_demo_models_template_too(tokenizer):
     ]
 
 
+def test_an_opening_assistant_turn_is_labelled_without_its_header(tokenizer):
+    example = encode_chat(tokenizer, CONVERSATION[2:], max_len=512)
+
+    assert labelled_runs(tokenizer, example.input_ids, example.labels) == [
+        "The quick brown fox.<|im_end|>",
+        "Numbers like 42<|im_end|>",
+    ]
+
+
+def test_prompt_completion_rows_train_on_the_completion(tokenizer):
+    from training.runner.data import encode_supervised
+
+    row = {"prompt": "Hello, world!", "completion": "The quick brown fox."}
+
+    example = encode_supervised(tokenizer, row, max_len=512)
+
+    assert labelled_runs(tokenizer, example.input_ids, example.labels) == [
+        "The quick brown fox.<|im_end|>"
+    ]
+
+
 def test_truncation_keeps_max_seq_len_tokens(tokenizer):
     full = encode_chat(tokenizer, CONVERSATION, max_len=512)
 

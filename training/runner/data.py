@@ -68,6 +68,17 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen: boo
     return str(text)
 
 
+def _opening_start(tokenizer: Any, rendered: str, tools: Any) -> int:
+    """Where the content of a conversation's opening assistant turn starts in ``rendered``:
+    after the template's assistant header (what a generation prompt adds after a user
+    turn), so that a default system prompt or the header itself carry no loss."""
+    probe = [{"role": "user", "content": "?"}]
+    without = _render(tokenizer, probe, tools, gen=False)
+    header = _render(tokenizer, probe, tools, gen=True)[len(without) :]
+    at = rendered.find(header) if header else -1
+    return at + len(header) if at >= 0 else 0
+
+
 def assistant_spans(
     tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None
 ) -> tuple[str, list[tuple[int, int]]]:
@@ -85,12 +96,16 @@ def assistant_spans(
     for i, message in enumerate(messages):
         if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
-        prompt = _render(tokenizer, clean[:i], tools, gen=True) if i else ""
         upto = _render(tokenizer, clean[: i + 1], tools, gen=False).rstrip()
-        if not (text.startswith(upto) and upto.startswith(prompt)):
+        if i:
+            prompt = _render(tokenizer, clean[:i], tools, gen=True)
+            start = len(prompt) if upto.startswith(prompt) else -1
+        else:  # transformers renders no empty conversation, so no prompt to measure
+            start = _opening_start(tokenizer, upto, tools)
+        if start < 0 or not text.startswith(upto):
             raise ValueError("the chat template does not render a conversation's prefixes")
-        if len(upto) > len(prompt):
-            spans.append((len(prompt), len(upto)))
+        if len(upto) > start:
+            spans.append((start, len(upto)))
     return text, spans
 
 
