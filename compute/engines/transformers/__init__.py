@@ -31,8 +31,8 @@ on the left, masked out), then runs ONE forward pass that decodes a token for ev
 sequence. Finished sequences leave the batch between steps. Tokens are handed back to each
 request's asyncio queue with ``loop.call_soon_threadsafe``. Rows of different LoRA adapters
 (and of the base) share a batch: every forward pass names each row's adapter (peft's
-``adapter_names``), which measured 2.2x the throughput of one batch per adapter
-(``tests/bench/engine_lora.py``).
+``adapter_names``): 1.8x the throughput of one batch per adapter, and the base rows run
+as fast as without adapters (``tests/bench/engine_lora.py``).
 
 Modules, from the wire inwards:
 

@@ -71,8 +71,6 @@ def read_adapter_config(path: str, max_rank: int) -> Any:
             raise bad_adapter(f"'{path}' holds a {peft_type or 'non-peft'} adapter; only LoRA.")
         config = LoraConfig.from_pretrained(str(root))
     except (OSError, ValueError, TypeError) as exc:
-        if isinstance(exc, ApiError):
-            raise
         raise bad_adapter(f"'{path}': unreadable adapter config: {exc}") from exc
     ranks = [config.r, *(config.rank_pattern or {}).values()]
     if max(ranks) > max_rank:

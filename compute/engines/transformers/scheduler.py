@@ -180,9 +180,14 @@ class Scheduler:
 
     def _collect_adapters(self) -> None:
         """Free retiring adapters once no running or waiting sequence uses them."""
-        if self.lora.retiring:
+        if not self.lora.retiring:
+            return
+        try:
             self.lora.collect({s.adapter for s in [*self._batch.seqs, *self._waiting]})
-            self.stats.lora_adapters = len(self.lora.keys)
+        except Exception:  # the weights stay in memory; serving goes on
+            log.exception("freeing a LoRA adapter failed")
+            self.lora.retiring.clear()
+        self.stats.lora_adapters = len(self.lora.keys)
 
     def _drain_inbox(self) -> list[GenSequence | _Task]:
         items: list[GenSequence | _Task] = []
@@ -222,16 +227,7 @@ class Scheduler:
                 self._finish_rows(1)
             elif seq.adapter is not None and seq.adapter not in self.lora.keys:
                 self._finish_rows(1)  # unreachable by ordering; a guard, not a 500
-                seq.push(
-                    Output(
-                        error=ApiError(
-                            404,
-                            "The LoRA adapter was unloaded.",
-                            param="model",
-                            code="model_not_found",
-                        )
-                    )
-                )
+                seq.push(Output(error=_adapter_gone()))
             else:
                 admitted.append(seq)
         if admitted:
@@ -323,6 +319,10 @@ class Scheduler:
 
     def _finish_rows(self, n: int) -> None:
         self.stats.requests_finished += n
+
+
+def _adapter_gone() -> ApiError:
+    return ApiError(404, "The LoRA adapter was unloaded.", param="model", code="model_not_found")
 
 
 def _shutting_down() -> ApiError:
