@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from datasets.models import DatasetRepo, DatasetVersion, FilePurpose, Origin, VersionState
 from datasets.services.files import list_files
 from portal.errors import PlatformError
 from portal.models import ModelRepo
@@ -18,6 +18,11 @@ from training.services import hyper
 from training.services.jobs import create_job
 
 MAX_CHOICES = 500
+# The datasets sub-platform is reached through its services only (the import contract):
+# its models by name, as the jobs' foreign keys name them, and these values of theirs.
+READY = "ready"  # VersionState.READY
+HUB = "hub"  # Origin.HUB: a dataset of the hub, not a /v1/files upload
+FINE_TUNE = "fine-tune"  # FilePurpose.FINE_TUNE
 AUTO = hyper.AUTO
 # The service's ``param`` (its name in the /v1 request) → the form field showing it.
 PARAMS = {
@@ -56,10 +61,12 @@ def model_choices(user: Any) -> list[tuple[str, str]]:
 def dataset_choices(user: Any) -> list[tuple[str, str]]:
     """The user's ready dataset versions (``owner/name@N``; theirs and their
     organisations') and their processed fine-tune files (``file-…``), newest first."""
+    repos = apps.get_model("datasets", "DatasetRepo")
     mine = Q(repo__owner_user=user) | Q(repo__owner_org__memberships__user=user)
-    readable = DatasetRepo.objects.restrict(user, "read").filter(origin=Origin.HUB)
+    readable = repos.objects.restrict(user, "read").filter(origin=HUB)
     versions = (
-        DatasetVersion.objects.filter(mine, repo__in=readable, state=VersionState.READY)
+        apps.get_model("datasets", "DatasetVersion")
+        .objects.filter(mine, repo__in=readable, state=READY)
         .select_related("repo")
         .distinct()
         .order_by("-created_at", "-pk")[:MAX_CHOICES]
@@ -68,10 +75,8 @@ def dataset_choices(user: Any) -> list[tuple[str, str]]:
         (f"{v.repo.full_name}@{v.number}", f"{v.repo.full_name} v{v.number} · {v.format}")
         for v in versions
     ]
-    files = list_files(user, purpose=FilePurpose.FINE_TUNE, limit=MAX_CHOICES).files
-    choices += [
-        (f.id, f"{f.filename} ({f.id})") for f in files if f.version.state == VersionState.READY
-    ]
+    files = list_files(user, purpose=FINE_TUNE, limit=MAX_CHOICES).files
+    choices += [(f.id, f"{f.filename} ({f.id})") for f in files if f.version.state == READY]
     return choices
 
 

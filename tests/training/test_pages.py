@@ -5,13 +5,15 @@ JSON carries the status, progress, loss points, events and checkpoints."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 
+from datasets.services.files import create_file
 from datasets.services.repos import create_repo
-from tests.datasets.conftest import add_version
+from tests.datasets.conftest import add_version, run_queued_jobs
 from tests.factories import model_repo
 from training.models import FineTuneStatus, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
 from training.services.jobs import create_job
@@ -107,6 +109,21 @@ def test_the_form_offers_readable_models_and_ready_data(
     assert f'value="{base}"' in page and "oscar/secret-base" not in page
     assert f'value="{chat_data}"' in page
     assert 'value="auto"' in page and 'name="lora_r" value="8"' in page
+
+
+def test_the_form_offers_the_users_processed_fine_tune_files(
+    owner: Any, outsider: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "upload.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    mine = create_file(owner.user, path, "upload.jsonl", "fine-tune")
+    theirs = create_file(outsider.user, path, "upload.jsonl", "fine-tune")
+    run_queued_jobs()
+
+    page = browser(owner).get("/fine-tuning/new/").content.decode()
+
+    assert f'value="{mine.id}"' in page and "upload.jsonl" in page
+    assert theirs.id not in page
 
 
 def test_the_form_creates_a_job_and_opens_its_page(owner: Any, base: str, chat_data: str) -> None:
