@@ -16,6 +16,7 @@ import openai
 import pytest
 import torch
 
+from compute.agent.procs import wait_for
 from compute.engines.transformers.errors import ApiError
 from compute.engines.transformers.lora import LoraModel, read_adapter_config
 from compute.engines.transformers.responses import collect
@@ -262,6 +263,38 @@ def test_unloaded_adapter_is_a_404_and_its_name_can_load_again(
     assert client.post("/v1/unload_lora_adapter", json={"lora_name": "scratch"}).status_code == 200
     # Retired weights are freed once unused: only A and B are left in memory.
     assert client.get("/v1/engine/stats").json()["lora_adapters"] == 2
+
+
+def stream_contents(lines: Iterator[str]) -> Iterator[str]:
+    """The content deltas of a streamed chat completion's SSE lines."""
+    for line in lines:
+        if line.startswith("data: {"):
+            yield json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+
+
+def test_a_stream_running_when_its_adapter_is_unloaded_finishes_with_that_adapter(
+    client: httpx.Client, loaded: dict, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(loaded[A], tmp_path / "inflight")
+    assert load(client, "inflight", copy).status_code == 200
+    long = {"max_tokens": 200, "ignore_eos": True}  # still running when the unload answers
+    expected = chat(client, "inflight", PROMPTS[1], **long).json()["choices"][0]["message"]
+    body = {
+        "model": "inflight", "messages": [{"role": "user", "content": PROMPTS[1]}],
+        "temperature": 0, "stream": True, **long,
+    }  # fmt: skip
+    with client.stream("POST", "/v1/chat/completions", json=body) as stream:
+        contents = stream_contents(stream.iter_lines())
+        first = next(c for c in contents if c)  # generation has started
+        unloaded = client.post("/v1/unload_lora_adapter", json={"lora_name": "inflight"})
+        assert unloaded.status_code == 200
+        assert client.get("/v1/engine/stats").json()["lora_adapters"] == 3  # still in use
+        assert error_code(chat(client, "inflight", "hi"), 404) == "model_not_found"
+        assert first + "".join(contents) == expected["content"]
+    wait_for(
+        lambda: client.get("/v1/engine/stats").json()["lora_adapters"] == 2,
+        timeout_s=10, what="the retired adapter to be freed",
+    )  # fmt: skip
 
 
 def test_adapters_that_cannot_be_served_are_refused_with_400(
