@@ -8,6 +8,7 @@ user's job is a 404.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
@@ -15,6 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
@@ -150,6 +152,11 @@ def _checkpoints(job: FineTuningJob) -> list[FineTuningCheckpoint]:
     return list(job.checkpoints.filter(complete=True).order_by("-step"))
 
 
+def _when(moment: datetime) -> str:
+    """In the site's time zone, as the page's other times are shown."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _point(data: dict[str, Any]) -> list[Any]:
     return [data.get("step"), *(data.get(name) for name in CHART_METRICS)]
 
@@ -157,7 +164,7 @@ def _point(data: dict[str, Any]) -> list[Any]:
 def _event(event: FineTuningEvent) -> dict[str, Any]:
     return {
         "id": event.pk,
-        "created_at": event.created_at.isoformat(timespec="seconds"),
+        "created_at": _when(event.created_at),
         "level": event.level,
         "type": event.type,
         "message": event.message,
@@ -169,7 +176,7 @@ def _checkpoint(checkpoint: FineTuningCheckpoint) -> dict[str, Any]:
     return {
         "id": checkpoint.id,
         "step": checkpoint.step,
-        "created_at": checkpoint.created_at.isoformat(timespec="seconds"),
+        "created_at": _when(checkpoint.created_at),
         "train_loss": metrics.get("train_loss"),
         "valid_loss": metrics.get("valid_loss"),
         "train_mean_token_accuracy": metrics.get("train_mean_token_accuracy"),
