@@ -107,9 +107,9 @@ def job_data(request: HttpRequest, job_id: str) -> JsonResponse:
     job = _job(request, job_id)
     if job is None:
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    since = request.GET.get("since", "0")
+    since = _event_id(request.GET.get("since", ""))
     rows = list(
-        job.events.filter(type="metrics", pk__gt=int(since) if since.isdigit() else 0)
+        job.events.filter(type="metrics", pk__gt=since)
         .order_by("pk")
         .values_list("pk", "data")[:MAX_POINTS]
     )
@@ -124,7 +124,7 @@ def job_data(request: HttpRequest, job_id: str) -> JsonResponse:
             "trained_tokens": job.trained_tokens,
             "error": job.error or None,
             "points": [_point(data) for _, data in rows],
-            "last": rows[-1][0] if rows else int(since) if since.isdigit() else 0,
+            "last": rows[-1][0] if rows else since,
             "events": [_event(e) for e in _latest_events(job)],
             "checkpoints": [_checkpoint(c) for c in _checkpoints(job)],
         }
@@ -142,6 +142,11 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     except PlatformError as exc:
         messages.error(request, exc.message)
     return redirect("fine-tuning-job", job_id=job_id)
+
+
+def _event_id(text: str) -> int:
+    """An event id from the query (0 for anything else: "²", a number past bigint)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else 0
 
 
 def _latest_events(job: FineTuningJob) -> list[FineTuningEvent]:

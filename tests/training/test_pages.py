@@ -219,6 +219,9 @@ def test_the_json_carries_status_progress_points_events_and_checkpoints(
     assert first["status_label"] == "排队中" and first["progress"] == 0.5
     assert first["points"] == [[1, 2.0, None], [2, 1.5, 1.7]]
     assert later["points"] == [] and later["last"] == first["last"]
+    for odd in ("²", "9" * 30, "-1", "x"):
+        response = client.get(f"/fine-tuning/{job.id}/data.json", {"since": odd})
+        assert response.status_code == 200 and len(response.json()["points"]) == 2
     assert first["events"][0]["message"] == "Step 2"
     ids = [e["id"] for e in first["events"]]
     assert ids == sorted(ids, reverse=True)
