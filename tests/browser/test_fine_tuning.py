@@ -86,7 +86,7 @@ def adapter_loaded(name: str) -> bool:
     )
 
 
-def create_job_through_the_form(page: Page, model: str, dataset: str) -> None:
+def create_job_through_the_form(page: Page, model: str, dataset: str, epochs: int = 2) -> None:
     page.goto("/fine-tuning/")
     page.click("#ft-new-link")
     page.wait_for_url("**/fine-tuning/new/")
@@ -95,7 +95,7 @@ def create_job_through_the_form(page: Page, model: str, dataset: str) -> None:
     expect(page.locator(f"{form} input[name=lora_r]")).to_have_value("8")
     page.select_option(f"{form} select[name=model]", model)
     page.select_option(f"{form} select[name=training_file]", dataset)
-    page.fill(f"{form} input[name=n_epochs]", "2")
+    page.fill(f"{form} input[name=n_epochs]", str(epochs))
     page.fill(f"{form} input[name=batch_size]", "2")
     page.fill(f"{form} input[name=suffix]", "browser")
     page.click("#ft-create")
@@ -145,3 +145,22 @@ def test_user_fine_tunes_through_the_pages_and_chats_with_the_result(
     assert answer.inner_text().strip()
     expect(page.locator("#pg-error")).to_be_hidden()
     assert not script_errors
+
+
+def test_user_cancels_a_job_from_its_page(
+    new_context: Callable[..., BrowserContext], served_model: str, beat: None
+) -> None:
+    page = new_context(locale="en-US").new_page()
+    username = sign_up(page)
+    dataset = off_loop(lambda: chat_dataset(username))
+    create_job_through_the_form(page, served_model, dataset, epochs=50)
+    status = page.locator("#ft-status-box .ft-status")
+    expect(status).to_have_attribute("data-status", re.compile("queued|running"))
+
+    page.click("#ft-cancel")  # a POST with the form's CSRF token
+
+    page.wait_for_url("**/fine-tuning/ftjob-*/")
+    expect(status).to_have_attribute("data-status", "cancelled")
+    expect(status).to_have_text("Cancelled")
+    expect(page.locator("#ft-cancel")).to_have_count(0)
+    expect(page.locator("#ft-result")).to_have_count(0)
