@@ -106,7 +106,10 @@ def test_runner_reports_checkpoints_and_a_result_that_becomes_a_private_hub_mode
 
     history = [[s, 2.0 / s, 0.1 * s, None, None] for s in range(1, 7)]
     result_metrics = {"trained_tokens": 240, "train_loss": 0.33, "valid_loss": None}
-    runner.upload("result", {"metrics": result_metrics, "history": history}, ADAPTER)
+    peft_card = {"README.md": b"---\nlibrary_name: peft\n---\n"}  # peft writes one
+    runner.upload(
+        "result", {"metrics": result_metrics, "history": history}, {**ADAPTER, **peft_card}
+    )
     finished = runner.post("result/complete")
 
     assert finished.status_code == 200, finished.text
