@@ -68,9 +68,10 @@ def deploy_model(
             engine_args=engine_args,
             created_by=actor,
         )
-        # Adapters of this very base version stay served across a redeploy of it.
+        # Adapters of this very base version follow it to its new deployment (from the
+        # replaced one, or one stopped earlier).
         ServedAdapter.objects.filter(
-            deployment__in=replaced, model_version__base_version=version
+            model_version__base_version=version, deployment__status=DeploymentStatus.STOPPED
         ).update(deployment=dep)
     for old in replaced:
         reconcile_deployment(old)

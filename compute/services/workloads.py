@@ -72,8 +72,10 @@ class KindRegistry(Registry[Any]):
     def register(self, name: str, kind: WorkloadKind | None = None) -> Any:
         if kind is None:
             return super().register(name)
-        super().register(name)(type(kind))
-        self._instances[name] = kind
+        with self._lock:
+            if self._entries.get(name) is not type(kind):  # the same class again: a new instance
+                super().register(name)(type(kind))
+            self._instances[name] = kind
         return kind
 
     def handler(self, name: str) -> WorkloadKind | None:
@@ -120,7 +122,8 @@ def _notify(workload: Workload, old: str, new: str, reason: str) -> None:
     if kind is None:
         return
     try:
-        kind.on_status(workload, old, new, reason[:2000])
+        with transaction.atomic():  # a savepoint: a failing hook leaves the caller's intact
+            kind.on_status(workload, old, new, reason[:2000])
     except Exception:
         # The change is made; a failing hook must not undo it nor stop the caller's loop
         # (node sweeps visit many rows). The kind is idempotent and sees the next change.
