@@ -106,7 +106,10 @@ def test_runner_reports_checkpoints_and_a_result_that_becomes_a_private_hub_mode
 
     history = [[s, 2.0 / s, 0.1 * s, None, None] for s in range(1, 7)]
     result_metrics = {"trained_tokens": 240, "train_loss": 0.33, "valid_loss": None}
-    runner.upload("result", {"metrics": result_metrics, "history": history}, ADAPTER)
+    peft_card = {"README.md": b"---\nlibrary_name: peft\n---\n"}  # peft writes one
+    runner.upload(
+        "result", {"metrics": result_metrics, "history": history}, {**ADAPTER, **peft_card}
+    )
     finished = runner.post("result/complete")
 
     assert finished.status_code == 200, finished.text
@@ -334,3 +337,22 @@ def test_an_adapter_of_a_deployed_base_is_served(
     job.refresh_from_db()
     assert served.model_version == job.result_version
     assert job.events.filter(message__contains="is served by the deployment").exists()
+
+
+def test_only_the_newest_checkpoints_are_kept(
+    live_portal: str, owner: Any, base_model: Any, chat_dataset: Any, settings: Any
+) -> None:
+    from portal.storage import store
+
+    settings.FINE_TUNING_KEEP_CHECKPOINTS = 2
+    job = new_job(owner)
+    _, token = start_run(job.id)
+    runner = Runner(live_portal, token)
+    for step in (1, 2, 3):
+        runner.upload("checkpoints", {"step": step, "metrics": metrics(step)}, ADAPTER)
+        assert runner.post(f"checkpoints/{step}/complete").status_code == 200
+
+    assert sorted(job.checkpoints.values_list("step", flat=True)) == [2, 3]
+    gone = f"training/{job.id}/checkpoints/1/adapter_config.json"
+    kept = f"training/{job.id}/checkpoints/2/adapter_config.json"
+    assert not store().exists("artifacts", gone) and store().exists("artifacts", kept)

@@ -162,8 +162,6 @@ def _dropout(value: Any) -> float:
 
 def _modules(value: Any) -> list[str]:
     param = "adapter.target_modules"
-    if value == "all-linear":
-        return ["all-linear"]
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_TARGET_MODULES:
         raise invalid(f"'{param}' must be a list of 1 to {MAX_TARGET_MODULES} names.", param)
     if not all(isinstance(name, str) and _MODULE_NAME.match(name) for name in value):

@@ -52,7 +52,11 @@ def succeed(job: FineTuningJob, pending: dict[str, Any]) -> str:
     owner = job.owner_user or job.owner_org
     name = jobs.fine_tuned_name(job)
     repo = create_private_repo(owner, repo_name(job), job.created_by, f"Fine-tune of {base}")
-    files = _move_result(job, repo.pk, pending["files"])
+    # The platform writes the card; a README the runner's library saved is dropped.
+    uploaded = [f for f in pending["files"] if f["path"] != "README.md"]
+    for dropped in (f for f in pending["files"] if f["path"] == "README.md"):
+        store().delete(runs.RESULT_BUCKET, dropped["object_key"])
+    files = _move_result(job, repo.pk, uploaded)
     full = job.adapter.get("type") == "full"
     if full:
         files += _base_extras(base, repo.pk, {f.path for f in files})

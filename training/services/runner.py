@@ -292,7 +292,27 @@ def complete_checkpoint(run: Run, step: int) -> dict[str, Any]:
     if not checkpoint.complete:
         FineTuningCheckpoint.objects.filter(pk=checkpoint.pk).update(complete=True)
         run.job.log(f"Checkpoint created at step {step}")
+        prune_checkpoints(run.job)
     return {"id": checkpoint.id}
+
+
+def prune_checkpoints(job: FineTuningJob) -> int:
+    """Delete all but the newest ``FINE_TUNING_KEEP_CHECKPOINTS`` complete checkpoints
+    (rows and objects; OpenAI keeps three too); returns how many went. An incomplete
+    checkpoint older than the newest complete one is an abandoned upload and goes too."""
+    complete = job.checkpoints.filter(complete=True).order_by("-step")
+    kept = list(complete.values_list("step", flat=True)[: settings.FINE_TUNING_KEEP_CHECKPOINTS])
+    if not kept:
+        return 0
+    old = job.checkpoints.filter(step__lt=min(kept)).exclude(step__in=kept)
+    objects = store()
+    doomed = list(old)
+    for checkpoint in doomed:
+        for entry in checkpoint.files:
+            if entry.get("object_key"):
+                objects.delete(runs.CHECKPOINTS_BUCKET, entry["object_key"])
+    FineTuningCheckpoint.objects.filter(pk__in=[c.pk for c in doomed]).delete()
+    return len(doomed)
 
 
 def start_result(run: Run, body: Any) -> dict[str, Any]:

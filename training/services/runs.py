@@ -40,10 +40,10 @@ def total_steps(job: FineTuningJob) -> int:
 
 
 def checkpoint_every(job: FineTuningJob) -> int:
-    """``FINE_TUNING_CHECKPOINT_EVERY`` steps, or (0, the default) a quarter of the run,
-    so even a small job leaves a few checkpoints to resume from."""
+    """``FINE_TUNING_CHECKPOINT_EVERY`` steps, or (0, the default) a quarter of the run
+    (rounded up), so even a small job leaves a few checkpoints to resume from."""
     every = int(settings.FINE_TUNING_CHECKPOINT_EVERY)
-    return every if every > 0 else max(1, total_steps(job) // 4)
+    return every if every > 0 else max(1, math.ceil(total_steps(job) / 4))
 
 
 def latest_checkpoint(job: FineTuningJob) -> FineTuningCheckpoint | None:
