@@ -3,8 +3,14 @@
 Accepted ``extra_args``: ``max_model_len``, ``max_batch_size``, ``dtype`` (``auto``,
 ``float32``, ``bfloat16``, ``float16``; vLLM's ``float``/``half`` aliases are mapped),
 ``device`` (``cpu``/``cuda``), ``num_threads``. GPU-only options are accepted only at values
-that mean "off" (``tensor_parallel_size=1``, ``gpu_count=0``, ``gpu_ids=[]``,
-``enable_lora=False``), so a spec written for vLLM fails loudly instead of being half-honoured.
+that mean "off" (``tensor_parallel_size=1``, ``gpu_count=0``, ``gpu_ids=[]``), so a spec
+written for vLLM fails loudly instead of being half-honoured.
+
+LoRA: the engine serves runtime-loaded adapters (``/v1/load_lora_adapter``) by default, at
+most ``max_loras`` (default 8) of rank up to ``max_lora_rank`` (default 64, vLLM's allowed
+ranks, so an adapter one engine takes the other takes too). Nothing is reserved until an
+adapter loads, unlike vLLM, hence on by default; ``enable_lora=False`` turns it off
+(``--max-loras 0``). The names match vLLM's, so ``engine=auto`` accepts the same LoRA args.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from compute.engines.base import (
     EngineSpec,
     Option,
     check_spec,
+    checked,
     render_options,
 )
+from compute.engines.vllm import LORA_RANKS
 
 SERVER_MODULE = "compute.engines.transformers_server"  # thin entry that runs the package's main
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -29,20 +37,21 @@ OPTIONS: dict[str, Option] = {
     "dtype": Option("--dtype", str, choices=(*DTYPES, *DTYPE_ALIASES)),
     "device": Option("--device", str, choices=("cpu", "cuda")),
     "num_threads": Option("--num-threads", int, minimum=0, maximum=1024),
+    "max_loras": Option("--max-loras", int, minimum=1, maximum=256),
+    "max_lora_rank": Option("--max-lora-rank", int, choices=LORA_RANKS),
 }
 # GPU-engine options and the value at which they ask for nothing.
 NEUTRAL: dict[str, Any] = {
     "tensor_parallel_size": 1,
     "gpu_count": 0,
     "gpu_ids": [],
-    "enable_lora": False,
 }
 SCHEMA: dict[str, Option] = {
     **OPTIONS,
     "tensor_parallel_size": Option("", int, choices=(1,), hint="1 (no tensor parallelism)"),
     "gpu_count": Option("", int, choices=(0,), access="reserved"),
     "gpu_ids": Option("", list, hint="an empty list", access="reserved"),
-    "enable_lora": Option("", bool, choices=(False,), hint="false (no LoRA)"),
+    "enable_lora": Option("", bool),
 }
 API_KEY_ENV = "OPENMAAS_ENGINE_API_KEY"  # compute.engines.transformers.api reads it
 
@@ -61,6 +70,14 @@ class TransformersEngine:
                 raise EngineArgError(f"transformers engine does not support {key}={value!r}")
         if isinstance(args.get("dtype"), str):
             args["dtype"] = DTYPE_ALIASES.get(str(args["dtype"]), args["dtype"])
+        lora_off = not checked(self.name, "enable_lora", args.pop("enable_lora", True),
+                               SCHEMA["enable_lora"])  # fmt: skip
+        if lora_off:
+            stray = [k for k in ("max_loras", "max_lora_rank") if k in args]
+            if stray:
+                raise EngineArgError(
+                    f"transformers engine: {', '.join(stray)} need enable_lora=True"
+                )
         return [
             spec.python, "-m", SERVER_MODULE,
             "--model", spec.model_dir,
@@ -68,6 +85,7 @@ class TransformersEngine:
             "--host", spec.host,
             "--port", str(spec.port),
             *render_options(self.name, args, OPTIONS),
+            *(["--max-loras", "0"] if lora_off else []),
         ]  # fmt: skip
 
     def build_env(self, spec: EngineSpec) -> dict[str, str]:

@@ -68,6 +68,8 @@ def test_trust_remote_code_needs_a_version_an_admin_marked_trusted(repo, owner):
         ("transformers", {"device": "tpu"}, "device"),
         ("auto", {"gpu_memory_utilization": 0.9}, "engine=auto runs either engine"),
         ("auto", {"device": "cpu"}, "engine=auto runs either engine"),
+        ("auto", {"max_loras": 4}, "need enable_lora=True"),  # vLLM reserves memory for them
+        ("transformers", {"max_lora_rank": 48}, "max_lora_rank"),
     ],
 )
 def test_bad_or_unsafe_engine_args_are_400_at_deploy_time(repo, owner, engine, args, message):
@@ -81,6 +83,8 @@ def test_good_engine_args_deploy(repo, owner):
     lora = {"enable_lora": True, "lora_modules": {"sql": "adapters/sql"}}
     assert deploy(owner, "vllm", gpu_memory_utilization=0.9, **lora).status_code == 201
     assert deploy(owner, "auto", max_model_len=2048, dtype="bfloat16").status_code == 201
+    multi_lora = {"enable_lora": True, "max_loras": 6, "max_lora_rank": 32}
+    assert deploy(owner, "auto", **multi_lora).status_code == 201
     response = deploy(owner, "vllm", tensor_parallel_size=2)
     assert response.status_code == 201 and response.json()["gpus_per_replica"] == 2
 

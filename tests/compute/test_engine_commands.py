@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from compute.engines import ENGINES, EngineArgError, EngineSpec, UnknownEngineError, get_engine
-from compute.engines.base import EngineAdapter
+from compute.engines.base import EngineAdapter, validate_args
 
 
 def spec(**extra: Any) -> EngineSpec:
@@ -163,13 +163,39 @@ def test_transformers_command_parses_with_the_servers_own_argument_parser() -> N
 
 def test_transformers_engine_refuses_gpu_only_options_but_accepts_their_off_values() -> None:
     engine = get_engine("transformers")
-    engine.build_command(spec(tensor_parallel_size=1, enable_lora=False, gpu_ids=[], gpu_count=0))
-    with pytest.raises(EngineArgError, match="does not support enable_lora"):
-        engine.build_command(spec(enable_lora=True))
+    engine.build_command(spec(tensor_parallel_size=1, gpu_ids=[], gpu_count=0))
     with pytest.raises(EngineArgError, match="does not support tensor_parallel_size"):
         engine.build_command(spec(tensor_parallel_size=2))
     with pytest.raises(EngineArgError, match="Did you mean 'max_batch_size'"):
         engine.build_command(spec(max_batch=4))
+
+
+def test_transformers_lora_is_on_by_default_and_sized_like_vllm() -> None:
+    from compute.engines.transformers.server import parse_args
+
+    engine = get_engine("transformers")
+    default = parse_args(engine.build_command(spec())[3:])
+    assert (default.max_loras, default.max_lora_rank) == (8, 64)
+
+    sized = engine.build_command(spec(enable_lora=True, max_loras=3, max_lora_rank=16))
+    assert flag_value(sized, "--max-loras") == "3"
+    assert flag_value(sized, "--max-lora-rank") == "16"
+    assert parse_args(sized[3:]).max_loras == 3
+
+    off = engine.build_command(spec(enable_lora=False))
+    assert parse_args(off[3:]).max_loras == 0
+    with pytest.raises(EngineArgError, match="max_loras need enable_lora=True"):
+        engine.build_command(spec(enable_lora=False, max_loras=2))
+    with pytest.raises(EngineArgError, match="max_lora_rank=48"):
+        engine.build_command(spec(max_lora_rank=48))  # not one of vLLM's ranks either
+
+
+def test_lora_args_valid_for_one_engine_are_valid_for_both() -> None:
+    """``engine=auto`` deployments pass the same LoRA args to whichever engine a node runs."""
+    args = {"enable_lora": True, "max_loras": 6, "max_lora_rank": 32}
+    for name in ENGINES:
+        validate_args(get_engine(name), args)
+    assert get_engine("vllm").build_env(spec(**args))["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
 
 def test_spec_fields_are_validated() -> None:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from compute.engines.transformers.engine import Engine
 from compute.engines.transformers.errors import ApiError
+from compute.engines.transformers.lora import ServedAdapter
 from compute.engines.transformers.parsing import Fields, parse_chat, parse_completion, parse_json
 from compute.engines.transformers.responses import (
     chat_frames,
@@ -52,25 +53,47 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _model_card(engine: Engine) -> dict[str, Any]:
+def _model_card(engine: Engine, adapter: ServedAdapter | None = None) -> dict[str, Any]:
+    """One ``/v1/models`` entry; an adapter names the base as ``parent``, as vLLM does
+    (its directory, vLLM's ``root``, stays private: it is a path on the node)."""
     return {
-        "id": engine.served_model_name,
+        "id": adapter.name if adapter else engine.served_model_name,
         "object": "model",
-        "created": engine.created,
+        "created": adapter.created if adapter else engine.created,
         "owned_by": OWNED_BY,
+        "parent": engine.served_model_name if adapter else None,
         "max_model_len": engine.max_model_len,
     }
 
 
 async def handle_models(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
-    return web.json_response({"object": "list", "data": [_model_card(engine)]})
+    cards = [_model_card(engine), *(_model_card(engine, a) for a in engine.served_adapters())]
+    return web.json_response({"object": "list", "data": cards})
 
 
 async def handle_model(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
-    engine.check_model(Fields({"model": request.match_info["model"]}))
-    return web.json_response(_model_card(engine))
+    name = request.match_info["model"]
+    engine.check_model(Fields({"model": name}))
+    return web.json_response(_model_card(engine, engine.adapters.served.get(name)))
+
+
+async def handle_load_lora(request: web.Request) -> web.Response:
+    """vLLM's ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}``: 200 with a short
+    text, 400 when the adapter cannot be served; the same name and path again is a no-op."""
+    body = Fields(await _json_body(request))
+    name, path = body.required("lora_name"), body.required("lora_path")
+    loaded = await request.app[ENGINE_KEY].load_adapter(name, path)
+    done = "added successfully" if loaded else "was already loaded from that path"
+    return web.Response(text=f"Success: LoRA adapter '{name}' {done}.")
+
+
+async def handle_unload_lora(request: web.Request) -> web.Response:
+    """vLLM's ``POST /v1/unload_lora_adapter {"lora_name"}``: 200, or 404 when not loaded."""
+    name = Fields(await _json_body(request)).required("lora_name")
+    await request.app[ENGINE_KEY].unload_adapter(name)
+    return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
 
 async def handle_stats(request: web.Request) -> web.Response:
@@ -78,6 +101,7 @@ async def handle_stats(request: web.Request) -> web.Response:
     stats = asdict(engine.scheduler.stats)
     stats["max_batch_size"] = engine.scheduler.max_batch_size
     stats["kv_cache"] = engine.scheduler.kv_cache
+    stats["max_loras"] = engine.adapters.max_loras
     return web.json_response(stats)
 
 
@@ -89,7 +113,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
         metric = f"openmaas_engine_{name}"
         kind = (
             "gauge"
-            if name.startswith(("requests_running", "requests_waiting", "max_"))
+            if name.startswith(("requests_running", "requests_waiting", "max_", "lora_adapters"))
             else "counter"
         )
         lines += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
@@ -99,7 +123,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 async def handle_chat(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     req = parse_chat(engine, await _json_body(request))
-    seq = engine.submit(req.prompts[0], req.params)
+    seq = engine.submit(req.prompts[0], req.params, req.adapter)
     try:
         if req.stream:
             return await stream_sse(request, chat_frames(engine, req, seq))
@@ -111,7 +135,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
 async def handle_completion(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     req = parse_completion(engine, await _json_body(request))
-    seqs = [engine.submit(p, req.params) for p in req.prompts]
+    seqs = [engine.submit(p, req.params, req.adapter) for p in req.prompts]
     try:
         if req.stream:
             return await stream_sse(request, completion_frames(engine, req, seqs[0]))
@@ -121,7 +145,7 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
             for i, (s, r) in enumerate(zip(seqs, results, strict=True))
         ]
         body = {
-            **envelope(engine, "text_completion", "cmpl"),
+            **envelope(req, "text_completion", "cmpl"),
             "choices": choices,
             "usage": usage(sum(map(len, req.prompts)), sum(len(r.tokens) for r in results)),
             "system_fingerprint": None,
@@ -193,4 +217,6 @@ def build_app(engine: Engine, api_key: str = "") -> web.Application:
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/chat/completions", handle_chat)
     app.router.add_post("/v1/completions", handle_completion)
+    app.router.add_post("/v1/load_lora_adapter", handle_load_lora)
+    app.router.add_post("/v1/unload_lora_adapter", handle_unload_lora)
     return app

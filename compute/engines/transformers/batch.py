@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from compute.engines.transformers.lora import LoraModel
 from compute.engines.transformers.sequence import GenSequence
 
 
@@ -56,10 +57,13 @@ class ActiveBatch:
 
     Invariant (cache mode): row ``i`` of ``cache``/``mask``/``next_pos``/``next_tokens``
     belongs to ``seqs[i]``; ``mask`` marks real (1) versus padding (0) cache slots, and
-    padding slots hold zeros.
+    padding slots hold zeros. Each forward pass names every row's LoRA adapter (``model``
+    is a :class:`LoraModel`), so rows of different adapters share the batch and its cache.
     """
 
-    def __init__(self, model: Any, device: torch.device, pad_id: int, use_cache: bool) -> None:
+    def __init__(
+        self, model: LoraModel, device: torch.device, pad_id: int, use_cache: bool
+    ) -> None:
         self.model = model
         self.device = device
         self.pad_id = pad_id
@@ -86,6 +90,7 @@ class ActiveBatch:
         ids, mask = _left_pad([s.prompt_ids for s in seqs], self.pad_id, self.device)
         cache = DynamicCache() if self.use_cache else None
         out = self.model(
+            [s.adapter for s in seqs],
             input_ids=ids,
             attention_mask=mask,
             position_ids=_positions(mask),
@@ -129,6 +134,7 @@ class ActiveBatch:
             rows = [s.prompt_ids + s.output_ids for s in self.seqs]
             ids, mask = _left_pad(rows, self.pad_id, self.device)
             out = self.model(
+                self.adapters(),
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=_positions(mask),
@@ -140,6 +146,7 @@ class ActiveBatch:
         ones = torch.ones((len(self.seqs), 1), dtype=self.mask.dtype, device=self.device)
         self.mask = torch.cat([self.mask, ones], dim=1)
         out = self.model(
+            self.adapters(),
             input_ids=self.next_tokens[:, None],
             attention_mask=self.mask,
             position_ids=self.next_pos[:, None],
@@ -148,6 +155,10 @@ class ActiveBatch:
         )
         self.next_pos = self.next_pos + 1
         return out.logits[:, -1]
+
+    def adapters(self) -> list[str | None]:
+        """Each row's adapter key (``None``: the base model)."""
+        return [s.adapter for s in self.seqs]
 
     def set_next_tokens(self, tokens: list[int]) -> None:
         if self.use_cache:

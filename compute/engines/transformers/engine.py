@@ -10,6 +10,7 @@ import torch
 
 from compute.engines.transformers.batch import supports_cache_merging
 from compute.engines.transformers.errors import ApiError, invalid_type
+from compute.engines.transformers.lora import AdapterTable, ServedAdapter, read_adapter_config
 from compute.engines.transformers.sampling import SamplingParams
 from compute.engines.transformers.scheduler import Scheduler
 from compute.engines.transformers.sequence import GenSequence
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
 
 class Engine:
-    """The loaded model behind the HTTP API: prompt encoding and sequence submission."""
+    """The loaded model behind the HTTP API: prompt encoding and sequence submission.
+
+    Requests name either the base model (``served_model_name``) or a LoRA adapter loaded
+    with :meth:`load_adapter`; adapter state lives on the event loop (``adapters``) and on
+    the scheduler thread (``scheduler.lora``), never shared between them.
+    """
 
     def __init__(
         self,
@@ -31,6 +37,8 @@ class Engine:
         max_model_len: int,
         max_batch_size: int,
         device: torch.device,
+        max_loras: int = 8,
+        max_lora_rank: int = 64,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -47,24 +55,83 @@ class Engine:
             use_cache=supports_cache_merging(model),
         )
         self._token_texts: dict[int, tuple[str, bytes]] = {}
+        self.adapters = AdapterTable(served_model_name, max_loras, max_lora_rank)
+        # One load or unload at a time: each checks the table, then awaits the scheduler.
+        self._adapter_lock = asyncio.Lock()
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenSequence:
-        seq = GenSequence(prompt_ids, params, self.tokenizer, asyncio.get_running_loop())
+    def submit(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> GenSequence:
+        """Queue a prompt; ``adapter`` is the internal key from :meth:`check_model`."""
+        loop = asyncio.get_running_loop()
+        seq = GenSequence(prompt_ids, params, self.tokenizer, loop, adapter)
         self.scheduler.submit(seq)
         return seq
 
-    def check_model(self, fields: Fields) -> None:
+    def check_model(self, fields: Fields) -> str | None:
+        """Check the request's ``model``: the base (returns ``None``) or a loaded adapter
+        (returns its internal key); anything else is a 404 ``model_not_found``."""
         name = fields.required("model")
         if not isinstance(name, str):
             raise invalid_type("model", "a string", name)
-        if name != self.served_model_name:
+        if name == self.served_model_name:
+            return None
+        adapter = self.adapters.served.get(name)
+        if adapter is None:
             raise ApiError(
                 404,
                 f"The model '{name}' does not exist; "
-                f"this engine serves '{self.served_model_name}'.",
+                f"this engine serves '{self.served_model_name}'"
+                + (" and its LoRA adapters." if self.adapters.served else "."),
                 param="model",
                 code="model_not_found",
             )
+        return adapter.key
+
+    async def load_adapter(self, name: object, path: object) -> bool:
+        """Load a LoRA adapter under ``name``; False when that name and path were already
+        loaded (idempotent). ApiError(400) for a bad directory, an adapter that does not
+        fit the base model, a name taken by another path, or no room left.
+
+        Shielded, like :meth:`unload_adapter`: a client that hangs up mid-way must not leave
+        weights loaded under no name (or a name pointing at freed weights).
+        """
+        return await asyncio.shield(self._load_adapter(name, path))
+
+    async def unload_adapter(self, name: object) -> None:
+        """Stop serving adapter ``name`` (404 when it is not loaded). Requests already
+        running finish with it; its weights are freed when the last one ends."""
+        await asyncio.shield(self._unload_adapter(name))
+
+    async def _load_adapter(self, name: object, path: object) -> bool:
+        async with self._adapter_lock:  # each step checks the table, then awaits
+            if self.adapters.check_new(name, path) is not None:
+                return False
+            assert isinstance(name, str) and isinstance(path, str)  # checked above
+            config = await asyncio.to_thread(read_adapter_config, path, self.adapters.max_rank)
+            entry = self.adapters.new_entry(name, path)
+            lora = self.scheduler.lora
+            await asyncio.wrap_future(
+                self.scheduler.call(lambda: lora.load(entry.key, entry.path, config))
+            )
+            self.adapters.served[name] = entry
+            return True
+
+    async def _unload_adapter(self, name: object) -> None:
+        async with self._adapter_lock:
+            entry = self.adapters.served.pop(name, None) if isinstance(name, str) else None
+            if entry is None:
+                raise ApiError(
+                    404,
+                    f"The LoRA adapter '{name}' cannot be found.",
+                    param="lora_name",
+                    code="model_not_found",
+                )
+            lora = self.scheduler.lora
+            await asyncio.wrap_future(self.scheduler.call(lambda: lora.retire(entry.key)))
+
+    def served_adapters(self) -> list[ServedAdapter]:
+        return list(self.adapters.served.values())
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Render messages with the chat template (generation prompt added) and tokenize."""

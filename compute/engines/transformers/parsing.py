@@ -121,8 +121,14 @@ def _check_range(name: str, value: float, lo: float | None, hi: float | None) ->
 
 @dataclass(frozen=True)
 class ParsedRequest:
-    """A validated generation request: one or more prompts sharing sampling parameters."""
+    """A validated generation request: one or more prompts sharing sampling parameters.
 
+    ``model`` is the requested name (echoed in responses); ``adapter`` the internal key of
+    its LoRA adapter, ``None`` for the base model.
+    """
+
+    model: str
+    adapter: str | None
     prompts: list[list[int]]
     params: SamplingParams
     stream: bool
@@ -197,7 +203,7 @@ def _messages(fields: Fields) -> list[dict[str, str]]:
 def parse_chat(engine: Engine, body: dict[str, Any]) -> ParsedRequest:
     """Validate a chat completions body and tokenize its messages."""
     fields = Fields(body)
-    engine.check_model(fields)
+    adapter = engine.check_model(fields)
     messages = _messages(fields)
     requested = fields.int_("max_completion_tokens", None, lo=1)
     if requested is None:
@@ -210,7 +216,10 @@ def parse_chat(engine: Engine, body: dict[str, Any]) -> ParsedRequest:
     params = _common_params(
         fields, budget, logprobs=top if want_logprobs else None, prompt_logprobs=False
     )
-    return ParsedRequest([prompt], params, stream, include_usage, chat_logprobs=want_logprobs)
+    return ParsedRequest(
+        body["model"], adapter, [prompt], params, stream, include_usage,
+        chat_logprobs=want_logprobs,
+    )  # fmt: skip
 
 
 def _prompts(engine: Engine, raw: Any) -> tuple[list[list[int]], list[str]]:
@@ -243,7 +252,7 @@ def _prompts(engine: Engine, raw: Any) -> tuple[list[list[int]], list[str]]:
 def parse_completion(engine: Engine, body: dict[str, Any]) -> ParsedRequest:
     """Validate a (legacy) completions body and tokenize its prompt(s)."""
     fields = Fields(body)
-    engine.check_model(fields)
+    adapter = engine.check_model(fields)
     prompts, texts = _prompts(engine, fields.required("prompt"))
     requested = fields.int_("max_tokens", None, lo=0)
     logprobs = fields.int_("logprobs", None, 0, MAX_COMPLETION_LOGPROBS)
@@ -255,4 +264,7 @@ def parse_completion(engine: Engine, body: dict[str, Any]) -> ParsedRequest:
     params = _common_params(
         fields, min(budgets), logprobs=logprobs, prompt_logprobs=echo and logprobs is not None
     )
-    return ParsedRequest(prompts, params, stream, include_usage, echo_texts=texts if echo else [])
+    return ParsedRequest(
+        body["model"], adapter, prompts, params, stream, include_usage,
+        echo_texts=texts if echo else [],
+    )  # fmt: skip

@@ -130,12 +130,13 @@ async def stream_sse(
     return response
 
 
-def envelope(engine: Engine, kind: str, prefix: str) -> dict[str, Any]:
+def envelope(req: ParsedRequest, kind: str, prefix: str) -> dict[str, Any]:
+    """The fields every response shares; ``model`` is the name asked for (base or adapter)."""
     return {
         "id": f"{prefix}-{uuid.uuid4().hex}",
         "object": kind,
         "created": int(time.time()),
-        "model": engine.served_model_name,
+        "model": req.model,
     }
 
 
@@ -143,7 +144,7 @@ async def chat_frames(
     engine: Engine, req: ParsedRequest, seq: GenSequence
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Chat completion chunks: role first, then content deltas, the finish, then usage."""
-    head = envelope(engine, "chat.completion.chunk", "chatcmpl")
+    head = envelope(req, "chat.completion.chunk", "chatcmpl")
     if req.include_usage:
         head["usage"] = None  # OpenAI sends null usage on every chunk but the last
 
@@ -173,7 +174,7 @@ async def completion_frames(
     engine: Engine, req: ParsedRequest, seq: GenSequence
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Text completion chunks: the echoed prompt (if asked), text deltas, finish, usage."""
-    head = envelope(engine, "text_completion", "cmpl")
+    head = envelope(req, "text_completion", "cmpl")
     if req.include_usage:
         head["usage"] = None
     want_lp = req.params.logprobs is not None
@@ -214,7 +215,7 @@ def chat_response(engine: Engine, req: ParsedRequest, result: Collected) -> dict
         "finish_reason": result.finish_reason,
     }
     return {
-        **envelope(engine, "chat.completion", "chatcmpl"),
+        **envelope(req, "chat.completion", "chatcmpl"),
         "choices": [choice],
         "usage": usage(len(req.prompts[0]), len(result.tokens)),
         "system_fingerprint": None,

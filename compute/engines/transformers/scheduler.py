@@ -8,6 +8,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 
 from compute.engines.transformers.batch import ActiveBatch, cache_layers
 from compute.engines.transformers.errors import ApiError
+from compute.engines.transformers.lora import LoraModel
 from compute.engines.transformers.sampling import TokenLogprob, sample_token, token_logprob
 from compute.engines.transformers.sequence import GenSequence, Output
 
@@ -36,6 +38,17 @@ class EngineStats:
     max_prefill_batch_size_seen: int = 0
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
+    # Decode steps whose batch mixed two or more models (the base, LoRA adapters).
+    mixed_adapter_steps: int = 0
+    lora_adapters: int = 0  # gauge: adapters in memory, including retiring ones
+
+
+@dataclass
+class _Task:
+    """Work on the model itself (loading an adapter), run between two steps."""
+
+    fn: Callable[[], Any]
+    future: Future[Any]
 
 
 class Scheduler:
@@ -43,7 +56,9 @@ class Scheduler:
 
     ``submit`` is thread-safe and never blocks. Each iteration: take new submissions, drop
     cancelled sequences, admit waiting ones up to ``max_batch_size`` (one batched prefill),
-    then one batched decode step for all active sequences.
+    then one batched decode step for all active sequences. Work on the model itself
+    (:meth:`call`: loading and unloading LoRA adapters) runs on the same thread between
+    steps, in submission order with the sequences.
     """
 
     def __init__(
@@ -65,8 +80,9 @@ class Scheduler:
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             pad_id = next(iter(eos_ids), 0)
-        self._batch = ActiveBatch(model, device, pad_id, use_cache)
-        self._inbox: queue.SimpleQueue[GenSequence | None] = queue.SimpleQueue()
+        self.lora = LoraModel(model, device)  # touched on the scheduler thread only
+        self._batch = ActiveBatch(self.lora, device, pad_id, use_cache)
+        self._inbox: queue.SimpleQueue[GenSequence | _Task | None] = queue.SimpleQueue()
         self._waiting: deque[GenSequence] = deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="engine-scheduler", daemon=True)
@@ -87,10 +103,18 @@ class Scheduler:
     def submit(self, seq: GenSequence) -> None:
         """Queue a sequence; raises ApiError(503) once the engine is stopping."""
         if self._stopping:
-            raise ApiError(
-                503, "The engine is shutting down.", type_="server_error", code="unavailable"
-            )
+            raise _shutting_down()
         self._inbox.put(seq)
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the scheduler thread between two steps; its result or exception
+        lands in the returned future (``asyncio.wrap_future`` to await it)."""
+        future: Future[Any] = Future()
+        if self._stopping:
+            future.set_exception(_shutting_down())
+        else:
+            self._inbox.put(_Task(fn, future))
+        return future
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread; sequences still queued or running get a 503 error output."""
@@ -109,15 +133,18 @@ class Scheduler:
                     self._admit()
                     if self._batch.seqs:
                         self._guarded(self._batch.seqs, self._decode_step)
+                    self._collect_adapters()
                     self._update_gauges()
         except Exception:
             log.exception("scheduler crashed")
         finally:
-            gone = ApiError(
-                503, "The engine is shutting down.", type_="server_error", code="unavailable"
-            )
-            for seq in [*self._batch.seqs, *self._waiting, *self._drain_inbox()]:
-                seq.push(Output(error=gone))
+            gone = _shutting_down()
+            for item in [*self._batch.seqs, *self._waiting, *self._drain_inbox()]:
+                if isinstance(item, _Task):
+                    if item.future.set_running_or_notify_cancel():
+                        item.future.set_exception(gone)
+                else:
+                    item.push(Output(error=gone))
 
     def _pull(self) -> bool:
         """Move submissions into the waiting queue; blocks only when there is nothing to do."""
@@ -127,16 +154,43 @@ class Scheduler:
             while True:
                 if item is None:
                     return False
-                self.stats.requests_total += 1
-                self._waiting.append(item)
+                if isinstance(item, _Task):
+                    self._run_task(item)
+                else:
+                    self.stats.requests_total += 1
+                    self._waiting.append(item)
                 item = self._inbox.get_nowait()
         except queue.Empty:
             pass
         self._update_gauges()
         return not self._stopping
 
-    def _drain_inbox(self) -> list[GenSequence]:
-        items: list[GenSequence] = []
+    def _run_task(self, task: _Task) -> None:
+        if not task.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = task.fn()
+        except BaseException as exc:  # handed to the caller, never lost
+            task.future.set_exception(exc)
+            return
+        # An adapter retired while unused is freed before its caller hears back.
+        self._collect_adapters()
+        self.stats.lora_adapters = len(self.lora.keys)
+        task.future.set_result(result)
+
+    def _collect_adapters(self) -> None:
+        """Free retiring adapters once no running or waiting sequence uses them."""
+        if not self.lora.retiring:
+            return
+        try:
+            self.lora.collect({s.adapter for s in [*self._batch.seqs, *self._waiting]})
+        except Exception:  # the weights stay in memory; serving goes on
+            log.exception("freeing a LoRA adapter failed")
+            self.lora.retiring.clear()
+        self.stats.lora_adapters = len(self.lora.keys)
+
+    def _drain_inbox(self) -> list[GenSequence | _Task]:
+        items: list[GenSequence | _Task] = []
         with contextlib.suppress(queue.Empty):
             while True:
                 item = self._inbox.get_nowait()
@@ -169,10 +223,13 @@ class Scheduler:
         admitted: list[GenSequence] = []
         while self._waiting and len(self._batch) + len(admitted) < self.max_batch_size:
             seq = self._waiting.popleft()
-            if not seq.cancelled:
-                admitted.append(seq)
-            else:
+            if seq.cancelled:
                 self._finish_rows(1)
+            elif seq.adapter is not None and seq.adapter not in self.lora.keys:
+                self._finish_rows(1)  # unreachable by ordering; a guard, not a 500
+                seq.push(Output(error=_adapter_gone()))
+            else:
+                admitted.append(seq)
         if admitted:
             self._guarded(admitted, lambda: self._prefill(admitted))
         self._update_gauges()
@@ -221,6 +278,7 @@ class Scheduler:
         size = len(self._batch)
         self.stats.decode_steps += 1
         self.stats.batched_decode_steps += size > 1
+        self.stats.mixed_adapter_steps += len({s.adapter for s in self._batch.seqs}) > 1
         self.stats.max_batch_size_seen = max(self.stats.max_batch_size_seen, size)
         keep, tokens = [], []
         for i, seq in enumerate(self._batch.seqs):
@@ -261,3 +319,11 @@ class Scheduler:
 
     def _finish_rows(self, n: int) -> None:
         self.stats.requests_finished += n
+
+
+def _adapter_gone() -> ApiError:
+    return ApiError(404, "The LoRA adapter was unloaded.", param="model", code="model_not_found")
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, "The engine is shutting down.", type_="server_error", code="unavailable")

@@ -46,8 +46,10 @@ class GenSequence:
         params: SamplingParams,
         tokenizer: Any,
         loop: asyncio.AbstractEventLoop,
+        adapter: str | None = None,
     ) -> None:
         self.prompt_ids = prompt_ids
+        self.adapter = adapter  # internal LoRA key (lora.LoraModel); None: the base model
         self.params = params
         self.output_ids: list[int] = []
         self.prompt_logprobs: list[TokenLogprob] | None = None

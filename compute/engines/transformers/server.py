@@ -73,6 +73,8 @@ def load_engine(args: argparse.Namespace) -> Engine:
         max_model_len=max_model_len,
         max_batch_size=args.max_batch_size,
         device=device,
+        max_loras=args.max_loras,
+        max_lora_rank=args.max_lora_rank,
     )
 
 
@@ -115,6 +117,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
+        "--max-loras",
+        type=int,
+        default=8,
+        help="LoRA adapters served at once next to the base model (0: no adapters)",
+    )
+    parser.add_argument(
+        "--max-lora-rank", type=int, default=64, help="largest LoRA rank an adapter may have"
+    )
+    parser.add_argument(
         "--num-threads",
         type=int,
         default=0,
@@ -126,6 +137,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--max-batch-size must be at least 1")
     if args.max_model_len is not None and args.max_model_len < 1:
         parser.error("--max-model-len must be at least 1")
+    if args.max_loras < 0:
+        parser.error("--max-loras must be 0 or more")
+    if args.max_lora_rank < 1:
+        parser.error("--max-lora-rank must be at least 1")
     if args.num_threads < 0:
         parser.error("--num-threads must be 0 or more")
     return args
