@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from compute.agent.procs import wait_for
+from compute.agent.procs import free_port, wait_for
 from tests.training.runner_helpers import chat_rows, make_spec, metrics, read_events
 from training.runner.report import LocalReporter, PortalReporter, Superseded
 from training.runner.run import run_spec
@@ -132,8 +132,8 @@ def test_two_gloo_ranks_train_one_run_and_only_rank_0_reports(tmp_path, tiny_mod
 class StandIn(ThreadingHTTPServer):
     """Answers the runner-facing routes as the contract describes and records requests."""
 
-    def __init__(self, answers: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, answers: dict[str, list[tuple[int, dict[str, Any]]]], port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
         self.answers = answers
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
 
@@ -179,8 +179,8 @@ class Handler(BaseHTTPRequestHandler):
 def stand_in():
     servers: list[StandIn] = []
 
-    def start(answers: dict[str, list[tuple[int, dict[str, Any]]]]) -> StandIn:
-        server = StandIn(answers)
+    def start(answers: dict[str, list[tuple[int, dict[str, Any]]]], port: int = 0) -> StandIn:
+        server = StandIn(answers, port)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
@@ -254,3 +254,19 @@ def test_a_refused_token_means_another_attempt_owns_the_job(
         Trainer(spec).run(PortalReporter(server.url, "mrun-stale"))
 
     assert len(server.requests) == 1
+
+
+def test_events_wait_for_a_restarting_portal(stand_in, caplog):
+    port = free_port()
+    reporter = PortalReporter(f"http://127.0.0.1:{port}", "mrun-secret")
+    hello = {"type": "message", "level": "info", "message": "hello"}
+    sender = threading.Thread(target=reporter.event, args=(hello,))  # the first event is sent
+    with caplog.at_level("WARNING", logger="training.runner.report"):
+        sender.start()
+        wait_for(lambda: "retrying" in caplog.text, timeout_s=10, what="a refused connection")
+        server = stand_in({"events": [(200, {"cancel": True})]}, port=port)
+        sender.join(timeout=30)
+
+    bodies = [json.loads(b) for _, p, _, b in server.requests if p.endswith("/events")]
+    assert [e["message"] for body in bodies for e in body["events"]] == ["hello"]
+    assert reporter.cancelled
