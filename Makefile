@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets clean-devstack
+.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets bench-training clean-devstack
 
 # Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -61,7 +61,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy portal compute datasets
+	$(VENV)/bin/mypy portal compute datasets training
 
 # Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
 browser:
@@ -78,6 +78,11 @@ bench-gateway: $(STAMP)
 # FILE=path validates (and views) that file instead of the generated 1 GiB chat JSONL.
 bench-datasets: $(STAMP)
 	$(PY) -m tests.bench.datasets --output docs/benchmarks.md $(if $(FILE),--file $(FILE)) $(BENCH_ARGS)
+
+# The runner's training tokens/s against a bare transformers + peft loop (same model, data,
+# settings); BENCH_ARGS="--device cuda --dtype bfloat16" on a GPU machine.
+bench-training: $(STAMP)
+	$(PY) -m tests.bench.training --output docs/benchmarks.md $(BENCH_ARGS)
 
 clean-devstack:
 	rm -rf .devstack

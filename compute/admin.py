@@ -3,7 +3,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
-from compute.models import Deployment, Node, Replica, ReplicaEvent
+from compute.models import Deployment, Node, Replica, ReplicaEvent, ServedAdapter, Workload
 from compute.services.trust import resolve_node_address
 from portal.errors import PlatformError
 
@@ -47,3 +47,15 @@ class ReplicaAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(ReplicaEvent)
 class ReplicaEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["replica", "old_status", "new_status", "reason", "created_at"]
+
+
+@admin.register(Workload)
+class WorkloadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["pk", "kind", "ref", "status", "attempt", "node", "gpus", "updated_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["ref"]
+
+
+@admin.register(ServedAdapter)
+class ServedAdapterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["served_name", "deployment", "model_version", "created_at"]

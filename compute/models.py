@@ -166,6 +166,8 @@ class Replica(models.Model):
     pid = models.IntegerField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Names of the LoRA adapters its engine reports loaded (routes for those names).
+    adapters = models.JSONField(default=list, blank=True)
     assigned_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -211,3 +213,88 @@ class ReplicaEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.replica_id}: {self.old_status} → {self.new_status}"
+
+
+class ServedAdapter(models.Model):
+    """A LoRA adapter version served on the replicas of a base deployment under its own
+    name (multi-LoRA: many fine-tunes share one base replica). The agent loads it into each
+    replica's engine and reports it in ``Replica.adapters``; the gateway routes the name to
+    the replicas that have it loaded."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="adapters")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="served_as_adapter"
+    )
+    served_name = models.CharField(max_length=300, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.served_name} on {self.deployment.served_name}"
+
+
+class WorkloadStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a node"
+    ASSIGNED = "assigned", "Assigned to a node"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Exited successfully"
+    FAILED = "failed", "Failed"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+
+    ON_NODE: ClassVar[list[str]]
+    FINAL: ClassVar[list[str]]
+
+
+WorkloadStatus.ON_NODE = [
+    WorkloadStatus.ASSIGNED,
+    WorkloadStatus.RUNNING,
+    WorkloadStatus.STOPPING,
+]
+WorkloadStatus.FINAL = [WorkloadStatus.SUCCEEDED, WorkloadStatus.FAILED, WorkloadStatus.STOPPED]
+
+
+class Workload(models.Model):
+    """One run of a sub-platform's process on a pool node (a fine-tune's runner): placed by
+    the scheduler against the same GPUs and slots as replicas, pulled by the node's agent as
+    part of its desired state. ``kind`` names the sub-platform's registered handler and
+    ``ref`` its own id (a job id). The runner's token is an HMAC of the id and ``attempt``
+    (nothing stored); a requeue (runner or node lost) bumps ``attempt``, so a superseded
+    runner's token stops working."""
+
+    kind = models.CharField(max_length=32)
+    ref = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=WorkloadStatus.choices, default=WorkloadStatus.PENDING, db_index=True
+    )
+    attempt = models.PositiveIntegerField(default=1)
+    max_attempts = models.PositiveIntegerField(default=3)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="workloads"
+    )
+    gpus = models.PositiveIntegerField(default=0)
+    gpu_model = models.CharField(max_length=100, blank=True)
+    priority = models.IntegerField(default=0)
+    node = models.ForeignKey(
+        Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="workloads"
+    )
+    gpu_indices = models.JSONField(default=list, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "ref"], name="one_workload_per_ref"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref} #{self.attempt} [{self.status}]"

@@ -59,7 +59,8 @@ class Route:
 
 
 def load_routes() -> dict[str, Route]:
-    """Active deployments and their ready replicas on ready nodes (two queries).
+    """Active deployments, served adapters and their ready replicas on ready nodes
+    (three queries).
 
     Runs in a worker thread outside any request, so it manages its own connection.
     """
@@ -71,7 +72,15 @@ def load_routes() -> dict[str, Route]:
 
 
 def _query_routes() -> dict[str, Route]:
-    from compute.models import Deployment, DeploymentStatus, NodeStatus, Replica, ReplicaStatus
+    """Deployments, their ready replicas, and served adapters (three queries)."""
+    from compute.models import (
+        Deployment,
+        DeploymentStatus,
+        NodeStatus,
+        Replica,
+        ReplicaStatus,
+        ServedAdapter,
+    )
 
     routes: dict[str, Route] = {}
     deps = Deployment.objects.filter(status=DeploymentStatus.ACTIVE).select_related(
@@ -89,21 +98,46 @@ def _query_routes() -> dict[str, Route]:
             price_input=repo.price_input_cny_per_m,
             price_output=repo.price_output_cny_per_m,
         )
-    ready = (
-        Replica.objects.filter(
-            status=ReplicaStatus.READY,
-            node__status__in=[NodeStatus.READY, NodeStatus.DRAINING],
-            deployment__status=DeploymentStatus.ACTIVE,
-        )
-        .exclude(url="")
-        .values_list("deployment__served_name", "url", "secret", "id", "node_id")
-    )
-    for name, url, secret, replica_id, node_id in ready:
+    ready = Replica.objects.filter(
+        status=ReplicaStatus.READY,
+        node__status__in=[NodeStatus.READY, NodeStatus.DRAINING],
+        deployment__status=DeploymentStatus.ACTIVE,
+    ).exclude(url="")
+    loaded: dict[int, list[tuple[str, str, tuple[int, int], set[str]]]] = {}
+    for dep_id, name, url, secret, replica_id, node_id, adapters in ready.values_list(
+        "deployment_id", "deployment__served_name", "url", "secret", "id", "node_id", "adapters"
+    ):
         if name in routes:
-            routes[name].replicas.append(url)
-            routes[name].secrets[url] = secret
-            routes[name].replica_ids[url] = (replica_id, node_id)
+            _add_replica(routes[name], url, secret, (replica_id, node_id))
+        loaded.setdefault(dep_id, []).append(
+            (url, secret, (replica_id, node_id), set(adapters or []))
+        )
+    served = ServedAdapter.objects.filter(deployment__status=DeploymentStatus.ACTIVE)
+    for adapter in served.select_related("model_version__repo"):
+        if adapter.served_name in routes:
+            continue  # a deployment's own name wins
+        repo = adapter.model_version.repo
+        route = routes[adapter.served_name] = Route(
+            adapter.served_name,
+            repo.owner_user_id,
+            repo.owner_org_id,
+            repo.visibility,
+            int(adapter.created_at.timestamp()),
+            model_version_id=adapter.model_version_id,
+            price_input=repo.price_input_cny_per_m,
+            price_output=repo.price_output_cny_per_m,
+        )
+        # Only the base's replicas whose engine reports the adapter loaded serve it.
+        for url, secret, ids, names in loaded.get(adapter.deployment_id, []):
+            if adapter.served_name in names:
+                _add_replica(route, url, secret, ids)
     return routes
+
+
+def _add_replica(route: Route, url: str, secret: str, ids: tuple[int, int]) -> None:
+    route.replicas.append(url)
+    route.secrets[url] = secret
+    route.replica_ids[url] = ids
 
 
 class RouteTable:

@@ -240,6 +240,8 @@ def file_id() -> str:
 
 class FilePurpose(models.TextChoices):
     FINE_TUNE = "fine-tune", "fine-tune"
+    # Written by the platform (a fine-tune's step metrics CSV), never uploaded.
+    FINE_TUNE_RESULTS = "fine-tune-results", "fine-tune-results"
     BATCH = "batch", "batch"
     EVALS = "evals", "evals"
     USER_DATA = "user_data", "user_data"
@@ -251,7 +253,7 @@ class File(OwnedModel):
     """An OpenAI-compatible file; its bytes are the single file of ``version``."""
 
     id = models.CharField(primary_key=True, max_length=40, default=file_id, editable=False)
-    purpose = models.CharField(max_length=16, choices=FilePurpose.choices)
+    purpose = models.CharField(max_length=32, choices=FilePurpose.choices)
     filename = models.CharField(max_length=255)
     bytes = models.BigIntegerField()
     version = models.OneToOneField(

@@ -8,151 +8,40 @@ The work is in :mod:`datasets.services.files`; these views check, call and shape
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import Http404, HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    inline_serializer,
-)
-from rest_framework import exceptions, serializers
-from rest_framework.negotiation import DefaultContentNegotiation
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.models import File, FilePurpose
 from datasets.services import files
+from portal.api.v1 import JSONOnly, KeyScope, list_limit, v1_exception_handler
+from portal.api.v1 import error_responses as _errors
 from portal.auth import acting_user
-from portal.errors import (
-    AuthenticationFailed,
-    NotFound,
-    PermissionDenied,
-    PlatformError,
-    openai_error_body,
-)
-from portal.models import APIKey
-from portal.models.keys import scope_allows
+from portal.errors import NotFound, PlatformError
 
 # Room for the multipart framing and the ``purpose`` field around the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 10_000
 
 
-# --- errors ---------------------------------------------------------------------------
-
-
-def _as_platform_error(exc: Exception) -> PlatformError | None:
-    """The platform error a view's exception stands for; None for a crash (a 500)."""
-    if isinstance(exc, PlatformError):
-        return exc
-    if isinstance(exc, exceptions.NotAuthenticated):
-        return AuthenticationFailed(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.",
-            code="missing_api_key",
-        )
-    if isinstance(exc, exceptions.AuthenticationFailed):
-        return AuthenticationFailed(str(exc.detail))
-    if isinstance(exc, exceptions.PermissionDenied):
-        return PermissionDenied(str(exc.detail))
-    if isinstance(exc, Http404 | exceptions.NotFound):
-        return NotFound("Not found.")
-    if isinstance(exc, RequestDataTooBig):
-        return PlatformError("Request body is too large.", code="request_too_large", status=413)
-    if isinstance(exc, SuspiciousOperation):
-        return PlatformError(str(exc) or "Malformed request.", code="invalid_request")
-    if isinstance(exc, exceptions.ValidationError):
-        return _validation_error(exc)
-    if isinstance(exc, exceptions.APIException):
-        code = str(getattr(exc, "default_code", "") or "invalid_request")
-        return PlatformError(str(exc.detail), code=code, status=exc.status_code)
-    return None
-
-
-def _validation_error(exc: exceptions.ValidationError) -> PlatformError:
-    detail = exc.detail
-    if isinstance(detail, dict) and detail:
-        field, messages = next(iter(detail.items()))
-        text = messages[0] if isinstance(messages, list) and messages else messages
-        return PlatformError(f"{field}: {text}", param=str(field))
-    return PlatformError(str(detail))
-
-
-def v1_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's exception handler for ``/v1`` views: OpenAI's error shape, right status."""
-    error = _as_platform_error(exc)
-    if error is None:
-        return None
-    body = openai_error_body(
-        error.message, error_type=error.error_type, code=error.code, param=error.param
-    )
-    headers = dict(error.headers)
-    if error.status == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="openmaas"')
-    return Response(body, status=error.status, headers=headers)
-
-
-class ErrorDetailSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    message = serializers.CharField()
-    type = serializers.CharField()
-    param = serializers.CharField(allow_null=True)
-    code = serializers.CharField(allow_null=True)
-
-
-class OpenAIErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """OpenAI's error shape."""
-
-    error = ErrorDetailSerializer()
-
-
-def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    return {
-        status: OpenApiResponse(OpenAIErrorSerializer, description=f"Error ({status})")
-        for status in statuses
-    }
-
-
-# --- access and request handling ------------------------------------------------------
-
-
-class KeyScope(BasePermission):
-    """A key needs ``files:read`` to read and ``files`` to write; a browser session, none."""
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        key = request.auth
-        if not isinstance(key, APIKey):
-            return True
-        needed = "files:read" if request.method in SAFE_METHODS else "files"
-        if not scope_allows(key.scopes, needed):
-            raise PermissionDenied(
-                f"This API key lacks the '{needed}' scope.", code="insufficient_scope"
-            )
-        return True
-
-
-class JSONOnly(DefaultContentNegotiation):
-    """``/v1`` answers JSON whatever the ``Accept`` header or ``?format=`` says."""
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, str(renderer.media_type)
+# --- request handling -----------------------------------------------------------------
 
 
 class CappedUploadHandler(TemporaryFileUploadHandler):
@@ -176,6 +65,7 @@ class V1View(APIView):
     """Bearer key (or session) authentication, scopes, OpenAI-shaped JSON and errors."""
 
     permission_classes = [IsAuthenticated, KeyScope]
+    scope = "files"
     renderer_classes = [JSONRenderer]
     parser_classes = [MultiPartParser]
     content_negotiation_class = JSONOnly
@@ -373,17 +263,7 @@ class FileContentView(V1View):
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return MAX_LIST_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_LIST_LIMIT:
-        raise PlatformError(
-            f"'limit' must be an integer from 1 to {MAX_LIST_LIMIT}.", param="limit"
-        )
-    return value
+    return list_limit(raw, MAX_LIST_LIMIT, MAX_LIST_LIMIT)
 
 
 def _order(raw: str | None) -> str:

@@ -134,6 +134,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 15.0,
         "options": {"expires": 60},
     },
+    "training-advance": {
+        "task": "training.tasks.advance_waiting_jobs",
+        "schedule": 10.0,
+        "options": {"expires": 30},
+    },
 }
 
 # Object store (S3 API): MinIO in production, SeaweedFS locally and in tests.
@@ -294,3 +299,13 @@ DATASET_VIEWER_CACHE_DIR = Path(
 DATASET_VIEWER_CACHE_BYTES = env_int("DATASET_VIEWER_CACHE_BYTES", 4 * 1024**3, minimum=1)
 DATASET_JOB_SILENT_S = env_int("DATASET_JOB_SILENT_S", 120, minimum=5)
 FILES_MAX_BYTES = env_int("FILES_MAX_BYTES", 512 * 1024**2, minimum=1)
+
+# Fine-tuning: admission limits, checkpoint cadence (0: a quarter of the run) and how many
+# are kept, the runner's
+# sequence length, and the largest checkpoint or result file a runner may upload.
+FINE_TUNING_MAX_ACTIVE_JOBS = env_int("FINE_TUNING_MAX_ACTIVE_JOBS", 3, minimum=1)
+FINE_TUNING_MAX_GPUS = env_int("FINE_TUNING_MAX_GPUS", 8, minimum=0)
+FINE_TUNING_CHECKPOINT_EVERY = env_int("FINE_TUNING_CHECKPOINT_EVERY", 0, minimum=0)
+FINE_TUNING_KEEP_CHECKPOINTS = env_int("FINE_TUNING_KEEP_CHECKPOINTS", 3, minimum=1)
+FINE_TUNING_MAX_SEQ_LEN = env_int("FINE_TUNING_MAX_SEQ_LEN", 1024, minimum=16)
+FINE_TUNING_MAX_FILE_BYTES = env_int("FINE_TUNING_MAX_FILE_BYTES", 64 * 1024**3, minimum=1)

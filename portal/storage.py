@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,32 @@ def dataset_staging_key(file_id: int) -> str:
 def dataset_parquet_key(version_id: int, file_id: int) -> str:
     """The viewer's columnar copy of one file of one version."""
     return f"viewer/{int(version_id)}/{int(file_id)}.parquet"
+
+
+_TRAINING_JOB = re.compile(r"^ftjob-[A-Za-z0-9]{1,40}$")
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def training_key(job_id: str, part: str, path: str) -> str:
+    """Where a fine-tune's object lives: ``training/<job id>/<part>/<path>`` with
+    ``part`` ``checkpoints/<step>`` or ``result``. ``path`` is the runner's relative file
+    name, checked segment by segment (no ``..``, no absolute path, no odd characters)."""
+    if not _TRAINING_JOB.match(job_id):
+        raise ValueError("expected a fine-tuning job id")
+    if not all(_SAFE_SEGMENT.match(seg) for seg in part.split("/")):
+        raise ValueError(f"bad key part {part!r}")
+    if not safe_relative_path(path):
+        raise ValueError(f"unsafe relative path {path!r}")
+    return f"training/{job_id}/{part}/{path}"
+
+
+def safe_relative_path(path: str, max_depth: int = 3) -> bool:
+    """Whether ``path`` is a relative POSIX path of at most ``max_depth`` plain segments
+    (letters, digits, ``_ . -``, not starting with a dot)."""
+    segments = path.split("/")
+    return 0 < len(segments) <= max_depth and all(
+        _SAFE_SEGMENT.match(seg) and seg not in (".", "..") for seg in segments
+    )
 
 
 def _check_hex(value: str) -> None:

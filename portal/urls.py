@@ -9,6 +9,7 @@ from datasets import v1 as files_v1
 from portal import views
 from portal.errors import openai_error_body
 from portal.gateway.app import handles as gateway_handles
+from training import urls as training_urls
 
 
 @csrf_exempt  # /v1 authenticates with a bearer key, never a cookie
@@ -42,6 +43,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/training/runner/", include(training_urls.runner_urlpatterns)),
     path("api/", include("portal.api.urls")),
     # OpenAI's /v1/files (Django, not the gateway): before the /v1 catch-all below.
     path("v1/files", files_v1.FilesView.as_view(), name="v1-files"),
@@ -51,6 +53,8 @@ urlpatterns = [
         files_v1.FileContentView.as_view(),
         name="v1-file-content",
     ),
+    # OpenAI's /v1/fine_tuning (Django): before the /v1 catch-all too.
+    *training_urls.v1_urlpatterns,
     # Matches every /v1 path (``/v1`` itself too), so APPEND_SLASH never redirects one.
     re_path(r"^v1(?:/(?P<rest>.*))?$", v1_not_found),
 ]

@@ -20,6 +20,9 @@ NODE_SIDE_MODULES = (
     "compute.engines.transformers.server",
     "compute.engines.transformers_adapter",
     "compute.engines.vllm",
+    "training.runner.__main__",
+    "training.runner.run",
+    "training.runner.train",
 )
 HUB_ONLY = ("django", "celery", "rest_framework", "portal")
 

@@ -5,8 +5,10 @@ must have a status the schema lists, a documented content type and a body that m
 The fuzzer authenticates with a throwaway key of olivia's; a DELETE aimed at that key is
 redirected to a spare one, so the run never locks itself out. Generated paths rarely
 name anything that exists, so every other valid case of a dataset operation (not a
-DELETE) is pointed at olivia's real, ingested public dataset instead. Each operation gets a few
-examples (``FUZZ_EXAMPLES``), keeping the whole file to a couple of minutes on two cores.
+DELETE) is pointed at olivia's real, ingested public dataset instead, and every other
+valid fine-tuning case at her real job (or, to create one, her real model and dataset).
+Each operation gets a few examples (``FUZZ_EXAMPLES``), keeping the whole file to a
+couple of minutes on two cores.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 from portal.services.keys import create_api_key
 from tests.datasets.conftest import CHAT_JSONL, add_version
 from tests.factories import deployment
+from training.services.jobs import create_job
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 UNSATISFIABLE: list[str] = []  # operations for which no valid case could be generated
@@ -51,11 +54,30 @@ def fuzz(live_portal: str, owner: Any, org: Any, teammate: Any) -> dict[str, Any
     add_version(dataset, owner.user, {"train.jsonl": CHAT_JSONL})
     in_use, raw = create_api_key(owner.user, name="fuzzer")
     spare, _ = create_api_key(owner.user, name="spare")
+    job = create_job(owner.user, model="olivia/pub", training_file="olivia/chat")
+    REAL_JOB["fine_tuning_job_id"] = job.id
     return {"url": live_portal, "key": raw, "key_id": in_use.pk, "spare_id": spare.pk}
 
 
 REAL_DATASET = {"namespace": "olivia", "name": "chat", "number": 1, "path": "train.jsonl"}
+REAL_JOB: dict[str, str] = {}
+REAL_JOB_BODY = {"model": "olivia/pub", "training_file": "olivia/chat"}
 _turns = itertools.count()
+_job_turns = itertools.count()
+
+
+def aim_at_real_job(case: Any, mode: Any) -> None:
+    """Every other valid fine-tuning case names the real job, or creates one from the
+    real model and dataset (the settings the fuzzer chose are kept)."""
+    if mode != GenerationMode.POSITIVE or not case.path.startswith("/v1/fine_tuning/"):
+        return
+    if not next(_job_turns) % 2:
+        return
+    params = case.path_parameters or {}
+    if "fine_tuning_job_id" in params:
+        params.update(REAL_JOB)
+    elif case.method == "POST" and isinstance(case.body, dict):
+        case.body.update(REAL_JOB_BODY)
 
 
 def aim_at_real_dataset(case: Any, mode: Any) -> None:
@@ -85,6 +107,7 @@ def fuzz_operation(operation: Any, mode: Any, fuzz: dict[str, Any]) -> list[str]
         if deleting and str(case.path_parameters.get("id")) == str(fuzz["key_id"]):
             case.path_parameters["id"] = fuzz["spare_id"]
         aim_at_real_dataset(case, mode)
+        aim_at_real_job(case, mode)
         try:
             case.call_and_validate(
                 base_url=fuzz["url"],

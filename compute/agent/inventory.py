@@ -44,10 +44,19 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# What the fine-tuning runner (``training.runner``) imports: with all of them a node can
+# take CPU workloads (the portal places those only on nodes offering "trainer").
+TRAINER_DEPENDENCIES = ("torch", "transformers", "peft")
+
+
 def detect_engines(gpus: list[dict[str, Any]]) -> list[str]:
+    """What this node can run: engines by name, and ``"trainer"`` for workloads. Found
+    with ``find_spec`` (nothing heavy is imported into the agent)."""
     engines = ["transformers"]
     if gpus and importlib.util.find_spec("vllm") is not None:
         engines.append("vllm")
+    if all(importlib.util.find_spec(name) is not None for name in TRAINER_DEPENDENCIES):
+        engines.append("trainer")
     return engines
 
 

@@ -45,8 +45,14 @@ def spawn(
     cwd: Path | None = None,
     user: str | None = None,
     death_signal: int = signal.SIGTERM,
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as a child that receives ``death_signal`` when this process dies."""
+    """Start ``argv`` as a child that receives ``death_signal`` when this process dies.
+
+    ``stdin=subprocess.PIPE`` gives the caller the write end (``proc.stdin``): a child that
+    reads it sees EOF once the caller closes it or dies, whatever the signal (the death
+    signal reaches only the direct child, and only when the spawning thread ends).
+    """
     out: IO[Any] | int = subprocess.DEVNULL
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +62,7 @@ def spawn(
             list(argv),
             stdout=out,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             user=user,

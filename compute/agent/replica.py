@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
-import shutil
 import socket
 import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
 import httpx
 
-from compute.agent.procs import free_port, sha256_file, spawn, stop
+from compute.agent.adapters import AdapterSync
+from compute.agent.files import ModelCache
+from compute.agent.procs import free_port, spawn, stop
 
 logger = logging.getLogger("compute.agent")
 
@@ -28,55 +28,6 @@ MAX_BACKOFF_S = 30.0
 # (each engine gets its own replica's secret from its adapter).
 SECRET_ENV = ("OPENMAAS_ENGINE_API_KEY", "VLLM_API_KEY", "OPENMAAS_NODE_TOKEN")
 HEALTH_TIMEOUT_S = 1.0
-
-
-class ModelCache:
-    """Model versions downloaded once per revision, verified by sha256."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root / "models"
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, model: dict[str, Any]) -> Path:
-        revision = model["revision"]
-        if len(revision) != 64 or not all(c in "0123456789abcdef" for c in revision):
-            raise ValueError("bad revision from portal")
-        return self.root / revision
-
-    def fetch(self, model: dict[str, Any]) -> Path:
-        target = self.path(model)
-        if (target / ".complete").exists():
-            return target
-        staging = target.with_name(target.name + ".partial")
-        staging.mkdir(parents=True, exist_ok=True)
-        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
-            for item in model["files"]:
-                self._fetch_file(client, staging, item)
-        (staging / ".complete").write_text("ok")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        return target
-
-    @staticmethod
-    def _fetch_file(client: httpx.Client, root: Path, item: dict[str, Any]) -> None:
-        rel = PurePosixPath(item["path"])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"unsafe path from portal: {rel}")
-        dest = root / rel
-        if dest.exists() and sha256_file(dest) == item["sha256"]:
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        digest = hashlib.sha256()
-        with client.stream("GET", item["url"]) as response, tmp.open("wb") as out:
-            response.raise_for_status()
-            for chunk in response.iter_bytes(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != item["sha256"]:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"checksum mismatch for {rel}")
-        tmp.replace(dest)
 
 
 # Engine arguments only the platform sets (from the replica's GPU reservation).
@@ -181,6 +132,12 @@ class LocalReplica:
         self.proc: Popen[bytes] | None = None
         self.fetching: Future[Path] | None = None
         self.retry_at = 0.0
+        self.adapters = AdapterSync(cache, pool)
+        self.adapters.want(desired.get("adapters"))
+
+    def update(self, desired: dict[str, Any]) -> None:
+        """The portal's latest word on a running replica: only its adapters may change."""
+        self.adapters.want(desired.get("adapters"))
 
     def report(self) -> dict[str, Any]:
         return {
@@ -190,11 +147,13 @@ class LocalReplica:
             "pid": self.proc.pid if self.proc else None,
             "restarts": self.restarts,
             "error": self.error[-4000:],
+            "adapters": self.adapters.names(),
         }
 
     def step(self) -> bool:
         """Advance the replica's own state machine; True if its status changed."""
         before = (self.status, self.port)
+        adapters_changed = False
         if self.proc is None:
             self._advance_start()
         elif self.proc.poll() is not None:
@@ -202,7 +161,10 @@ class LocalReplica:
         elif self.status == "starting" and self._healthy():
             self.status, self.error = "ready", ""
             logger.info("replica %s ready on port %s", self.id, self.port)
-        return before != (self.status, self.port)
+        if self.status == "ready":
+            url = f"http://{self.bind_host}:{self.port}"
+            adapters_changed = self.adapters.step(url, str(self.desired.get("secret") or ""))
+        return adapters_changed or before != (self.status, self.port)
 
     def _advance_start(self) -> None:
         if time.monotonic() < self.retry_at:
@@ -229,6 +191,7 @@ class LocalReplica:
             self._fail(f"cannot start engine: {exc}")
             return
         logger.info("starting replica %s: %s", self.id, " ".join(launch.argv))
+        self.adapters.reset()  # a new engine process has none loaded
         self.proc = spawn(launch.argv, log=self.logs / f"replica-{self.id}.log", env=launch.env)
         self.status = "starting"
 
@@ -242,6 +205,7 @@ class LocalReplica:
         return response.status_code == 200
 
     def _on_exit(self, code: int) -> None:
+        self.adapters.reset()
         self.proc = None
         self.port = None
         log = self.logs / f"replica-{self.id}.log"

@@ -7,6 +7,7 @@ no harm: the next one converges.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -22,11 +23,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from compute.api.serializers import HeartbeatSerializer, InventorySerializer
-from compute.models import Engine, Node, Replica, ReplicaStatus
-from compute.services import nodes
-from compute.services.scheduler import engine_on, place_pending
+from compute.models import Engine, Node, Replica, ReplicaStatus, Workload, WorkloadStatus
+from compute.services import nodes, workloads
+from compute.services.scheduler import engine_on, place_pending, place_workloads
 from portal.auth import bearer_token
+from portal.models import ModelVersion
 from portal.storage import store
+
+logger = logging.getLogger(__name__)
+URL_TTL_S = 6 * 3600
 
 
 class NodeTokenAuthentication(authentication.BaseAuthentication):
@@ -86,9 +91,15 @@ def heartbeat(request: Request) -> Response:
     reports = data.validated_data["replicas"]
     nodes.heartbeat(node, reports)
     nodes.finish_stopping(node, {r["id"] for r in reports if r["status"] != "stopped"})
+    if nodes.apply_workload_reports(node, data.validated_data["workloads"]):
+        place_workloads()  # a requeued run may start elsewhere (or here) at once
     desired = [_desired(node, r) for r in nodes.desired_replicas(node)]
     return Response(
-        {"replicas": desired, "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S}
+        {
+            "replicas": desired,
+            "workloads": _desired_workloads(node),
+            "heartbeat_interval_s": settings.NODE_HEARTBEAT_INTERVAL_S,
+        }
     )
 
 
@@ -97,18 +108,31 @@ def _engine_for(node: Node, replica: Replica) -> str:
     return replica.engine or engine_on(node, replica.deployment) or Engine.TRANSFORMERS
 
 
-def _desired(node: Node, replica: Replica) -> dict[str, Any]:
-    dep = replica.deployment
-    version = dep.model_version
+def _files(version: ModelVersion) -> list[dict[str, Any]]:
+    """A version's files with fresh presigned URLs (its ``files`` prefetched)."""
     objects = store()
-    files = [
+    return [
         {
             "path": f.path,
             "size": f.size,
             "sha256": f.sha256,
-            "url": objects.presigned_get("models", f.object_key, expires_s=6 * 3600),
+            "url": objects.presigned_get("models", f.object_key, expires_s=URL_TTL_S),
         }
         for f in version.files.all()
+    ]
+
+
+def _model(version: ModelVersion) -> dict[str, Any]:
+    return {"version_id": version.pk, "revision": version.revision, "files": _files(version)}
+
+
+def _desired(node: Node, replica: Replica) -> dict[str, Any]:
+    dep = replica.deployment
+    version = dep.model_version
+    adapters = [
+        {"name": a.served_name, "revision": v.revision, "files": _files(v)}
+        for a in dep.adapters.all()
+        for v in [a.model_version]
     ]
     return {
         "id": replica.pk,
@@ -118,6 +142,48 @@ def _desired(node: Node, replica: Replica) -> dict[str, Any]:
         "engine_args": dep.engine_args,
         "gpu_indices": replica.gpu_indices,
         "secret": replica.secret,
-        "model": {"version_id": version.pk, "revision": version.revision, "files": files},
+        "model": _model(version),
+        "adapters": adapters,
         "restart": replica.status == ReplicaStatus.FAILED,
+    }
+
+
+def _desired_workloads(node: Node) -> list[dict[str, Any]]:
+    """The node's assigned and running workloads, each described by its kind. One whose
+    kind is not registered here, or whose description fails, is failed (and requeued
+    while attempts are left) rather than breaking the node's heartbeat."""
+    rows = (
+        Workload.objects.filter(node=node, status__in=workloads.RUNNABLE)
+        .select_related("model_version")
+        .prefetch_related("model_version__files")
+        .order_by("pk")
+    )
+    desired = []
+    for workload in rows:
+        try:
+            desired.append(_desired_workload(workload))
+        except Exception as exc:
+            logger.exception("cannot describe %s", workload)
+            reason = f"cannot describe the workload: {exc}"[:500]
+            if workloads.transition(workload, WorkloadStatus.FAILED, reason, last_error=reason):
+                workloads.requeue(workload, reason)
+    return desired
+
+
+def _desired_workload(workload: Workload) -> dict[str, Any]:
+    kind = workloads.kinds.handler(workload.kind)
+    if kind is None:
+        raise LookupError(f"no workload kind {workload.kind!r} is registered")
+    described = kind.describe(workload)
+    return {
+        "id": workload.pk,
+        "attempt": workload.attempt,
+        "kind": workload.kind,
+        "entry": kind.entry,
+        "token": workloads.token_for(workload),
+        "gpu_indices": workload.gpu_indices,
+        "nproc": max(1, workload.gpus),
+        "model": _model(workload.model_version) if workload.model_version else None,
+        "files": described.get("files", []),
+        "spec": described.get("spec", {}),
     }

@@ -165,7 +165,25 @@ class ReplicaReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
     pid = serializers.IntegerField(required=False, allow_null=True)
     restarts = serializers.IntegerField(min_value=0, required=False)
     error = serializers.CharField(required=False, allow_blank=True, max_length=8000)
+    # The LoRA adapters loaded in the replica's engine (absent: an agent that has none).
+    adapters = serializers.ListField(
+        child=serializers.CharField(max_length=300), max_length=256, required=False
+    )
+
+
+class WorkloadReportSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField(min_value=1)
+    attempt = serializers.IntegerField(min_value=1, max_value=1 << 30)
+    status = serializers.ChoiceField(
+        choices=["fetching", "running", "succeeded", "failed", "stopped"]
+    )
+    exit_code = serializers.IntegerField(
+        required=False, allow_null=True, min_value=-1024, max_value=1024
+    )
+    pid = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    error = serializers.CharField(required=False, allow_blank=True, max_length=8000)
 
 
 class HeartbeatSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    replicas = ReplicaReportSerializer(many=True, default=list)
+    replicas = serializers.ListField(child=ReplicaReportSerializer(), max_length=256, default=list)
+    workloads = serializers.ListField(child=WorkloadReportSerializer(), max_length=64, default=list)

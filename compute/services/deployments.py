@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from compute.models import Deployment, DeploymentStatus, Engine
+from compute.models import Deployment, DeploymentStatus, Engine, ServedAdapter
 from compute.services.engine_args import check_engine_args
 from compute.services.scheduler import place_pending, reconcile_deployment
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError
@@ -68,6 +68,11 @@ def deploy_model(
             engine_args=engine_args,
             created_by=actor,
         )
+        # Adapters of this very base version follow it to its new deployment (from the
+        # replaced one, or one stopped earlier).
+        ServedAdapter.objects.filter(
+            model_version__base_version=version, deployment__status=DeploymentStatus.STOPPED
+        ).update(deployment=dep)
     for old in replaced:
         reconcile_deployment(old)
     reconcile_deployment(dep)
@@ -96,3 +101,38 @@ def stop_deployment(actor: Any, dep: Deployment) -> Deployment:
 def is_served(full_name: str) -> bool:
     """Whether an active deployment serves ``full_name`` (the hub's model page asks this)."""
     return Deployment.objects.filter(served_name=full_name, status=DeploymentStatus.ACTIVE).exists()
+
+
+MAX_SERVED_NAME = 300
+
+
+def serve_adapter(version: ModelVersion, served_name: str) -> ServedAdapter | None:
+    """Serve the LoRA adapter ``version`` as ``served_name`` on the replicas of the active
+    deployment of its base version: their agents load it, and once an engine reports it
+    loaded the gateway routes ``served_name`` there. None when the base version is not
+    deployed. Idempotent; serving an existing name again moves it to this version and the
+    base's current deployment. The caller checks who may do this."""
+    if version.base_version_id is None:
+        raise PlatformError("Only an adapter version (one with a base) can be served this way.")
+    if not served_name or len(served_name) > MAX_SERVED_NAME:
+        raise PlatformError(
+            f"served_name must be 1 to {MAX_SERVED_NAME} characters.", param="served_name"
+        )
+    dep = Deployment.objects.filter(
+        model_version_id=version.base_version_id, status=DeploymentStatus.ACTIVE
+    ).first()
+    if dep is None:
+        return None
+    if Deployment.objects.filter(served_name=served_name, status=DeploymentStatus.ACTIVE).exists():
+        raise Conflict(f"A deployment is served as '{served_name}'.", code="name_taken")
+    adapter, _ = ServedAdapter.objects.update_or_create(
+        served_name=served_name, defaults={"deployment": dep, "model_version": version}
+    )
+    return adapter
+
+
+def unserve_adapter(served_name: str) -> bool:
+    """Stop serving ``served_name``: its route goes with the next route-table refresh and
+    the agents unload it. False if it was not served."""
+    deleted, _ = ServedAdapter.objects.filter(served_name=served_name).delete()
+    return deleted > 0

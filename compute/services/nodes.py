@@ -18,13 +18,17 @@ from compute.models import (
     NodeStatus,
     Replica,
     ReplicaStatus,
+    Workload,
+    WorkloadStatus,
 )
+from compute.services import workloads
 from compute.services.trust import check_replica_port, resolve_node_address
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models.keys import hash_key
 
 NODE_TOKEN_PREFIX = "mnode-"  # noqa: S105 - a prefix, not a secret
 MAX_REPORTED_REPLICAS = 256
+MAX_REPORTED_WORKLOADS = 64
 
 
 def check_node_address(value: str) -> str:
@@ -94,7 +98,8 @@ def register_node(node: Node, inventory: Inventory) -> Node:
     """Record what the agent found on its host; the node becomes ready.
 
     An agent registers when it starts, with no engine running (its engines die with
-    it), so replicas the database still places there as running are started again.
+    it), so replicas the database still places there as running are started again, and
+    its workloads' processes are gone: they are requeued (a new attempt, on any node).
     """
     now = timezone.now()
     node.hostname = inventory.hostname[:255]
@@ -114,8 +119,26 @@ def register_node(node: Node, inventory: Inventory) -> Node:
     node.save()
     running = [ReplicaStatus.STARTING, ReplicaStatus.READY, ReplicaStatus.FAILED]
     for replica in Replica.objects.filter(node=node, status__in=running):
-        replica.transition(ReplicaStatus.ASSIGNED, reason="agent restarted", url="", pid=None)
+        replica.transition(
+            ReplicaStatus.ASSIGNED, reason="agent restarted", url="", pid=None, adapters=[]
+        )
+    release_workloads(node, f"the agent on {node.name} restarted")
     return node
+
+
+def release_workloads(node: Node, reason: str) -> int:
+    """The node lost its workloads' processes (it went silent, was disabled, its agent
+    restarted): the runnable ones are requeued, stopping ones are stopped. Returns how
+    many rows changed."""
+    changed = 0
+    for workload in Workload.objects.filter(node=node, status__in=WorkloadStatus.ON_NODE):
+        if workload.status == WorkloadStatus.STOPPING:
+            changed += workloads.transition(
+                workload, WorkloadStatus.STOPPED, reason, finished_at=timezone.now()
+            )
+        else:
+            changed += workloads.requeue(workload, reason)
+    return changed
 
 
 def heartbeat(node: Node, reports: list[dict[str, Any]]) -> None:
@@ -145,6 +168,8 @@ def _apply_report(node: Node, report: dict[str, Any]) -> None:
         fields["last_error"] = str(report["error"])[:4000]
     if "restarts" in report:
         fields["restarts"] = report["restarts"]
+    if report.get("adapters") is not None:
+        fields["adapters"] = sorted(set(report["adapters"]))
     if new == replica.status:
         changed = {k: v for k, v in fields.items() if getattr(replica, k) != v}
         if changed:
@@ -174,9 +199,78 @@ def desired_replicas(node: Node) -> list[Replica]:
     return list(
         Replica.objects.filter(node=node, status__in=ReplicaStatus.ON_NODE)
         .select_related("deployment__model_version__repo")
-        .prefetch_related("deployment__model_version__files")
+        .prefetch_related(
+            "deployment__model_version__files", "deployment__adapters__model_version__files"
+        )
         .order_by("pk")
     )
+
+
+def apply_workload_reports(node: Node, reports: list[dict[str, Any]]) -> bool:
+    """Apply the agent's workload reports; return whether a workload went back to pending.
+
+    ``running`` from assigned starts the run; ``succeeded``/``failed`` finish it (a failed
+    run is requeued while attempts are left); any end of a stopping run stops it. Reports
+    of another attempt than the current one are ignored (a superseded run). A run the
+    agent no longer reports after it was running is lost (requeued); a stopping one the
+    agent no longer reports is stopped.
+    """
+    if len(reports) > MAX_REPORTED_WORKLOADS:
+        raise PlatformError("Too many workload reports.", param="workloads")
+    rows = {w.pk: w for w in Workload.objects.filter(node=node, status__in=WorkloadStatus.ON_NODE)}
+    seen: set[int] = set()
+    requeued = False
+    for report in reports:
+        workload = rows.get(report["id"])
+        if workload is None or report["attempt"] != workload.attempt:
+            continue
+        seen.add(workload.pk)
+        requeued |= _apply_workload_report(node, workload, report)
+    for workload in rows.values():
+        if workload.pk in seen:
+            continue
+        if workload.status == WorkloadStatus.RUNNING:
+            requeued |= workloads.requeue(workload, f"the agent on {node.name} lost the run")
+        elif workload.status == WorkloadStatus.STOPPING:
+            workloads.transition(
+                workload, WorkloadStatus.STOPPED, "agent stopped it", finished_at=timezone.now()
+            )
+    return requeued
+
+
+def _apply_workload_report(node: Node, workload: Workload, report: dict[str, Any]) -> bool:
+    status, now = report["status"], timezone.now()
+    error = str(report.get("error") or "")[-4000:]
+    pid = report.get("pid")
+    code = report.get("exit_code")
+    ended = status in ("succeeded", "failed", "stopped")
+    if workload.status == WorkloadStatus.STOPPING:
+        if ended:
+            workloads.transition(
+                workload, WorkloadStatus.STOPPED, "agent stopped it", finished_at=now
+            )
+        return False
+    if status == "running":
+        if workload.status == WorkloadStatus.ASSIGNED:
+            workloads.transition(
+                workload, WorkloadStatus.RUNNING, f"running on {node.name}", started_at=now, pid=pid
+            )
+        elif pid is not None and workload.pid != pid:
+            workloads.transition(workload, workload.status, pid=pid)
+        return False
+    if status == "succeeded" and code in (0, None):
+        workloads.transition(
+            workload, WorkloadStatus.SUCCEEDED, "exited 0", finished_at=now, exit_code=0
+        )
+        return False
+    if ended:  # failed, a non-zero "success", or stopped without being asked to
+        reason = f"{status} on {node.name} (exit code {code}): {error[-500:]}".strip(": ")
+        fields = {"finished_at": now, "exit_code": code, "last_error": error or reason}
+        if workloads.transition(workload, WorkloadStatus.FAILED, reason, **fields):
+            return workloads.requeue(workload, reason) and (
+                workload.status == WorkloadStatus.PENDING
+            )
+    return False
 
 
 def finish_stopping(node: Node, running_ids: set[int]) -> None:
@@ -188,7 +282,8 @@ def finish_stopping(node: Node, running_ids: set[int]) -> None:
 
 @transaction.atomic
 def mark_silent_nodes_offline() -> list[int]:
-    """Nodes that missed heartbeats go offline; their replicas go back to pending."""
+    """Nodes that missed heartbeats go offline; their replicas go back to pending, their
+    workloads are requeued."""
     cutoff = timezone.now() - timedelta(seconds=settings.NODE_OFFLINE_AFTER_S)
     silent = list(
         Node.objects.select_for_update(skip_locked=True)
@@ -201,6 +296,9 @@ def mark_silent_nodes_offline() -> list[int]:
                     node=OuterRef("pk"),
                     status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING],
                 )
+            )
+            | Exists(
+                Workload.objects.filter(node=OuterRef("pk"), status__in=WorkloadStatus.ON_NODE)
             )
         )
     )
@@ -215,11 +313,13 @@ def mark_silent_nodes_offline() -> list[int]:
                 node=None,
                 url="",
                 pid=None,
+                adapters=[],
             )
         for replica in Replica.objects.filter(node=node, status=ReplicaStatus.STOPPING):
             replica.transition(
                 ReplicaStatus.STOPPED, reason=f"node {node.name} went offline", url=""
             )
+        release_workloads(node, f"node {node.name} went offline")
     return [n.pk for n in silent]
 
 

@@ -1,5 +1,9 @@
 """Placement: bring each deployment's replicas to its desired count and put pending
-replicas on ready nodes with room. Idempotent; safe to run from any process at any time.
+replicas and workloads on ready nodes with room. Idempotent; safe to run from any process
+at any time.
+
+Replicas and workloads share a node's capacity: each takes one of its ``max_replicas``
+slots, and a GPU held by either (on the node or stopping) is never given to another.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from compute.models import (
     NodeStatus,
     Replica,
     ReplicaStatus,
+    Workload,
+    WorkloadStatus,
 )
 
 LEAVING = [NodeStatus.DRAINING, NodeStatus.DISABLED]
@@ -81,7 +87,10 @@ def deployments_needing_work() -> QuerySet[Deployment]:
 def release_disabled_nodes() -> int:
     """Replicas on disabled nodes are stopped at once: the node's token no longer works,
     so its agent can neither report nor be told anything (it stops its engines when the
-    portal refuses it). They stop counting as live, so replacements are created."""
+    portal refuses it). They stop counting as live, so replacements are created. The
+    node's workloads are requeued (stopping ones are stopped)."""
+    from compute.services.nodes import release_workloads
+
     released = 0
     stuck = Replica.objects.filter(
         node__status=NodeStatus.DISABLED,
@@ -91,6 +100,11 @@ def release_disabled_nodes() -> int:
         released += replica.transition(
             ReplicaStatus.STOPPED, reason=f"node {replica.node} disabled", url="", pid=None
         )
+    held = Workload.objects.filter(
+        node__status=NodeStatus.DISABLED, status__in=WorkloadStatus.ON_NODE
+    ).values_list("node_id", flat=True)
+    for node in Node.objects.filter(pk__in=set(held)):
+        released += release_workloads(node, f"node {node.name} disabled")
     return released
 
 
@@ -131,22 +145,109 @@ def node_fits(
 
 
 def place_pending() -> int:
-    """Assign pending replicas to ready nodes; return how many were placed."""
+    """Assign pending replicas, then pending workloads, to ready nodes; return how many
+    were placed."""
     placed = 0
     pending = Replica.objects.filter(
         status=ReplicaStatus.PENDING, deployment__status=DeploymentStatus.ACTIVE
     ).values_list("pk", flat=True)
     for pk in list(pending):
         placed += _place_one(pk)
-    return placed
+    return placed + place_workloads()
+
+
+def place_workloads() -> int:
+    """Assign pending workloads to ready nodes, higher ``priority`` first, then oldest;
+    one that fits nowhere now does not hold back smaller ones behind it."""
+    pending = Workload.objects.filter(status=WorkloadStatus.PENDING).order_by(
+        "-priority", "created_at", "pk"
+    )
+    return sum(_place_workload(pk) for pk in list(pending.values_list("pk", flat=True)))
 
 
 def _candidate_nodes() -> list[Node]:
     return list(
         Node.objects.filter(status=NodeStatus.READY)
-        .annotate(load=Count("replicas", filter=Q(replicas__status__in=ReplicaStatus.ON_NODE)))
+        .annotate(
+            load=Count(
+                "replicas",
+                filter=Q(replicas__status__in=ReplicaStatus.ON_NODE),
+                distinct=True,
+            )
+            + Count(
+                "workloads",
+                filter=Q(workloads__status__in=WorkloadStatus.ON_NODE),
+                distinct=True,
+            )
+        )
         .order_by("load", "pk")
     )
+
+
+def node_usage(node: Node) -> tuple[int, set[int]]:
+    """The slots taken on ``node`` and the GPU indices held there, by replicas (on the node
+    or stopping) and workloads (assigned, running or stopping). Call with the node locked."""
+    replicas = list(
+        node.replicas.filter(
+            status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING]
+        ).values_list("gpu_indices", flat=True)
+    )
+    workloads = list(
+        node.workloads.filter(status__in=WorkloadStatus.ON_NODE).values_list(
+            "gpu_indices", flat=True
+        )
+    )
+    held = [*replicas, *workloads]
+    return len(held), {i for indices in held for i in (indices or [])}
+
+
+def workload_gpus(node: Node, workload: Workload, used_gpus: set[int]) -> list[int] | None:
+    """The GPU indices ``workload`` would get on ``node`` (``[]`` for a CPU workload), or
+    None if it does not fit: too few free GPUs (of ``gpu_model``, matched case-insensitively
+    in the reported name, when set), or for a CPU workload a node without the trainer."""
+    if workload.gpus == 0:
+        return [] if "trainer" in (node.engines or []) else None
+    wanted = workload.gpu_model.strip().lower()
+    free = sorted(
+        g["index"]
+        for g in node.gpus or []
+        if isinstance(g.get("index"), int)
+        and g["index"] not in used_gpus
+        and wanted in str(g.get("name", "")).lower()
+    )
+    return free[: workload.gpus] if len(free) >= workload.gpus else None
+
+
+@transaction.atomic
+def _place_workload(workload_pk: int) -> int:
+    from compute.services.workloads import transition
+
+    workload = (
+        Workload.objects.select_for_update(skip_locked=True)
+        .filter(pk=workload_pk, status=WorkloadStatus.PENDING)
+        .first()
+    )
+    if workload is None:
+        return 0
+    for node in _candidate_nodes():
+        node = Node.objects.select_for_update().get(pk=node.pk)
+        slots, used = node_usage(node)
+        if slots >= node.max_replicas:
+            continue
+        gpus = workload_gpus(node, workload, used)
+        if gpus is None:
+            continue
+        return int(
+            transition(
+                workload,
+                WorkloadStatus.ASSIGNED,
+                reason=f"placed on {node.name}",
+                node=node,
+                gpu_indices=gpus,
+                assigned_at=timezone.now(),
+            )
+        )
+    return 0
 
 
 @transaction.atomic
@@ -161,12 +262,9 @@ def _place_one(replica_pk: int) -> int:
         return 0
     for node in _candidate_nodes():
         node = Node.objects.select_for_update().get(pk=node.pk)
-        on_node = list(
-            node.replicas.filter(status__in=[*ReplicaStatus.ON_NODE, ReplicaStatus.STOPPING])
-        )
-        if len(on_node) >= node.max_replicas:
+        slots, used = node_usage(node)
+        if slots >= node.max_replicas:
             continue
-        used = {i for r in on_node for i in (r.gpu_indices or [])}
         fit = node_fits(node, replica.deployment, used)
         if fit is None:
             continue

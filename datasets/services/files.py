@@ -100,6 +100,16 @@ def create_file(user: Any, uploaded_path: Path, filename: str, purpose: str) -> 
     (both before anything is stored).
     """
     check_purpose(purpose)
+    return _create_file(user, uploaded_path, filename, purpose)
+
+
+def create_result_file(user: Any, path: Path, filename: str) -> File:
+    """A ``fine-tune-results`` file of ``user`` (the platform writes these; clients only
+    read them): a fine-tune's step metrics as CSV."""
+    return _create_file(user, path, filename, FilePurpose.FINE_TUNE_RESULTS)
+
+
+def _create_file(user: Any, uploaded_path: Path, filename: str, purpose: str) -> File:
     name = check_file_name(filename, param="file")
     size = uploaded_path.stat().st_size
     check_size(size)
@@ -114,7 +124,7 @@ def create_file(user: Any, uploaded_path: Path, filename: str, purpose: str) -> 
                 blobs,
                 origin=VersionOrigin.FILES,
                 message=f"/v1/files upload, purpose {purpose}",
-                ingest_params={"expected": EXPECTED_FORMATS[purpose]},
+                ingest_params={"expected": EXPECTED_FORMATS.get(purpose)},
             )
             file = File(id=pk, purpose=purpose, filename=name, bytes=size, version=version)
             file.set_owner(user)

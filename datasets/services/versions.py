@@ -389,3 +389,6 @@ def settle(version: DatasetVersion, state: str, **fields: Any) -> None:
     )
     for name, value in {"state": state, **fields}.items():
         setattr(version, name, value)
+    from datasets.services.consumers import notify_settled
+
+    notify_settled(version.pk)

@@ -61,13 +61,17 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     event_model: ClassVar[type[JobEvent]]
+    # A job type with more states (a fine-tune's ``validating_files``) widens its own
+    # ``status`` choices and these transitions; ``active_statuses`` are the non-final ones.
+    transitions: ClassVar[dict[str, frozenset[str]]] = TRANSITIONS
+    active_statuses: ClassVar[frozenset[str]] = JobStatus.ACTIVE
 
     class Meta:
         abstract = True
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in JobStatus.TERMINAL
+        return self.status not in self.active_statuses
 
     def transition(self, new: str, message: str = "", **fields: Any) -> bool:
         """Move ``status`` to ``new`` if it is still what this instance read; log an event.
@@ -76,7 +80,7 @@ class Job(models.Model):
         raises :class:`IllegalTransition` for a move the state machine forbids.
         """
         old = self.status
-        if new not in TRANSITIONS.get(old, frozenset()):
+        if new not in self.transitions.get(old, frozenset()):
             raise IllegalTransition(f"{type(self).__name__} {self.pk}: {old} → {new}")
         now = timezone.now()
         values: dict[str, Any] = {"status": new, **fields}

@@ -58,6 +58,11 @@ class ModelVersion(models.Model):
     model_type = models.CharField(max_length=64, blank=True)
     config = models.JSONField(default=dict)
     base_model = models.CharField(max_length=200, blank=True)
+    # A LoRA adapter is a version of its own repo that runs on top of ``base_version``
+    # (served on that version's replicas); full weights have none.
+    base_version = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="adapters"
+    )
     has_chat_template = models.BooleanField(default=False)
     total_bytes = models.BigIntegerField(default=0)
     message = models.CharField(max_length=200, blank=True)

@@ -281,3 +281,95 @@ def _apply_card(repo: ModelRepo, manifest: Manifest) -> None:
     repo.license = str(data.get("license") or "")[:64]
     repo.tags = [str(t) for t in tags] if isinstance(tags, list) else [str(tags)]
     repo.save(update_fields=["card", "card_data", "pipeline_tag", "license", "tags", "updated_at"])
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file already in the ``models`` bucket at ``object_key`` (a content-addressed key
+    of the repo it is registered in)."""
+
+    path: str
+    size: int
+    sha256: str
+    object_key: str
+
+
+def create_private_repo(owner: Any, name: str, actor: Any, description: str = "") -> ModelRepo:
+    """A new private repo ``owner/name``, or ``name-2``, ``name-3``… when taken."""
+    base = name[:90]
+    for index in range(1, 100):
+        candidate = base if index == 1 else f"{base}-{index}"
+        namespace = ModelRepo.namespace_of(owner)
+        if ModelRepo.objects.filter(namespace=namespace, name=candidate).exists():
+            continue
+        repo = ModelRepo(name=candidate, visibility=Visibility.PRIVATE, created_by=actor)
+        repo.description = description[:2000]
+        repo.set_owner(owner)
+        try:
+            with transaction.atomic():
+                repo.full_clean(exclude=["created_by"], validate_constraints=False)
+                repo.save()
+        except IntegrityError:
+            continue
+        return repo
+    raise PlatformError(f"No free repo name like {base}.", code="conflict", status=409)
+
+
+def register_stored_version(
+    repo: ModelRepo,
+    files: list[StoredFile],
+    *,
+    config: dict[str, Any],
+    card_text: str,
+    base_version: ModelVersion | None,
+    actor: Any,
+    message: str = "",
+    chat_template: bool = False,
+) -> ModelVersion:
+    """Register the next version of ``repo`` from files already stored (a fine-tune's
+    result): an adapter of ``base_version``, or full weights when it is None. The card
+    (README.md text with YAML front matter) sets the repo's card fields."""
+    card_data, card_body = split_card(card_text)
+    manifest = Manifest(root=Path("."), config=config, card_text=card_body, card_data=card_data)
+    manifest.files = [(f.path, Path(f.path), f.size, f.sha256) for f in files]
+    source = base_version
+    manifest.chat_template = chat_template
+    if source is not None:
+        config = {**config, "model_type": config.get("model_type") or source.model_type}
+        manifest.config = config
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                number = (repo.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+                version = ModelVersion.objects.create(
+                    repo=repo,
+                    number=number,
+                    revision=manifest.revision,
+                    architecture=(config.get("architectures") or [""])[0]
+                    or (source.architecture if source else ""),
+                    model_type=str(config.get("model_type") or ""),
+                    config=config,
+                    base_model=str(card_data.get("base_model") or ""),
+                    base_version=base_version,
+                    has_chat_template=manifest.chat_template,
+                    total_bytes=sum(f.size for f in files),
+                    message=message[:200],
+                    created_by=actor,
+                )
+                ModelFile.objects.bulk_create(
+                    ModelFile(
+                        version=version,
+                        path=f.path,
+                        size=f.size,
+                        sha256=f.sha256,
+                        object_key=f.object_key,
+                    )
+                    for f in files
+                )
+                _apply_card(repo, manifest)
+                return version
+        except IntegrityError:
+            continue
+    raise PlatformError(
+        "Could not allocate a version number; try again.", code="conflict", status=409
+    )
