@@ -12,10 +12,11 @@ case generates ``--tokens`` greedy tokens for ``--batch`` prompts submitted at o
 * ``grouped``: the same mixed rows, run as one batch per model, one after the other (what
   grouping batches by adapter would do at best).
 
-Measured (2026-11-24, 2 shared cores under load 5-7, 1 thread, batch 8, 32 tokens, 3
-adapters, medians of 5 interleaved rounds): base without peft 60.0 tokens/s; base rows with
-adapters loaded 59.5 (0.99x); one adapter 40.2 (0.67x); mixed 29.0 (0.48x); grouped 15.8
-(0.26x): mixing in one batch is 1.8x grouping by adapter.
+Measured (2026-11-24, 2 cores shared with other work, 1 thread, batch 8, 32 tokens, 3
+adapters, medians of 5 interleaved rounds), tokens/s, two runs (load 5-7, then 3-5):
+base without peft 60.0 | 100.3; base rows with adapters loaded 59.5 | 71.7; one adapter
+40.2 | 59.4 (after the single-adapter fast path); mixed 29.0 | 38.2; grouped 15.8 | 27.5.
+Mixing in one batch was 1.4-2.2x grouping by adapter in every run so far.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ on the left, masked out), then runs ONE forward pass that decodes a token for ev
 sequence. Finished sequences leave the batch between steps. Tokens are handed back to each
 request's asyncio queue with ``loop.call_soon_threadsafe``. Rows of different LoRA adapters
 (and of the base) share a batch: every forward pass names each row's adapter (peft's
-``adapter_names``): 1.8x the throughput of one batch per adapter, and the base rows run
-as fast as without adapters (``tests/bench/engine_lora.py``).
+``adapter_names``): 1.4-2.2x the throughput of one batch per adapter over four runs of
+``tests/bench/engine_lora.py`` on a shared 2-core host. Once an adapter is loaded, base rows
+pass through peft's wrapped layers too (0.7-1.0x the bare model's speed on that small
+model: fixed Python cost per layer, which large matrix products dwarf).
 
 Modules, from the wire inwards:
 
