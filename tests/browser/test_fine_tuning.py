@@ -130,6 +130,10 @@ def test_user_fine_tunes_through_the_pages_and_chats_with_the_result(
     name = page.inner_text("#ft-model").strip()
     assert name.startswith(f"ft:{served_model}:{username}:browser:ftjob-")
     expect(page.locator("#ft-events")).to_contain_text(name)
+    metrics_csv = page.request.get(page.get_attribute(".ft-result-file", "href") or "")
+    assert metrics_csv.ok and metrics_csv.text().startswith("step,")
+    model_page = page.request.get(page.get_attribute("#ft-model-page", "href") or "")
+    assert model_page.ok and "tiny-chat-ft-browser" in model_page.text()
 
     off_loop(lambda: wait_for(lambda: adapter_loaded(name), timeout_s=120, what="the adapter"))
     page.click("#ft-try")
