@@ -325,7 +325,7 @@ class Trainer:
         p.step += 1
         p.epoch, p.batch = (epoch + 1, 0) if done >= self.batches_per_epoch else (epoch, done)
         p.trained_tokens += int(totals.tokens)
-        due = p.step == self.total_steps or p.step % self.hp.eval_every == 0
+        due = p.step == self.total_steps or _every(p.step, self.hp.eval_every)
         valid = self.evaluate() if self.valid_rows and due else None
         metrics = self.metrics(totals, lr, seconds, valid)
         keys = (
@@ -345,7 +345,7 @@ class Trainer:
             step, last = self.progress.step, self.progress.step == self.total_steps
             if self.dist.main:
                 reporter.event({"type": "metrics", "data": metrics}, step / self.total_steps)
-            if last or step % self.hp.checkpoint_every == 0:
+            if last or _every(step, self.hp.checkpoint_every):
                 self._checkpoint(reporter, metrics)
             if not last and self._stop_requested(reporter):
                 if self.dist.main:
@@ -372,6 +372,11 @@ class Trainer:
             "history": self.progress.history,
         }
         reporter.result(body, directory)
+
+
+def _every(step: int, every: int) -> bool:
+    """Whether ``step`` is a multiple of ``every``; 0 or less means only at the end."""
+    return every > 0 and step % every == 0
 
 
 def _message(level: str, text: str) -> dict[str, Any]:
