@@ -130,7 +130,8 @@ class DatasetRepoViewSet(DatasetViewSet):
         repos.delete_repo(self.get_repo())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(parameters=REPO_PATH, request=None, responses=s.DatasetRepoSerializer)
+    # Both methods answer 200 with the repo (a DELETE would otherwise be documented as 204).
+    @extend_schema(parameters=REPO_PATH, request=None, responses={200: s.DatasetRepoSerializer})
     @action(detail=False, methods=["post", "delete"], url_path="star")
     def star(self, request: Request, namespace: str, name: str) -> Response:
         """POST stars the dataset, DELETE unstars it; both idempotent."""
