@@ -45,7 +45,7 @@ from portal.gateway.validation import validate_body
 from portal.limits import limits_unavailable, reserve
 from portal.limits.wire import close_wires
 from portal.logs import request_id
-from portal.models.keys import model_allowed, scope_allows
+from portal.models.keys import model_allowed, model_namespace, scope_allows
 from portal.models.ownership import Principal
 from portal.services.keys import KeyGrant, resolve_grant, resolve_grant_uncached
 
@@ -194,7 +194,7 @@ def model_card(route: Route) -> dict[str, Any]:
         "id": route.served_name,
         "object": "model",
         "created": route.created,
-        "owned_by": route.served_name.split("/", 1)[0],
+        "owned_by": model_namespace(route.served_name),
     }
 
 

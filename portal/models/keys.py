@@ -39,12 +39,22 @@ def scope_allows(scopes: list[str] | tuple[str, ...] | frozenset[str], needed: s
     return needed in scopes or (needed.endswith(":read") and needed.removesuffix(":read") in scopes)
 
 
+def model_namespace(served_name: str) -> str:
+    """Whose model a served name is: ``owner`` of ``owner/name``, and of a fine-tune
+    ``ft:{base}:{owner}:{suffix}:{job}`` (OpenAI's naming) the owner, not the base's."""
+    if served_name.startswith("ft:"):
+        parts = served_name.split(":")
+        if len(parts) == 5 and parts[2]:
+            return parts[2]
+    return served_name.split("/", 1)[0]
+
+
 def model_allowed(allowed: list[str] | tuple[str, ...], served_name: str) -> bool:
-    """An empty allow-list allows every model; ``namespace/*`` allows a namespace."""
+    """An empty allow-list allows every model; ``namespace/*`` allows a namespace (a
+    fine-tune belongs to its owner's namespace)."""
     if not allowed:
         return True
-    namespace = served_name.split("/", 1)[0]
-    return served_name in allowed or f"{namespace}/*" in allowed
+    return served_name in allowed or f"{model_namespace(served_name)}/*" in allowed
 
 
 def hash_key(raw: str) -> str:

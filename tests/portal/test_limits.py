@@ -324,3 +324,14 @@ def test_a_queued_command_that_cannot_be_packed_fails_its_write_not_later_replie
     echoed, broken, after = asyncio.run(run())
     assert isinstance(echoed, RedisConnectionError) and isinstance(broken, RedisConnectionError)
     assert after == [b"after"]
+
+
+def test_a_fine_tune_belongs_to_its_owners_namespace_in_allow_lists():
+    from portal.models.keys import model_allowed, model_namespace
+
+    name = "ft:openmaas/demo-tiny:olivia:support:ftjob-abc"
+    assert model_namespace(name) == "olivia"
+    assert model_namespace("openmaas/demo-tiny") == "openmaas"
+    assert model_allowed(["olivia/*"], name)
+    assert not model_allowed(["openmaas/*"], name)  # the base's owner does not own the tune
+    assert model_allowed([name], name)
