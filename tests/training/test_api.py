@@ -173,6 +173,7 @@ BASE = {"model": "olivia/tiny", "training_file": "olivia/chat"}
         ),
         ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"adapter": {"type": "lora", "r": 0}}, "adapter.r"),
+        ({"adapter": {"type": "lora", "r": 128}}, "adapter.r"),
         ({"adapter": {"type": "lora", "dropout": 1}}, "adapter.dropout"),
         ({"adapter": {"type": "lora", "alpha": -1}}, "adapter.alpha"),
         ({"adapter": {"target_modules": ["x"] * 33}}, "adapter.target_modules"),

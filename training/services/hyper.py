@@ -34,6 +34,7 @@ RANGES: dict[str, tuple[float, float, bool, type]] = {
 SUPERVISED_KEYS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 DPO_KEYS = (*SUPERVISED_KEYS, "beta")
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+MAX_SERVED_RANK = 64
 DEFAULT_ADAPTER: dict[str, Any] = {
     "type": "lora",
     "r": 8,
@@ -132,7 +133,9 @@ def parse_adapter(adapter: Any) -> dict[str, Any]:
         name = sorted(unknown)[0][:40]
         raise invalid(f"Unknown adapter setting '{name}'.", f"adapter.{name}")
     result = {**DEFAULT_ADAPTER, **adapter}
-    result["r"] = _in_range(result["r"], 1, 256, int, "adapter.r")
+    # 64: the largest rank the engines load by default (``max_lora_rank``), so a finished
+    # fine-tune can always be served on its base replica.
+    result["r"] = _in_range(result["r"], 1, MAX_SERVED_RANK, int, "adapter.r")
     result["alpha"] = _positive(result["alpha"], "adapter.alpha")
     result["dropout"] = _dropout(result["dropout"])
     result["target_modules"] = _modules(result["target_modules"])
