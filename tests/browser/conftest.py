@@ -172,7 +172,9 @@ def signed_in_page(new_context: Callable[..., BrowserContext]) -> Page:
     return page
 
 
-@pytest.fixture(scope="module")
+# One per package: a second one would deploy the model again while the first one's
+# deployment still holds its replica on a node whose agent is gone.
+@pytest.fixture(scope="package")
 def served_model(portal_url: str, tiny_model_dir: Path, tmp_path_factory: Any) -> Iterator[str]:
     """A public model with a ready replica: a real node agent process joined to the
     portal starts a real engine of the tiny model."""
