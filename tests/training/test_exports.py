@@ -18,6 +18,7 @@ from django.test import Client
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from compute.services.deployments import deploy_model
 from portal.errors import NotFound, PlatformError
 from portal.storage import store
 from tests.training.conftest import start_run, workload_of
@@ -204,5 +205,8 @@ def test_an_export_over_http_becomes_a_new_version_with_its_numbers_on_the_card(
     paths = set(version.files.values_list("path", flat=True))
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= paths
     assert version.config["quantization_config"]["quant_method"] == "torchao"
+    assert "| Held-out loss after (exported) |" in text and f"{report['bytes']:,} bytes" in text
+    deployed = deploy_model(owner.user, version.repo, version=version)
+    assert deployed.model_version == version
     listed = httpx.get(f"{live_portal}/v1/fine_tuning/jobs", headers=headers).json()["data"]
     assert {j["id"]: j["task"] for j in listed}[body["id"]] == "export"
