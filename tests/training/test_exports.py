@@ -107,6 +107,8 @@ def test_only_a_succeeded_lora_fine_tune_of_ones_own_can_be_exported(
     made = FineTuningJob.objects.exclude(pk=export.pk).get(source_job=lora)
     assert answer["Location"] == f"/fine-tuning/{made.id}/" and made.export == {"quantize": "int8"}
     assert 'id="ft-export"' not in page.get(f"/fine-tuning/{full.id}/").content.decode()
+    page.cookies["django_language"] = "en"
+    assert "Export an int8 copy" in page.get(f"/fine-tuning/{lora.id}/").content.decode()
 
 
 def test_the_runner_exports_a_loadable_int8_model_and_reports_sizes_and_losses(
