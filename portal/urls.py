@@ -45,6 +45,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/training/runner/", include(training_urls.runner_urlpatterns)),
+    path("api/fine-tuning/", include(training_urls.api_urlpatterns)),
     path("api/", include("portal.api.urls")),
     # OpenAI's /v1/files (Django, not the gateway): before the /v1 catch-all below.
     path("v1/files", files_v1.FilesView.as_view(), name="v1-files"),

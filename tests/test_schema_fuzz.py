@@ -6,7 +6,8 @@ The fuzzer authenticates with a throwaway key of olivia's; a DELETE aimed at tha
 redirected to a spare one, so the run never locks itself out. Generated paths rarely
 name anything that exists, so every other valid case of a dataset operation (not a
 DELETE) is pointed at olivia's real, ingested public dataset instead, and every other
-valid fine-tuning case at her real job (or, to create one, her real model and dataset).
+valid fine-tuning case (``/v1/fine_tuning`` and ``/api/fine-tuning``) at her real job (or,
+to create one, her real model and dataset).
 Each operation gets a few examples (``FUZZ_EXAMPLES``), keeping the whole file to a
 couple of minutes on two cores.
 """
@@ -69,13 +70,16 @@ _job_turns = itertools.count()
 def aim_at_real_job(case: Any, mode: Any) -> None:
     """Every other valid fine-tuning case names the real job, or creates one from the
     real model and dataset (the settings the fuzzer chose are kept)."""
-    if mode != GenerationMode.POSITIVE or not case.path.startswith("/v1/fine_tuning/"):
+    paths = ("/v1/fine_tuning/", "/api/fine-tuning/")
+    if mode != GenerationMode.POSITIVE or not case.path.startswith(paths):
         return
     if not next(_job_turns) % 2:
         return
     params = case.path_parameters or {}
     if "fine_tuning_job_id" in params:
         params.update(REAL_JOB)
+    elif "job_id" in params and case.path.startswith("/api/fine-tuning/"):
+        params["job_id"] = REAL_JOB["fine_tuning_job_id"]  # an export of it: a 400
     elif case.method == "POST" and isinstance(case.body, dict):
         case.body.update(REAL_JOB_BODY)
 

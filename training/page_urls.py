@@ -12,4 +12,5 @@ urlpatterns = [
     path("<str:job_id>/", views.job_detail, name="fine-tuning-job"),
     path("<str:job_id>/data.json", views.job_data, name="fine-tuning-job-data"),
     path("<str:job_id>/cancel/", views.job_cancel, name="fine-tuning-job-cancel"),
+    path("<str:job_id>/export/", views.job_export, name="fine-tuning-job-export"),
 ]

@@ -1,9 +1,10 @@
-"""Routes: OpenAI's ``/v1/fine_tuning`` (wired by ``portal.urls`` before the /v1 catch-all)
-and the runner API under ``/api/training/runner/``."""
+"""Routes: OpenAI's ``/v1/fine_tuning`` (wired by ``portal.urls`` before the /v1 catch-all),
+the runner API under ``/api/training/runner/`` and the platform's own API under
+``/api/fine-tuning/``."""
 
 from django.urls import path
 
-from training import runner_api, v1
+from training import api, runner_api, v1
 
 v1_urlpatterns = [
     path("v1/fine_tuning/jobs", v1.JobsView.as_view(), name="v1-fine-tuning-jobs"),
@@ -43,4 +44,8 @@ runner_urlpatterns = [
         runner_api.ResultCompleteView.as_view(),
         name="training-runner-result-complete",
     ),
+]
+
+api_urlpatterns = [
+    path("jobs/<str:job_id>/exports/", api.ExportsView.as_view(), name="fine-tuning-exports"),
 ]

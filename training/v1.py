@@ -128,6 +128,13 @@ JOB = inline_serializer(
         "gpus": serializers.IntegerField(),
         "gpu_model": serializers.CharField(allow_blank=True),
         "priority": serializers.IntegerField(),
+        "task": serializers.CharField(help_text="'fine_tune', or 'export' (merge, quantise)."),
+        "source_job": serializers.CharField(
+            allow_null=True, help_text="An export's fine-tuning job."
+        ),
+        "export": serializers.JSONField(
+            allow_null=True, help_text="An export's settings and, once done, its report."
+        ),
     },
 )
 EVENT = inline_serializer(

@@ -1,5 +1,6 @@
 """The fine-tuning pages: the user's jobs, the create form, and a job's page (status,
-progress, live loss chart, events, checkpoints, cancel, the fine-tuned model).
+progress, live loss chart, events, checkpoints, cancel, the fine-tuned model, an int8
+export of a succeeded LoRA fine-tune and the exports made).
 
 A job's page polls :func:`job_data` (JSON, the browser session) every ~2 s while the
 job is active. Reads and writes go through :mod:`training.services.jobs`; another
@@ -25,7 +26,13 @@ from portal.errors import NotFound, PlatformError
 from portal.services.keys import session_grant
 from portal.views import not_found
 from training.forms import FineTuneForm
-from training.models import FineTuneStatus, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from training.models import (
+    FineTuneStatus,
+    FineTuningCheckpoint,
+    FineTuningEvent,
+    FineTuningJob,
+    Task,
+)
 from training.services import jobs
 
 PAGE_SIZE = 20
@@ -84,6 +91,7 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     if job is None:
         return not_found(request)
     result_repo = job.result_version.repo if job.result_version else None
+    exports = [(e, status_label(e.status)) for e in jobs.exports_of(job)]
     context = {
         "job": job,
         "status_label": status_label(job.status),
@@ -93,6 +101,9 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
         "checkpoints": [_checkpoint(c) for c in _checkpoints(job)],
         "hyperparameters": jobs.shown_hyperparameters(job),
         "result_repo": result_repo,
+        "exportable": _exportable(job),
+        "exports": exports,
+        "report": (job.export or {}).get("report") or {},
         "poll_ms": POLL_MS,
         "status_labels": {str(k): str(v) for k, v in STATUS_LABELS.items()},
     }
@@ -142,6 +153,31 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     except PlatformError as exc:
         messages.error(request, exc.message)
     return redirect("fine-tuning-job", job_id=job_id)
+
+
+@login_required
+@require_POST
+def job_export(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Export the job as an int8 copy (merged LoRA); the export job's page follows it, or
+    back to the job's page with a message saying why not."""
+    try:
+        export = jobs.create_export(request.user, job_id, quantize="int8")
+    except NotFound:
+        return not_found(request)
+    except PlatformError as exc:
+        messages.error(request, exc.message)
+        return redirect("fine-tuning-job", job_id=job_id)
+    return redirect("fine-tuning-job", job_id=export.id)
+
+
+def _exportable(job: FineTuningJob) -> bool:
+    """Whether the page offers the export button: a succeeded LoRA fine-tune."""
+    return (
+        job.task == Task.FINE_TUNE
+        and job.status == FineTuneStatus.SUCCEEDED
+        and job.result_version_id is not None
+        and job.adapter.get("type") != "full"
+    )
 
 
 def _event_id(text: str) -> int:

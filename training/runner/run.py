@@ -1,4 +1,5 @@
-"""One run from a spec file: set up, train, report; errors become an event and exit 1."""
+"""One run from a spec file: set up, train (or export), report; errors become an event
+and exit 1."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def run_spec(path: Path) -> int:
     dist = init_distributed(spec)
     reporter = make_reporter(spec, dist)
     try:
+        if spec.task == "export":
+            return export(spec, reporter)
         return train(spec, dist, reporter)
     except Superseded as exc:
         log.warning("superseded: %s", exc)
@@ -69,6 +72,53 @@ def train(spec: Spec, dist: Dist, reporter: Reporter) -> int:
         what = f"{spec.method} {spec.adapter.type}, {trainer.total_steps} steps"
         reporter.event(_message("info", f"training started: {what}"), 0.0)
     trainer.run(reporter)
+    reporter.flush()
+    return EXIT_OK
+
+
+EXPORT_DIR = "export"
+ADAPTER_DIR = "adapter"  # where the portal puts the LoRA to merge, under files_dir
+
+
+def export(spec: Spec, reporter: Reporter) -> int:
+    """Merge the adapter under ``files_dir/adapter/`` into the base, quantise as
+    ``spec.export["quantize"]`` says, score the held-out rows (``validation_file``) before
+    and after, and report the exported directory as the result: ``metrics`` are the
+    report's numbers, ``export`` its quantisation and dtype, ``history`` empty."""
+    from training.runner.export import run_export
+
+    quantize = (spec.export or {}).get("quantize")
+    adapter = spec.files_dir / ADAPTER_DIR
+    heldout = spec.files_dir / spec.validation_file if spec.validation_file else None
+    out = spec.output_dir / EXPORT_DIR
+    what = f"quantize={quantize}" if quantize else "no quantisation"
+    reporter.event(_message("info", f"export started: merge the LoRA, {what}"), 0.0)
+    report = run_export(
+        spec.model_dir,
+        adapter if (adapter / "adapter_config.json").exists() else None,
+        out,
+        quantize=quantize,
+        heldout=heldout,
+        device=spec.device,
+        max_seq_len=spec.hyperparameters.max_seq_len,
+    )
+    # The report's numbers go as result metrics (finite numbers or null), the rest as "export".
+    metrics = {
+        "bytes": report["bytes"],
+        "base_bytes": report["base_bytes"],
+        "adapter_bytes": report["adapter_bytes"],
+        "heldout_loss_before": report["heldout_loss_before"],
+        "heldout_loss_after": report["heldout_loss_after"],
+        "heldout_tokens": report["heldout_tokens"],
+    }
+    summary = ", ".join(f"{k}={v}" for k, v in metrics.items())
+    reporter.event(_message("info", f"export finished: {summary}"), 1.0)
+    body = {
+        "metrics": metrics,
+        "history": [],
+        "export": {"dtype": report["dtype"], "quantization": report["quantization"]},
+    }
+    reporter.result(body, out)
     reporter.flush()
     return EXIT_OK
 

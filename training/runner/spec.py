@@ -43,7 +43,7 @@ class Spec:
     model_dir: Path
     files_dir: Path
     output_dir: Path
-    train_file: str
+    train_file: str = ""
     job: str = ""
     attempt: int = 1
     task: str = "fine_tune"
@@ -56,6 +56,8 @@ class Spec:
     device: str = "cpu"
     dtype: str = "float32"
     resume: dict[str, Any] | None = None
+    # task "export" only: {"quantize": "int8" | None}
+    export: dict[str, Any] | None = None
 
     @property
     def resume_dir(self) -> Path | None:
@@ -73,7 +75,10 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_spec(data: dict[str, Any]) -> Spec:
     """Build a :class:`Spec` from the decoded JSON; raises ValueError on a bad spec."""
-    for key in ("model_dir", "files_dir", "output_dir", "train_file"):
+    required = ["model_dir", "files_dir", "output_dir"]
+    if data.get("task", "fine_tune") != "export":
+        required.append("train_file")  # an export reads the adapter, not training data
+    for key in required:
         if not data.get(key):
             raise ValueError(f"spec has no {key!r}")
     values = _known(Spec, data)
@@ -90,7 +95,7 @@ def parse_spec(data: dict[str, Any]) -> Spec:
 
 def _check(spec: Spec) -> None:
     hp = spec.hyperparameters
-    if spec.task != "fine_tune":
+    if spec.task not in ("fine_tune", "export"):
         raise ValueError(f"this runner does not do task {spec.task!r}")
     if spec.method not in ("supervised", "dpo"):
         raise ValueError(f"unknown method {spec.method!r}")

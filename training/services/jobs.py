@@ -30,6 +30,7 @@ from training.models import (
     FineTuningEvent,
     FineTuningJob,
     Method,
+    Task,
 )
 from training.services import budget, hyper
 
@@ -39,7 +40,9 @@ USE_KIND = "fine_tune"  # datasets.models.UseKind.FINE_TUNE
 LAYOUTS: dict[str, tuple[str, ...]] = {
     Method.SUPERVISED: ("chat", "prompt_completion"),
     Method.DPO: ("preference",),
+    Task.EXPORT: ("chat",),  # an export's held-out rows (the runner scores chats only)
 }
+QUANTIZE_CHOICES = ("int8",)
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
@@ -170,7 +173,7 @@ class Inputs:
     valid: Any | None
 
     def pairs(self) -> list[tuple[Any, str]]:
-        pairs = [(self.train, "training_file")]
+        pairs = [(self.train, "training_file")] if self.train is not None else []
         if self.valid is not None:
             pairs.append((self.valid, "validation_file"))
         return pairs
@@ -261,17 +264,22 @@ def _queue(job: FineTuningJob) -> bool:
     from compute.services import workloads
 
     rows = int(job.training_version.rows or 1) if job.training_version else 1
+    export = job.task == Task.EXPORT
     with transaction.atomic():
         for version in (job.training_version, job.validation_version):
             if version is not None:
                 record_use(version, USE_KIND, job.id, f"fine-tune {job.id}")
-        job.log("Validated the training files")
+        if job.validation_version is not None or not export:
+            job.log("Validated the training files")
+        resolved = (
+            {}
+            if export
+            else hyper.resolve(job.method, job.requested_hyperparameters, job.adapter, rows)
+        )
         moved = job.transition(
             FineTuneStatus.QUEUED,
-            "Fine-tuning job queued",
-            hyperparameters=hyper.resolve(
-                job.method, job.requested_hyperparameters, job.adapter, rows
-            ),
+            "Export job queued" if export else "Fine-tuning job queued",
+            hyperparameters=resolved,
         )
         if not moved:
             return False
@@ -286,13 +294,17 @@ def _queue(job: FineTuningJob) -> bool:
     return True
 
 
+def _layout_key(job: FineTuningJob) -> str:
+    return Task.EXPORT if job.task == Task.EXPORT else job.method
+
+
 def advance(job: FineTuningJob) -> None:
     """Settle a job waiting in ``validating_files``: queue it once its files are valid,
     fail it when one turns out invalid; leave it while they are still validated."""
     if job.status != FineTuneStatus.VALIDATING_FILES:
         return
     try:
-        ready = Inputs(job.method, job.training_version, job.validation_version).check()
+        ready = Inputs(_layout_key(job), job.training_version, job.validation_version).check()
     except PlatformError as exc:
         finish(job, FineTuneStatus.FAILED, exc.message, code=exc.code, param=exc.param or "")
         return
@@ -311,6 +323,79 @@ def advance_waiting(version_id: int | None = None) -> int:
         advance(job)
         count += 1
     return count
+
+
+# --- exports ------------------------------------------------------------------------
+
+
+def create_export(
+    user: Any, job_id: str, *, quantize: str | None = "int8", heldout_file: str | None = None
+) -> FineTuningJob:
+    """Admit an export of the succeeded LoRA fine-tune ``job_id``: a job (``task`` export,
+    same owner and base) whose runner merges the adapter into the base, quantises it
+    (``quantize`` "int8" or None for the merged weights alone) and reports the held-out
+    loss before and after on ``heldout_file`` (a chat dataset or file, optional). Its
+    result is a new version of the fine-tune's hub repo (:mod:`training.services.results`).
+
+    Raises NotFound for a job the user may not change; a 400 for a source that is not a
+    succeeded LoRA fine-tune, a bad ``quantize`` or held-out file; 429 over the
+    active-job limit. Queued at once unless the held-out file is still being validated.
+    """
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise PlatformError(
+            f"'quantize' must be one of {', '.join(QUANTIZE_CHOICES)} or null.", param="quantize"
+        )
+    source = get_job(user, job_id, "write")
+    _check_export_source(source)
+    heldout = None
+    if heldout_file:
+        heldout = consumers.resolve_input(user, _text(heldout_file, "heldout_file"), "heldout_file")
+    ready = Inputs(Task.EXPORT, None, heldout).check()
+    version = source.result_version
+    assert version is not None  # _check_export_source
+    job = FineTuningJob(
+        task=Task.EXPORT,
+        source_job=source,
+        export={"quantize": quantize},
+        base_version=source.base_version,
+        model_name=(source.fine_tuned_model or str(version))[:200],
+        validation_version=heldout,
+        validation_file=heldout_file or "",
+        suffix=source.suffix,
+        seed=source.seed,
+        method=source.method,
+        adapter=source.adapter,
+        priority=source.priority,
+        created_by=user,
+        billing_org_id=source.billing_org_id,
+    )
+    job.set_owner(source.owner_user or source.owner_org)
+    job.visibility = Visibility.PRIVATE
+    _save_admitted(job, user, 0)
+    if ready:
+        _queue(job)
+    return job
+
+
+def _check_export_source(source: FineTuningJob) -> None:
+    problem = ""
+    if source.task != Task.FINE_TUNE:
+        problem = "it is itself an export"
+    elif source.status != FineTuneStatus.SUCCEEDED or source.result_version_id is None:
+        problem = f"it has not succeeded (status {source.status})"
+    elif source.adapter.get("type") == "full":
+        problem = "it trained full weights; only a LoRA adapter is merged and exported"
+    if problem:
+        raise PlatformError(
+            f"Job {source.id} cannot be exported: {problem}.",
+            code="invalid_job_state",
+            param="fine_tuning_job_id",
+        )
+
+
+def exports_of(job: FineTuningJob) -> QuerySet[FineTuningJob]:
+    """The export jobs made from ``job``, newest first."""
+    return job.exports.select_related("result_version__repo").order_by("-created_at", "-id")
 
 
 # --- ending ---------------------------------------------------------------------------
@@ -467,7 +552,10 @@ def shown_hyperparameters(job: FineTuningJob) -> dict[str, Any]:
 
 def job_object(job: FineTuningJob) -> dict[str, Any]:
     """OpenAI's ``fine_tuning.job`` object, with the platform's extensions (``adapter``,
-    ``gpus``, ``gpu_model``, ``priority``)."""
+    ``gpus``, ``gpu_model``, ``priority``, ``task``; an export adds ``source_job`` and
+    ``export``: the quantisation asked for and, once it succeeded, the runner's report).
+    An export's ``fine_tuned_model`` is the hub version it registered (``owner/name@vN``),
+    loadable and deployable like any model."""
     shown = shown_hyperparameters(job)
     error = None
     if job.status == FineTuneStatus.FAILED:
@@ -500,6 +588,9 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
         "gpus": job.gpus,
         "gpu_model": job.gpu_model,
         "priority": job.priority,
+        "task": job.task,
+        "source_job": job.source_job_id,
+        "export": job.export or None,
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from datasets.services.files import create_result_file
+from portal.errors import PlatformError
 from portal.models import ModelVersion
 from portal.services.registry import (
     StoredFile,
@@ -30,7 +31,7 @@ from portal.services.registry import (
     register_stored_version,
 )
 from portal.storage import model_blob_key, store
-from training.models import FineTuneStatus, FineTuningJob
+from training.models import FineTuneStatus, FineTuningJob, Task
 from training.services import jobs, runs
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,10 @@ def repo_name(job: FineTuningJob) -> str:
 
 def succeed(job: FineTuningJob, pending: dict[str, Any]) -> str:
     """Register the result announced in ``pending``, write the metrics CSV, end the job
-    as succeeded and try to serve the adapter; returns the fine-tuned model's name."""
+    as succeeded and try to serve the adapter; returns the fine-tuned model's name (an
+    export's: :func:`succeed_export`)."""
+    if job.task == Task.EXPORT:
+        return succeed_export(job, pending)
     base = job.base_version
     owner = job.owner_user or job.owner_org
     name = jobs.fine_tuned_name(job)
@@ -90,6 +94,110 @@ def succeed(job: FineTuningJob, pending: dict[str, Any]) -> str:
     if moved:
         _serve(job, version, name, full)
     return name
+
+
+def succeed_export(job: FineTuningJob, pending: dict[str, Any]) -> str:
+    """Register an export's directory as the next version of the source fine-tune's repo
+    (full weights: no ``base_version``; the card records what it derives from, the
+    quantisation, the sizes and the held-out losses) and end the job as succeeded with
+    ``fine_tuned_model`` = that version (``owner/name@vN``), which deploys like any model."""
+    source = job.source_job
+    adapter = source.result_version if source is not None else None
+    if adapter is None:
+        raise PlatformError("The exported fine-tune's model is gone.", code="source_gone")
+    repo = adapter.repo
+    uploaded = [f for f in pending["files"] if f["path"] != "README.md"]
+    for dropped in (f for f in pending["files"] if f["path"] == "README.md"):
+        store().delete(runs.RESULT_BUCKET, dropped["object_key"])
+    files = _move_result(job, repo.pk, uploaded)
+    files += _base_extras(job.base_version, repo.pk, {f.path for f in files})
+    card = export_card(job, adapter, pending)
+    files.append(_put(repo.pk, "README.md", card.encode()))
+    version = register_stored_version(
+        repo,
+        files,
+        config=_config(files, "config.json"),
+        card_text=card,
+        base_version=None,
+        actor=job.created_by,
+        message=f"export job {job.id}",
+        chat_template=job.base_version.has_chat_template,
+    )
+    name = str(version)
+    report = {**pending.get("metrics", {}), **pending.get("export", {})}
+    job.refresh_from_db()
+    moved = jobs.finish(
+        job,
+        FineTuneStatus.SUCCEEDED,
+        f"The export has successfully completed: {name}",
+        fields={
+            "fine_tuned_model": name,
+            "result_version": version,
+            "export": {**(job.export or {}), "report": report},
+            "progress": 1.0,
+        },
+    )
+    if moved:
+        job.log(f"{name} is registered as full weights; deploy that model to serve it.")
+    return name
+
+
+def export_card(job: FineTuningJob, adapter: ModelVersion, pending: dict[str, Any]) -> str:
+    """README.md of an export: front matter (base, adapter, quantisation, sizes, held-out
+    losses) and a body with the same numbers as a table."""
+    metrics = pending.get("metrics", {})
+    details = pending.get("export", {})
+    quantization = details.get("quantization") or {"method": None}
+    scheme = (job.export or {}).get("quantize")
+    front = {
+        "base_model": job.base_version.repo.full_name,
+        "base_model_version": job.base_version.number,
+        "tags": ["fine-tuned", "merged", *([scheme] if scheme else [])],
+        "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "export": {
+            "job": job.id,
+            "derived_from": {"base": str(job.base_version), "adapter": str(adapter)},
+            "source_job": job.source_job_id,
+            "quantization": quantization,
+            "dtype": details.get("dtype"),
+        },
+        "metrics": metrics,
+    }
+    method = f"{scheme} ({quantization.get('config', '')})" if scheme else "none (merged only)"
+    rows = [
+        ("Derived from", f"`{job.base_version}` + LoRA `{adapter}`"),
+        ("Quantization", method),
+        ("Weights before (base)", _bytes(metrics.get("base_bytes"))),
+        ("Weights after (exported)", _bytes(metrics.get("bytes"))),
+        ("Held-out loss before (base + adapter)", _cell(metrics.get("heldout_loss_before"))),
+        ("Held-out loss after (exported)", _cell(metrics.get("heldout_loss_after"))),
+        ("Held-out tokens", _cell(metrics.get("heldout_tokens"))),
+    ]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
+        "---",
+        "",
+        f"# {repo_name_of(adapter)} (export)",
+        "",
+        f"The LoRA `{adapter}` merged into `{job.base_version}` and exported "
+        f"(job `{job.id}`). It loads with `AutoModelForCausalLM.from_pretrained`"
+        + (" (torchao installed)." if scheme else "."),
+        "",
+        "| | |",
+        "|---|---:|",
+        *(f"| {label} | {value or '–'} |" for label, value in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def repo_name_of(version: ModelVersion) -> str:
+    return version.repo.name
+
+
+def _bytes(value: Any) -> str:
+    return f"{int(value):,} bytes" if isinstance(value, int | float) else ""
 
 
 def _move_result(job: FineTuningJob, repo_id: int, files: list[dict[str, Any]]) -> list[StoredFile]:

@@ -15,6 +15,7 @@ and when a replica fetches the registered adapter, so a wrong hash fails there l
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ MAX_METRICS = 32
 MAX_FILES = 20
 MAX_HISTORY = 200_000
 MAX_STEP = 10**9
+MAX_DETAIL_BYTES = 2000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 KNOWN_FILES = frozenset(
@@ -323,17 +325,34 @@ def start_result(run: Run, body: Any) -> dict[str, Any]:
     files = check_files(body.get("files"))
     metrics = check_metrics(body.get("metrics") or {})
     history = check_history(body.get("history") or [])
+    details = check_details(body.get("export"))
     uploads = _uploads(run.job, "result", runs.RESULT_BUCKET, files)
     pending = {
         "files": files,
         "metrics": metrics,
         "history": history,
         "attempt": run.workload.attempt,
+        "export": details,
     }
     result = {**(run.job.result or {}), "pending_result": pending}
     FineTuningJob.objects.filter(pk=run.job.pk).update(result=result)
     run.job.result = result
     return {"uploads": uploads}
+
+
+def check_details(details: Any) -> dict[str, Any]:
+    """An export's non-numeric report (``dtype``, ``quantization``): an object of at most
+    ``MAX_DETAIL_BYTES`` as JSON, nested at most one level, of plain values."""
+    if details is None:
+        return {}
+    details = _object(details, "export")
+    if len(json.dumps(details)) > MAX_DETAIL_BYTES:
+        raise BadReport(f"'export' must be at most {MAX_DETAIL_BYTES} bytes.", param="export")
+    for value in details.values():
+        inner = value.values() if isinstance(value, dict) else [value]
+        if not all(v is None or isinstance(v, str | int | float | bool) for v in inner):
+            raise BadReport("'export' holds plain values only.", param="export")
+    return details
 
 
 def check_history(history: Any) -> list[list[float | int | None]]:

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from datasets.services import consumers
 from portal.storage import store
-from training.models import FineTuneStatus, FineTuningCheckpoint, FineTuningJob
+from training.models import FineTuneStatus, FineTuningCheckpoint, FineTuningJob, Task
 from training.services import jobs
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ URL_TTL_S = 6 * 3600
 TRAIN_FILE = "data/train.jsonl"
 VALID_FILE = "data/valid.jsonl"
 RESUME_DIR = "resume"
+ADAPTER_DIR = "adapter"  # an export's LoRA, under the runner's files_dir
 
 
 def total_steps(job: FineTuningJob) -> int:
@@ -52,6 +53,8 @@ def latest_checkpoint(job: FineTuningJob) -> FineTuningCheckpoint | None:
 
 def build_spec(job: FineTuningJob, attempt: int) -> dict[str, Any]:
     """The runner spec of the contract (the agent adds the local paths and ``portal``)."""
+    if job.task == Task.EXPORT:
+        return build_export_spec(job, attempt)
     hp = job.hyperparameters
     every = checkpoint_every(job)
     latest = latest_checkpoint(job)
@@ -86,6 +89,50 @@ def build_spec(job: FineTuningJob, attempt: int) -> dict[str, Any]:
     }
 
 
+def build_export_spec(job: FineTuningJob, attempt: int) -> dict[str, Any]:
+    """An export's spec: the LoRA under ``adapter/``, the held-out rows (if any) as the
+    validation file, the quantisation asked for; it always runs on the CPU."""
+    return {
+        "job": job.id,
+        "attempt": attempt,
+        "task": Task.EXPORT.value,
+        "method": job.method,
+        "train_file": None,
+        "validation_file": VALID_FILE if job.validation_version_id else None,
+        "hyperparameters": {"max_seq_len": int(settings.FINE_TUNING_MAX_SEQ_LEN)},
+        "adapter": job.adapter,
+        "seed": job.seed,
+        "device": "cpu",
+        "dtype": "float32",
+        "resume": None,
+        "export": {"quantize": (job.export or {}).get("quantize")},
+    }
+
+
+def build_export_files(job: FineTuningJob) -> list[dict[str, Any]]:
+    """The source fine-tune's adapter files (its registered version, README left out)
+    under ``adapter/`` and the held-out rows as ``data/valid.jsonl``."""
+    source = job.source_job
+    version = source.result_version if source is not None else None
+    if version is None:
+        return []
+    objects = store()
+    files = [
+        {
+            "path": f"{ADAPTER_DIR}/{record.path}",
+            "size": record.size,
+            "sha256": record.sha256,
+            "url": objects.presigned_get(RESULT_BUCKET, record.object_key, URL_TTL_S),
+        }
+        for record in version.files.all()
+        if record.path != "README.md"
+    ]
+    if job.validation_version is not None:
+        path = jobs.data_path(job.validation_version, "validation", "heldout_file")
+        files.append(_renamed(job.validation_version, path, VALID_FILE))
+    return files
+
+
 def _own_validation(job: FineTuningJob) -> str | None:
     """The training version's own validation file, when it has exactly one and no
     separate validation file was given."""
@@ -100,7 +147,9 @@ def _own_validation(job: FineTuningJob) -> str | None:
 
 def build_files(job: FineTuningJob) -> list[dict[str, Any]]:
     """The data files under ``data/`` and the newest complete checkpoint under
-    ``resume/``, each with a fresh presigned GET URL."""
+    ``resume/``, each with a fresh presigned GET URL (an export's: :func:`build_export_files`)."""
+    if job.task == Task.EXPORT:
+        return build_export_files(job)
     train = job.training_version
     assert train is not None
     files = [_renamed(train, jobs.data_path(train, "train", "training_file"), TRAIN_FILE)]
@@ -153,7 +202,7 @@ class TrainingKind:
 def _job(workload: Any) -> FineTuningJob | None:
     return (
         FineTuningJob.objects.select_related(
-            "base_version__repo", "training_version", "validation_version"
+            "base_version__repo", "training_version", "validation_version", "source_job"
         )
         .filter(pk=workload.ref)
         .first()
