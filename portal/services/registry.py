@@ -232,10 +232,22 @@ def _upload(repo: ModelRepo, manifest: Manifest) -> None:
 
 
 def _register_version(
-    repo: ModelRepo, manifest: Manifest, actor: Any, message: str
+    repo: ModelRepo,
+    manifest: Manifest,
+    actor: Any,
+    message: str,
+    *,
+    base_version: ModelVersion | None = None,
+    object_keys: dict[str, str] | None = None,
 ) -> ModelVersion:
+    """Record the next version of ``repo`` for ``manifest`` (files already stored under
+    ``object_keys`` by path, else content-addressed) and apply its card. An adapter names
+    its ``base_version``, whose architecture it shares."""
     config = manifest.config
     card = manifest.card_data
+    keys = object_keys or {rel: model_blob_key(repo.pk, sha) for rel, _, _, sha in manifest.files}
+    base_arch = base_version.architecture if base_version else ""
+    base_type = base_version.model_type if base_version else ""
     for _attempt in range(3):
         try:
             with transaction.atomic():
@@ -244,10 +256,11 @@ def _register_version(
                     repo=repo,
                     number=number,
                     revision=manifest.revision,
-                    architecture=(config.get("architectures") or [""])[0],
-                    model_type=config["model_type"],
+                    architecture=(config.get("architectures") or [""])[0] or base_arch,
+                    model_type=str(config.get("model_type") or base_type),
                     config=config,
                     base_model=str(card.get("base_model") or ""),
+                    base_version=base_version,
                     has_chat_template=manifest.chat_template,
                     total_bytes=sum(s for _, _, s, _ in manifest.files),
                     message=message[:200],
@@ -255,11 +268,7 @@ def _register_version(
                 )
                 ModelFile.objects.bulk_create(
                     ModelFile(
-                        version=version,
-                        path=rel,
-                        size=size,
-                        sha256=sha,
-                        object_key=model_blob_key(repo.pk, sha),
+                        version=version, path=rel, size=size, sha256=sha, object_key=keys[rel]
                     )
                     for rel, _, size, sha in manifest.files
                 )
@@ -332,44 +341,12 @@ def register_stored_version(
     card_data, card_body = split_card(card_text)
     manifest = Manifest(root=Path("."), config=config, card_text=card_body, card_data=card_data)
     manifest.files = [(f.path, Path(f.path), f.size, f.sha256) for f in files]
-    source = base_version
     manifest.chat_template = chat_template
-    if source is not None:
-        config = {**config, "model_type": config.get("model_type") or source.model_type}
-        manifest.config = config
-    for _attempt in range(3):
-        try:
-            with transaction.atomic():
-                number = (repo.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-                version = ModelVersion.objects.create(
-                    repo=repo,
-                    number=number,
-                    revision=manifest.revision,
-                    architecture=(config.get("architectures") or [""])[0]
-                    or (source.architecture if source else ""),
-                    model_type=str(config.get("model_type") or ""),
-                    config=config,
-                    base_model=str(card_data.get("base_model") or ""),
-                    base_version=base_version,
-                    has_chat_template=manifest.chat_template,
-                    total_bytes=sum(f.size for f in files),
-                    message=message[:200],
-                    created_by=actor,
-                )
-                ModelFile.objects.bulk_create(
-                    ModelFile(
-                        version=version,
-                        path=f.path,
-                        size=f.size,
-                        sha256=f.sha256,
-                        object_key=f.object_key,
-                    )
-                    for f in files
-                )
-                _apply_card(repo, manifest)
-                return version
-        except IntegrityError:
-            continue
-    raise PlatformError(
-        "Could not allocate a version number; try again.", code="conflict", status=409
+    return _register_version(
+        repo,
+        manifest,
+        actor,
+        message,
+        base_version=base_version,
+        object_keys={f.path: f.object_key for f in files},
     )
