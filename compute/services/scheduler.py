@@ -8,6 +8,8 @@ slots, and a GPU held by either (on the node or stopping) is never given to anot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -165,6 +167,16 @@ def place_workloads() -> int:
     return sum(_place_workload(pk) for pk in list(pending.values_list("pk", flat=True)))
 
 
+def _nodes_with_a_free_slot() -> Iterator[tuple[Node, set[int]]]:
+    """Ready nodes, least loaded first, each locked and with a slot free for one more
+    replica or workload, with the GPU indices already held there."""
+    for candidate in _candidate_nodes():
+        node = Node.objects.select_for_update().get(pk=candidate.pk)
+        slots, used = node_usage(node)
+        if slots < node.max_replicas:
+            yield node, used
+
+
 def _candidate_nodes() -> list[Node]:
     return list(
         Node.objects.filter(status=NodeStatus.READY)
@@ -229,11 +241,7 @@ def _place_workload(workload_pk: int) -> int:
     )
     if workload is None:
         return 0
-    for node in _candidate_nodes():
-        node = Node.objects.select_for_update().get(pk=node.pk)
-        slots, used = node_usage(node)
-        if slots >= node.max_replicas:
-            continue
+    for node, used in _nodes_with_a_free_slot():
         gpus = workload_gpus(node, workload, used)
         if gpus is None:
             continue
@@ -260,11 +268,7 @@ def _place_one(replica_pk: int) -> int:
     )
     if replica is None:
         return 0
-    for node in _candidate_nodes():
-        node = Node.objects.select_for_update().get(pk=node.pk)
-        slots, used = node_usage(node)
-        if slots >= node.max_replicas:
-            continue
+    for node, used in _nodes_with_a_free_slot():
         fit = node_fits(node, replica.deployment, used)
         if fit is None:
             continue
