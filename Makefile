@@ -61,7 +61,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy portal compute datasets training
+	$(VENV)/bin/mypy portal compute datasets training evaluation
 
 # Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
 browser:

@@ -112,6 +112,8 @@ class FineTuningJob(OwnedModel, Job):
     error_code = models.CharField(max_length=64, blank=True)
     error_param = models.CharField(max_length=64, blank=True)
     estimated_finish = models.DateTimeField(null=True, blank=True)
+    # A suite (``namespace/name``) to evaluate the result on once the job succeeds.
+    auto_eval = models.CharField(max_length=200, blank=True)
 
     event_model: ClassVar[type[JobEvent]]
     transitions: ClassVar[dict[str, frozenset[str]]] = {

@@ -1,0 +1,1 @@
+"""The evaluation API (``/api/evaluation/``)."""

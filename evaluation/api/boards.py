@@ -1,0 +1,5 @@
+"""The boards API of the evaluation sub-platform."""
+
+from django.urls import URLPattern, URLResolver
+
+urlpatterns: list[URLPattern | URLResolver] = []

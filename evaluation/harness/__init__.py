@@ -1,0 +1,1 @@
+"""The evaluator: tasks as data, requests, scoring and metrics; no Django models."""
