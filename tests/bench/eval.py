@@ -51,7 +51,6 @@ from typing import Any
 import yaml
 
 from compute.agent.procs import free_port, spawn, stop, wait_for
-from evaluation.harness.importers import MC_LAYOUTS, detect_layout, load_docs
 from tests.bench.gateway import cpu_model, load_average, memory_gib, write_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +101,17 @@ class Side:
 # --- the documents ---------------------------------------------------------------------
 
 
+def django_ready() -> None:
+    """The harness's error types derive from ``portal.errors``, which needs settings."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django
+
+    django.setup()
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
+    from evaluation.harness.importers import MC_LAYOUTS, detect_layout, load_docs
+
     if args.data:
         layout = args.layout or detect_layout(args.data)
         if layout not in MC_LAYOUTS:
@@ -223,8 +232,11 @@ def run_lm_eval(
         "--output_path", str(out_dir),
         "--log_samples",
     ]  # fmt: skip
+    # Not the project on the path: its Django app ``datasets`` would hide Hugging Face's.
     env = {
-        **os.environ,
+        **{
+            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")
+        },
         **threads_env(args.threads),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -495,6 +507,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     before = load_average()
+    django_ready()
     all_cases = cases(args)
     ensure_venv(args.venv)
     if args.model:
