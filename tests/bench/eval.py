@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import sysconfig
@@ -62,6 +63,7 @@ DEFAULT_TEMPLATE = "Question: {{ question }}\nAnswer:"
 SERVED_NAME = "bench/eval"
 ENGINE_KEY = "sk-bench-eval-engine"
 METRICS = ("acc", "acc_norm")
+PROGRESS = re.compile(r"Running loglikelihood requests: 100%.*?\[([0-9:]+)<")
 
 
 def say(message: str) -> None:
@@ -250,7 +252,9 @@ def run_lm_eval(
     if done.returncode != 0:
         raise RuntimeError(f"lm-eval failed ({done.returncode}):\n{done.stderr[-4000:]}")
     results = json.loads(next(out_dir.rglob("results_*.json")).read_text())
-    side = Side("lm-eval", seconds=float(results.get("total_evaluation_time_seconds", wall)))
+    total = float(results.get("total_evaluation_time_seconds", wall))
+    loop = progress_seconds(done.stderr)
+    side = Side("lm-eval", seconds=loop if loop else total, startup_s=total)
     side.note = f"process wall time {wall:.1f}s"
     for case in all_cases:
         samples_file = next(out_dir.rglob(f"samples_{case.name}_*.jsonl"))
@@ -261,6 +265,16 @@ def run_lm_eval(
             lls[int(row["doc_id"])] = [float(resp[0]) for resp in row["filtered_resps"]]
         side.per_doc[case.name], side.lls[case.name] = per_doc, lls
     return side
+
+
+def progress_seconds(stderr: str) -> float | None:
+    """The elapsed time of lm-eval's last "Running loglikelihood requests" progress bar
+    (tqdm's ``[MM:SS<``, whole seconds), or ``None`` when it printed none."""
+    found = PROGRESS.findall(stderr.replace("\r", "\n"))
+    if not found:
+        return None
+    parts = [int(part) for part in found[-1].split(":")]
+    return float(sum(part * 60**power for power, part in enumerate(reversed(parts))))
 
 
 # --- ours ------------------------------------------------------------------------------
@@ -337,19 +351,10 @@ async def run_ours_async(args: argparse.Namespace, all_cases: list[Case], base: 
 
 
 def loglikelihoods(output: Any) -> list[float]:
-    """The per-choice log-likelihoods from a multiple-choice sample's ``output``, when it
-    holds them (a list of numbers, of ``[ll, is_greedy]`` pairs, or of results)."""
-    values: list[float] = []
-    for item in output if isinstance(output, list | tuple) else []:
-        if isinstance(item, int | float):
-            values.append(float(item))
-        elif isinstance(item, list | tuple) and item and isinstance(item[0], int | float):
-            values.append(float(item[0]))
-        elif isinstance(item, dict) and "logprob" in item:
-            values.append(float(item["logprob"]))
-        elif hasattr(item, "logprob"):
-            values.append(float(item.logprob))
-    return values
+    """The per-choice log-likelihoods in a multiple-choice sample's ``output``
+    (``{"logprobs": [...], "is_greedy": [...]}``)."""
+    values = output.get("logprobs") if isinstance(output, dict) else None
+    return [float(v) for v in values] if isinstance(values, list) else []
 
 
 def run_ours(args: argparse.Namespace, model_dir: Path, all_cases: list[Case], work: Path) -> Side:
@@ -459,11 +464,12 @@ def render(
         "",
         "| tool | samples | seconds | samples/s | notes |",
         "|---|---:|---:|---:|---|",
-        f"| lm-eval (hf, in process) | {n} | {theirs.seconds:.1f} | {n / theirs.seconds:.1f} "
-        f"| its total evaluation time, model load included; {theirs.note} |",
+        f"| lm-eval (hf, in process) | {n} | {theirs.seconds:.0f} | {n / theirs.seconds:.2f} "
+        f"| its log-likelihood loop (tqdm, whole seconds); its whole evaluation "
+        f"{theirs.startup_s:.1f}s with imports, model and task loading; {theirs.note} |",
         f"| openmaas (harness → engine over HTTP) | {ours.samples} | {ours.seconds:.1f} | "
-        f"{ours.samples / ours.seconds:.1f} | engine already up (its start: "
-        f"{ours.startup_s:.1f}s) |",
+        f"{ours.samples / ours.seconds:.2f} | from the first request to the last sample, "
+        f"engine already up (its start: {ours.startup_s:.1f}s) |",
     ]
     if result.disagreements:
         lines += ["", "First disagreements:", ""]
