@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -109,6 +110,8 @@ def django_ready() -> None:
     import django
 
     django.setup()
+    # One line per HTTP request from the client would bury the report.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
