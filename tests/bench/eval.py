@@ -474,6 +474,15 @@ def render(
         f"{ours.samples / ours.seconds:.2f} | from the first request to the last sample, "
         f"engine already up (its start: {ours.startup_s:.1f}s) |",
     ]
+    lines += [
+        "",
+        "Reading: both sides run the same forward passes on the same weights (float32), so "
+        "the scores must agree exactly; the log-likelihoods differ only in the last digits "
+        "(batched and padded on the engine, one sequence at a time in lm-eval). lm-eval's "
+        "loop is in process; ours pays HTTP, JSON and the engine's scheduler per request and "
+        "shares the CPUs with the client. lm-eval's loop time is tqdm's whole seconds, so "
+        "compare speeds on runs of a minute or more (a larger `--data`, `--limit`).",
+    ]
     if result.disagreements:
         lines += ["", "First disagreements:", ""]
         lines += [f"- {line}" for line in result.disagreements[:5]]
