@@ -478,7 +478,7 @@ def render(
         "",
         "Reading: both sides run the same forward passes on the same weights (float32), so "
         "the scores must agree exactly; the log-likelihoods differ only in the last digits "
-        "(batched and padded on the engine, one sequence at a time in lm-eval). lm-eval's "
+        "(the two sides batch and pad differently). lm-eval's "
         "loop is in process; ours pays HTTP, JSON and the engine's scheduler per request and "
         "shares the CPUs with the client. lm-eval's loop time is tqdm's whole seconds, so "
         "compare speeds on runs of a minute or more (a larger `--data`, `--limit`).",
