@@ -61,7 +61,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy portal compute datasets training evaluation
+	$(VENV)/bin/mypy portal compute datasets training evaluation governance
 
 # Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
 browser:
