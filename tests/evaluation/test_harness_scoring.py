@@ -228,3 +228,33 @@ def test_a_judge_score_is_parsed_and_garbage_is_an_error_on_the_sample() -> None
     assert "outside the scale" in out_of_scale.error
     assert aggregate_task(task, [good, bad])["judge_score"]["value"] == 8.0
     assert aggregate_task(task, [good, bad])["n_errors"] == 1
+
+
+def test_mmlu_style_tasks_name_fields_and_list_their_choices_as_lm_eval_allows() -> None:
+    task = parse_task(
+        "task: mmlu_like\ndataset: {builtin: m.csv, layout: mmlu_csv}\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{ question }}\\nA. {{ choices[0] }}\\nB. {{ choices[1] }}\\nAnswer:"\n'
+        "doc_to_target: answer\ndoc_to_choice: [A, B]\n"
+        'description_prefix: "The following are questions about {{ subject }}.\\n\\n"\n'
+    )
+    doc = {"question": "1+1?", "choices": ["2", "3"], "answer": 0, "subject": "math"}
+
+    instance = build_instances(task, [doc])[0]
+
+    assert instance.prompt == (
+        "The following are questions about math.\n\n1+1?\nA. 2\nB. 3\nAnswer:"
+    )
+    assert [r.continuation for r in instance.requests] == [" A", " B"]
+    assert score(task, instance, _ll(-0.5, -2.0)).metrics == {"acc": 1.0, "acc_norm": 1.0}
+
+
+def test_a_multi_target_doc_is_right_when_any_gold_choice_wins() -> None:
+    task = parse_task(MC.replace('"{{ answer }}"', '"{{ golds }}"'))
+    doc = {"question": "Prime?", "choices": ["4", "5", "7"], "golds": [1, 2]}
+    instance = build_instances(task, [doc])[0]
+
+    sample = score(task, instance, _ll(-3.0, -9.0, -1.0))
+
+    assert instance.target == [1, 2]
+    assert sample.metrics == {"acc": 1.0, "acc_norm": 1.0} and not sample.error
