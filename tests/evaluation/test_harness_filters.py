@@ -25,11 +25,12 @@ def test_gsm8k_strict_match_takes_the_number_after_the_hashes() -> None:
 
 def test_flexible_extract_takes_the_last_number_of_several_matches() -> None:
     steps = _pipeline(
-        {"name": "regex", "pattern": r"(-?[$0-9.,]{2,})|(-?[0-9]+)", "group": 0},
+        {"name": "regex", "pattern": r"(-?[$0-9.,]{2,})|(-?[0-9]+)"},
         {"name": "take_last"},
     )
 
     assert run_filters(steps, "It costs $1,234 then 18 more, so 1,252") == "1,252"
+    assert run_filters(steps, "We get 7 apples, then 3") == "3"  # the second alternative
 
 
 def test_number_filter_reads_thousands_separators_and_full_width_digits() -> None:
