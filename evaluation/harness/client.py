@@ -141,7 +141,9 @@ class OpenAIClient:
 
     # -- public verbs -------------------------------------------------------------------
 
-    async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+    async def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[LoglikelihoodResult]:
         """One result per request, in order; raises :class:`EndpointError`."""
         return await self._batched(requests, self._loglikelihood_batch)
 
@@ -293,7 +295,9 @@ class OpenAIClient:
                 f"root, e.g. https://host/v1: {detail}"
             )
         elif status in RETRY_STATUSES:
-            message = f"endpoint {self.base_url} answered {status} after {attempts} attempt(s): {detail}"
+            message = (
+                f"endpoint {self.base_url} answered {status} after {attempts} attempt(s): {detail}"
+            )
         else:
             message = f"endpoint {self.base_url} rejected the request ({status}): {detail}"
         specific = status in (400, 413, 422)
