@@ -121,6 +121,7 @@ class OpenAIClient:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._zero_tokens_ok = True  # echo with max_tokens 0 until the endpoint refuses it
 
     async def __aenter__(self) -> OpenAIClient:
@@ -231,7 +232,10 @@ class OpenAIClient:
     # -- HTTP ---------------------------------------------------------------------------
 
     def _pool(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        if self._http is None or self._slots is None:
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._slots is None or self._loop is not loop:
+            # A pool belongs to the loop that opened it (each ``asyncio.run`` is a new one).
+            self._loop = loop
             limits = httpx.Limits(
                 max_connections=self.concurrency, max_keepalive_connections=self.concurrency
             )

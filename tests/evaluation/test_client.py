@@ -77,13 +77,19 @@ def direct_loglikelihood(
     return total, greedy, len(positions)
 
 
-def greedy_pair(reference: tuple[Any, Any], context: str, steps: int = 3) -> tuple[str, str]:
-    """``(context, continuation)`` where the continuation is the model's own greedy choice."""
+def greedy_pair(reference: tuple[Any, Any], context: str) -> tuple[str, str]:
+    """``(context, continuation)`` where the continuation is the model's own greedy choice
+    (the longest of up to 3 tokens that tokenizes back to the same tokens)."""
     model, tokenizer = reference
     ids = tokenizer(context)["input_ids"]
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=steps, do_sample=False)
-    return context, tokenizer.decode(out[0, len(ids) :])
+        out = model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)
+    for steps in (3, 2, 1):
+        new = out[0, len(ids) : len(ids) + steps].tolist()
+        text = tokenizer.decode(new)
+        if tokenizer(context + text)["input_ids"] == ids + new:
+            return context, text
+    raise AssertionError(f"no greedy continuation of {context!r} survives tokenization")
 
 
 def engine_client(engine: EngineProcess, **options: Any) -> OpenAIClient:
@@ -226,7 +232,7 @@ class StandInEndpoint:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.bodies.append(body)
                 status, payload = endpoint.answer(body)
