@@ -364,6 +364,8 @@ def retry_after(response: httpx.Response) -> float:
 def choices_of(data: dict[str, Any], expected: int) -> list[dict[str, Any]]:
     """The answer's choices ordered by ``index``; exactly ``expected`` of them."""
     choices = data.get("choices")
+    if choices is None and data.get("error"):
+        raise bad_response(f"an error in a successful answer: {json.dumps(data['error'])[:300]}")
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
         raise bad_response("no 'choices' list")
     if len(choices) != expected:
