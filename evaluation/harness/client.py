@@ -76,11 +76,23 @@ def bad_response(what: str) -> EndpointError:
 
 
 def api_root(base_url: str) -> str:
-    """The URL that ``/completions`` hangs off: a bare host gets ``/v1``."""
+    """The URL that ``/completions`` hangs off (a bare host gets ``/v1``); raises
+    :class:`EndpointError` (``endpoint_unreachable``) for what is no http(s) URL."""
     url = base_url.strip().rstrip("/")
-    if urlsplit(url).path in ("", "/"):
-        url += "/v1"
-    return url
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError as exc:  # a malformed host or a port out of range
+        raise invalid_url(base_url, str(exc)) from None
+    if not valid:
+        raise invalid_url(base_url, "expected http(s)://host[:port][/path]")
+    return url + "/v1" if parts.path in ("", "/") else url
+
+
+def invalid_url(base_url: str, reason: str) -> EndpointError:
+    return EndpointError(
+        f"invalid endpoint URL {base_url!r}: {reason}", code="endpoint_unreachable"
+    )
 
 
 @dataclass(frozen=True)
@@ -257,12 +269,14 @@ class OpenAIClient:
                 async with slots:
                     response = await http.post(path, json=body)
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise EndpointError(
-                    f"invalid endpoint URL {self.base_url!r}: {exc}", code="endpoint_unreachable"
-                ) from exc
+                raise invalid_url(self.base_url, str(exc)) from exc
             except httpx.HTTPError as exc:
                 error = self._unreachable(exc, attempt)
                 delay = self._backoff(attempt)
+            except Exception as exc:  # the transport's own surprises; callers see one type
+                raise EndpointError(
+                    f"request to {self.base_url} failed: {exc!r}", code="endpoint_unreachable"
+                ) from exc
             else:
                 if response.status_code < 400:
                     return decode_json(response)

@@ -219,6 +219,17 @@ def test_closed_port_is_unreachable_quickly() -> None:
     assert time.monotonic() - started < 5.0
 
 
+@pytest.mark.parametrize(
+    "url", ["ftp://host/v1", "not a url", "http://127.0.0.1:99999", "http://[::1"]
+)
+def test_a_url_that_is_no_http_endpoint_is_refused_up_front(url: str) -> None:
+    with pytest.raises(EndpointError) as caught:
+        OpenAIClient(url, "k", "m")
+
+    assert caught.value.code == "endpoint_unreachable"
+    assert "invalid endpoint URL" in caught.value.message
+
+
 # -- a small real HTTP endpoint that answers as each test tells it ---------------------
 
 Reply = tuple[int, Any]  # status and a JSON-able body, or bytes sent as they are
