@@ -1,4 +1,4 @@
-"""Types shared by every moderation checker and the pipeline (pure: no Django)."""
+"""Types shared by every moderation checker (pure: no Django)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Span:
 
 @dataclass
 class CheckResult:
-    """One checker's scores: platform category code (e.g. "A1_d", "A4_f") → 0..1."""
+    """One checker's finding: platform category code (e.g. "A1_d", "A4_f") → score 0..1."""
 
     checker: str
     scores: dict[str, float]
@@ -28,8 +28,11 @@ class CheckResult:
 
 
 class Checker(Protocol):
-    """A moderation checker, registered in ``CHECKERS``; cheaper ones run first
-    (regex/lexicon/pii 1, classifier 10, guard model 100)."""
+    """A moderation checker, registered in ``CHECKERS`` (a ``portal.plugins.Registry``).
+
+    ``cost`` orders the pipeline, cheaper first: regex/lexicon/pii 1, classifier 10,
+    guard model 100.
+    """
 
     name: ClassVar[str]
     cost: ClassVar[int]
