@@ -208,3 +208,20 @@ def test_moderations_is_in_the_openapi_schema(owner: Any) -> None:
     operation = schema["paths"]["/v1/moderations"]["post"]
     assert operation["operationId"] == "createModeration"
     assert "200" in operation["responses"] and "400" in operation["responses"]
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_generated_requests_conform_to_the_schema_and_never_500(
+    live_portal: str, owner: Any, mode: str
+) -> None:
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    from tests.test_schema_fuzz import fuzz_operation
+
+    schema = schemathesis.openapi.from_url(f"{live_portal}/api/schema/?format=json")
+    (operation,) = schema.include(path=URL).get_all_operations()
+    key, raw = create_api_key(owner.user, name="fuzzer")
+    fuzz = {"url": live_portal, "key": raw, "key_id": key.pk, "spare_id": key.pk}
+    failures = fuzz_operation(operation.ok(), GenerationMode(mode), fuzz)
+    assert not failures, "\n\n".join(failures[:5])
