@@ -144,9 +144,7 @@ class Model:
         out = []
         for i, p in enumerate(offensive):
             share = topics[i] if topics is not None else np.ones(1)
-            per: dict[str, float] = {}
-            for category, weight in zip(categories, share, strict=True):
-                per[category] = max(per.get(category, 0.0), round(float(p * weight), 6))
+            per = {c: round(float(p * w), 6) for c, w in zip(categories, share, strict=True)}
             out.append(Scores(round(float(p), 6), per))
         return out
 
@@ -194,6 +192,8 @@ def load_model(model_dir: str | os.PathLike[str]) -> Model:
         if weights.shape != (n_features,):
             raise ValueError(f"{path / WEIGHTS}: weights do not match n_features.")
         topic = "topic_weights" in arrays.files
+        if topic and arrays["topic_weights"].shape != (n_features, len(params["categories"])):
+            raise ValueError(f"{path / WEIGHTS}: topic weights do not match the categories.")
         return Model(
             params,
             weights,
@@ -266,7 +266,7 @@ def train(data: LabelledData, *, alpha: float = ALPHA) -> Model:
         "model": "SGDClassifier(loss='log_loss')",
         "alpha": alpha,
         "threshold": threshold,
-        "categories": topic_fit[0] if topic_fit else [OTHER_CATEGORY],
+        "categories": topic_fit[0] if topic_fit else _only_category(labels, categories),
         "trained_on": {"rows": len(data.texts), "sha256": data.sha256},
         "training_seconds": round(time.perf_counter() - started, 2),
     }
@@ -345,6 +345,12 @@ def _fit_topics(
         bias = np.array([-bias[0] / 2, bias[0] / 2])
     # (features, topics) and contiguous: a sparse row times its transpose view is slow.
     return [str(c) for c in model.classes_], np.ascontiguousarray(weights.T), bias
+
+
+def _only_category(labels: Any, categories: list[str]) -> list[str]:
+    """The one category of every offensive row (``A2_i`` when they have none)."""
+    found = {categories[i] for i in np.flatnonzero(labels == 1)}
+    return sorted(found) if len(found) == 1 else [OTHER_CATEGORY]
 
 
 def _tuned_threshold(features: Any, labels: Any, alpha: float) -> float:

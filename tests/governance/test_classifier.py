@@ -113,6 +113,14 @@ def test_a_topic_may_name_a_platform_risk_code(tmp_path: Path) -> None:
     assert sorted(model.categories) == ["A2_a", "A2_e", "A2_g"]
 
 
+def test_data_with_a_single_topic_scores_offensive_text_under_that_topic(tmp_path: Path) -> None:
+    rows = [r for r in topic_rows() if r["topic"] == "gender"]
+    model = train_from_csv(write_csv(tmp_path / "train.csv", rows), tmp_path / "m")
+    (scores,) = model.score(["女人就是蠢只配做饭"])
+    assert model.categories == ["A2_e"]
+    assert scores.categories == {"A2_e": scores.offensive}
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
