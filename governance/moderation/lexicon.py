@@ -88,7 +88,7 @@ class Lexicon:
         """:meth:`find` for text already normalised."""
         if self._automaton is None:
             return []
-        hits, allowed = self._scan(normalized.text)
+        hits, allowed = _scan(self._automaton, normalized.text)
         spans: list[Span] = []
         for start, end, entry in hits:
             if any(a < end and start < b for a, b in allowed):
@@ -100,20 +100,6 @@ class Lexicon:
     def merged(self, other: Lexicon) -> Lexicon:
         """A new lexicon with the terms and allow-lists of both."""
         return Lexicon(self.terms + other.terms, self.allow + other.allow)
-
-    def _scan(self, text: str) -> tuple[list[tuple[int, int, _Entry]], list[tuple[int, int]]]:
-        hits: list[tuple[int, int, _Entry]] = []
-        allowed: list[tuple[int, int]] = []
-        for last, entry in self._automaton.iter(text):
-            end = last + 1
-            start = end - entry.length
-            if not _whole_word(text, start, end, entry):
-                continue
-            if entry.allowed:
-                allowed.append((start, end))
-            if entry.terms:
-                hits.append((start, end, entry))
-        return hits, allowed
 
     @classmethod
     def from_text(
@@ -269,6 +255,23 @@ def _build(terms: tuple[Term, ...], allow: tuple[str, ...]) -> ahocorasick.Autom
         automaton.add_word(key, entry)
     automaton.make_automaton()
     return automaton
+
+
+def _scan(
+    automaton: ahocorasick.Automaton, text: str
+) -> tuple[list[tuple[int, int, _Entry]], list[tuple[int, int]]]:
+    hits: list[tuple[int, int, _Entry]] = []
+    allowed: list[tuple[int, int]] = []
+    for last, entry in automaton.iter(text):
+        end = last + 1
+        start = end - entry.length
+        if not _whole_word(text, start, end, entry):
+            continue
+        if entry.allowed:
+            allowed.append((start, end))
+        if entry.terms:
+            hits.append((start, end, entry))
+    return hits, allowed
 
 
 def _whole_word(text: str, start: int, end: int, entry: _Entry) -> bool:

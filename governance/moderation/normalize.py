@@ -23,7 +23,9 @@ from functools import lru_cache
 
 import opencc
 
-ZERO_WIDTH = frozenset("\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff")
+ZERO_WIDTH = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 # Separators: not a word character, not clause punctuation or a newline; "_" too.
 _SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
