@@ -12,9 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from portal.plugins import Registry
-
     from governance.moderation.types import Checker
+    from portal.plugins import Registry
 
 BUILTIN_CHECKERS: dict[str, str] = {
     "lexicon": "governance.moderation.lexicon:LexiconChecker",

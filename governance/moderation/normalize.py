@@ -23,26 +23,12 @@ from functools import lru_cache
 
 import opencc
 
-ZERO_WIDTH = frozenset("\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff")
+ZERO_WIDTH = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 # Separators: not a word character, not clause punctuation or a newline; "_" too.
 _SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
-# Marks characters whose fold is not exactly one character (expansions, zero-width).
-_MARK = "\x00"
-
-
-class _FoldTable(dict[int, str]):
-    """``str.translate`` table: code point → its one-character fold, filled on demand."""
-
-    def __missing__(self, code: int) -> str:
-        ch = chr(code)
-        folded = _fold_char(ch)
-        value = folded if len(folded) == 1 and ch not in ZERO_WIDTH else _MARK
-        self[code] = value
-        return value
-
-
-_FOLD = _FoldTable()
 
 _lock = threading.Lock()
 _converter: opencc.OpenCC | None = None
@@ -79,9 +65,12 @@ def normalize(text: str) -> Normalized:
 def _fold(text: str) -> tuple[str, Sequence[int]]:
     if text.isascii():
         return text.lower(), range(len(text))
-    fast = text.translate(_FOLD)
-    if _MARK not in fast:  # every character folds to exactly one
-        return fast, range(len(text))
+    if ZERO_WIDTH.isdisjoint(text) and unicodedata.is_normalized("NFC", text):
+        # No character can compose with its neighbour, so an unchanged length means every
+        # character folded to exactly one (the common case, e.g. full-width punctuation).
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        if len(folded) == len(text):
+            return folded, range(len(text))
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
