@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from compute.metering import views as metering_views
 from datasets import v1 as files_v1
+from governance import urls as governance_urls
 from portal import views
 from portal.errors import openai_error_body
 from portal.gateway.app import handles as gateway_handles
@@ -59,6 +60,8 @@ urlpatterns = [
     ),
     # OpenAI's /v1/fine_tuning (Django): before the /v1 catch-all too.
     *training_urls.v1_urlpatterns,
+    # OpenAI's /v1/moderations (Django): before the /v1 catch-all too.
+    *governance_urls.v1_urlpatterns,
     # Matches every /v1 path (``/v1`` itself too), so APPEND_SLASH never redirects one.
     re_path(r"^v1(?:/(?P<rest>.*))?$", v1_not_found),
 ]

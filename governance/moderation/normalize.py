@@ -1,0 +1,149 @@
+"""Text normalisation for matching, with a map back to the original offsets.
+
+:func:`normalize` folds the evasions that defeat naive matching — full-width forms and
+compatibility characters (NFKC, per character), case, traditional characters (OpenCC
+``t2s``), zero-width characters anywhere, and separators (spaces, symbols, emoji,
+inserted punctuation) between two word characters when one of them is CJK ("法 轮-功",
+"法*轮功", "a 片") — and keeps, for every character of the result, the index of the
+original character it came from, so that spans found in the normalised text point into
+the original (:meth:`Normalized.span`).
+
+Clause punctuation (，。！？；：、 and their ASCII forms) is kept: removing it would join
+words across clauses. Pure: no Django.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import opencc
+
+ZERO_WIDTH = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+# Separators: not a word character, not clause punctuation or a newline; "_" too.
+_SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
+
+_lock = threading.Lock()
+_converter: opencc.OpenCC | None = None
+_traditional: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """The normalised ``text`` and, per character of it, the original index it came from."""
+
+    original: str
+    text: str
+    index: Sequence[int]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original ``[start, end)`` covering normalised characters ``[start, end)``."""
+        if start >= end:
+            at = self.index[start] if start < len(self.index) else len(self.original)
+            return at, at
+        return self.index[start], self.index[end - 1] + 1
+
+
+def normalize(text: str) -> Normalized:
+    """Normalise ``text`` for matching; see the module docstring for what is folded."""
+    folded, index = _fold(text)
+    simplified = _to_simplified(folded)
+    if len(simplified) != len(folded):  # a phrase changed length: convert per character
+        simplified = "".join(_char_to_simplified(c) for c in folded)
+    if len(simplified) == len(folded):
+        folded = simplified
+    return _drop_inserted(text, folded, index)
+
+
+def _fold(text: str) -> tuple[str, Sequence[int]]:
+    if text.isascii():
+        return text.lower(), range(len(text))
+    if ZERO_WIDTH.isdisjoint(text) and unicodedata.is_normalized("NFC", text):
+        # No character can compose with its neighbour, so an unchanged length means every
+        # character folded to exactly one (the common case, e.g. full-width punctuation).
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        if len(folded) == len(text):
+            return folded, range(len(text))
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        if ch in ZERO_WIDTH:
+            continue
+        folded = _fold_char(ch)
+        chars.extend(folded)
+        index.extend([i] * len(folded))
+    return "".join(chars), index
+
+
+@lru_cache(maxsize=65536)
+def _fold_char(ch: str) -> str:
+    return unicodedata.normalize("NFKC", ch).casefold()
+
+
+def _drop_inserted(original: str, text: str, index: Sequence[int]) -> Normalized:
+    runs = [m.span() for m in _SEPARATORS.finditer(text) if _inserted(text, *m.span())]
+    if not runs:
+        return Normalized(original, text, index)
+    parts: list[str] = []
+    kept: list[int] = []
+    at = 0
+    for start, end in runs:
+        parts.append(text[at:start])
+        kept.extend(index[at:start])
+        at = end
+    parts.append(text[at:])
+    kept.extend(index[at:])
+    return Normalized(original, "".join(parts), tuple(kept))
+
+
+def _inserted(text: str, start: int, end: int) -> bool:
+    """Whether the separator run ``text[start:end]`` sits between two word characters,
+    one of them CJK (a longer run has been cut to 4 and then fails the check)."""
+    if start == 0 or end >= len(text):
+        return False
+    before, after = text[start - 1], text[end]
+    if not (_is_word(before) and _is_word(after)):
+        return False
+    return bool(_CJK.match(before) or _CJK.match(after))
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum()
+
+
+def _to_simplified(text: str) -> str:
+    converter, traditional = _opencc()
+    if traditional.isdisjoint(text):  # the common case: nothing to convert
+        return text
+    return str(converter.convert(text))
+
+
+@lru_cache(maxsize=65536)
+def _char_to_simplified(ch: str) -> str:
+    converted = str(_opencc()[0].convert(ch))
+    return converted if len(converted) == 1 else ch
+
+
+def _opencc() -> tuple[opencc.OpenCC, frozenset[str]]:
+    """The t2s converter and the set of characters it changes (built once, ~0.2 s)."""
+    global _converter, _traditional
+    with _lock:
+        if _converter is None or _traditional is None:
+            converter = opencc.OpenCC("t2s")
+            candidates = [chr(c) for c in range(0x3400, 0xA000)] + [
+                chr(c) for c in range(0xF900, 0xFB00)
+            ]
+            # One call over all candidates, one per line; t2s keeps line structure.
+            converted = str(converter.convert("\n".join(candidates))).split("\n")
+            _traditional = frozenset(
+                c for c, s in zip(candidates, converted, strict=True) if c != s
+            )
+            _converter = converter
+        return _converter, _traditional

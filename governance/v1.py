@@ -1,0 +1,271 @@
+"""OpenAI's ``/v1/moderations`` in Django, so the official SDK works unchanged.
+
+``{"input": str | [str] | [{"type": "text", "text": …}], "model": optional}`` → one
+result per string (an array of content parts is one input, as on OpenAI), each with
+OpenAI's 13 categories and the platform's own (TC260-003 risk codes). The scores come
+from the default moderation pipeline (lexicon, patterns, PII, classifier), run in full
+so every score is real. A key needs the ``moderation`` scope; a browser session needs
+none. Every error is in OpenAI's shape; no input makes it answer 500.
+
+Limits (settings, with defaults): ``MODERATION_MAX_INPUTS`` (32) strings per request,
+``MODERATION_MAX_CHARS`` (32,000) characters per string; ``MODERATION_THRESHOLDS``
+(category code, class or ``"default"`` → score) overrides the pipeline's flag thresholds.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.moderation.pipeline import Pipeline, Verdict, default_pipeline
+from governance.moderation.taxonomy import DETECTORS, OPENAI_CATEGORIES, RISKS, openai_scores
+from portal.api.parsers import SafeJSONParser
+from portal.api.v1 import JSONOnly, KeyScope, error_responses, v1_exception_handler
+from portal.errors import NotFound, PlatformError
+
+MODEL = "openmaas-moderation-1"
+# OpenAI's model names are accepted so that code written for OpenAI runs unchanged.
+MODEL_ALIASES = frozenset(
+    {
+        MODEL,
+        "omni-moderation-latest",
+        "omni-moderation-2024-09-26",
+        "text-moderation-latest",
+        "text-moderation-stable",
+    }
+)
+FIELDS = ("input", "model")
+DEFAULT_MAX_INPUTS = 32
+DEFAULT_MAX_CHARS = 32_000
+PLATFORM_CODES = (*RISKS, *DETECTORS)
+
+_pipeline_lock = threading.Lock()
+_pipeline: Pipeline | None = None
+
+
+def pipeline() -> Pipeline:
+    """The process's moderation pipeline, built on first use (the classifier's model
+    loads, or is trained once and cached, then)."""
+    global _pipeline
+    with _pipeline_lock:
+        if _pipeline is None:
+            _pipeline = default_pipeline(getattr(settings, "MODERATION_THRESHOLDS", None))
+        return _pipeline
+
+
+# --- request --------------------------------------------------------------------------
+
+
+def parse_body(body: Any) -> tuple[list[str], str]:
+    """The texts to moderate and the model named. Raises :class:`PlatformError` (400,
+    or 404 for an unknown model) on anything else."""
+    if not isinstance(body, dict):
+        raise PlatformError("The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        name = str(unknown[0])[:40]
+        raise PlatformError(f"Unrecognized request argument supplied: {name}", param=name)
+    return parse_input(body.get("input")), parse_model(body.get("model"))
+
+
+def parse_model(model: Any) -> str:
+    if model is None:
+        return MODEL
+    if not isinstance(model, str):
+        raise PlatformError("'model' must be a string.", param="model")
+    if model not in MODEL_ALIASES:
+        raise NotFound(
+            f"The model '{model[:64]}' does not exist; use '{MODEL}'.",
+            code="model_not_found",
+            param="model",
+        )
+    return MODEL
+
+
+def parse_input(raw: Any) -> list[str]:
+    """A string, an array of strings, or an array of content parts (one input)."""
+    if raw is None:
+        raise PlatformError(
+            "Missing required parameter: 'input'.", code="missing_required_parameter", param="input"
+        )
+    if isinstance(raw, str):
+        texts = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
+        texts = [_join_parts(raw)]
+    elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        texts = list(raw)
+    else:
+        raise PlatformError(
+            "'input' must be a string, an array of strings or an array of "
+            '{"type": "text", "text": ...} objects.',
+            param="input",
+        )
+    _check_limits(texts)
+    return texts
+
+
+def _join_parts(parts: list[dict[str, Any]]) -> str:
+    texts = []
+    for index, part in enumerate(parts):
+        kind = part.get("type")
+        if kind == "image_url":
+            raise PlatformError(
+                f"{MODEL} moderates text only; input[{index}] is an image. "
+                "Send its text parts alone.",
+                code="unsupported_input_type",
+                param=f"input[{index}]",
+            )
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise PlatformError(
+                f'input[{index}] must be {{"type": "text", "text": "..."}}.',
+                param=f"input[{index}]",
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _check_limits(texts: list[str]) -> None:
+    most = int(getattr(settings, "MODERATION_MAX_INPUTS", DEFAULT_MAX_INPUTS))
+    longest = int(getattr(settings, "MODERATION_MAX_CHARS", DEFAULT_MAX_CHARS))
+    if not texts:
+        raise PlatformError("'input' must not be an empty array.", param="input")
+    if len(texts) > most:
+        raise PlatformError(
+            f"At most {most} inputs per request; got {len(texts)}.",
+            code="too_many_inputs",
+            param="input",
+        )
+    for index, text in enumerate(texts):
+        if len(text) > longest:
+            raise PlatformError(
+                f"input[{index}] has {len(text)} characters; the most is {longest}.",
+                code="input_too_long",
+                param=f"input[{index}]",
+            )
+
+
+# --- response -------------------------------------------------------------------------
+
+
+def result_object(verdict: Verdict) -> dict[str, Any]:
+    """One OpenAI moderation result, plus the platform's categories and scores."""
+    scores = {code: round(verdict.scores.get(code, 0.0), 6) for code in PLATFORM_CODES}
+    flags = {code: verdict.categories.get(code, False) for code in PLATFORM_CODES}
+    flagged_as = openai_scores({code: 1.0 for code, hit in verdict.categories.items() if hit})
+    return {
+        "flagged": verdict.flagged,
+        "categories": {name: flagged_as[name] > 0 for name in OPENAI_CATEGORIES},
+        "category_scores": _rounded(openai_scores(verdict.scores)),
+        "category_applied_input_types": {name: ["text"] for name in OPENAI_CATEGORIES},
+        "platform_categories": flags,
+        "platform_category_scores": scores,
+    }
+
+
+def _rounded(scores: Mapping[str, float]) -> dict[str, float]:
+    return {name: round(score, 6) for name, score in scores.items()}
+
+
+# --- schema ---------------------------------------------------------------------------
+
+
+def _category_map(value: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "object", "properties": dict.fromkeys(names, value), "required": list(names)}
+
+
+_TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "input": {
+            "description": "A string, an array of strings (one result each), or an array "
+            "of text parts (one input). Image parts are refused with 400.",
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                {"type": "array", "items": _TEXT_PART, "minItems": 1},
+            ],
+        },
+        "model": {"type": "string", "enum": sorted(MODEL_ALIASES)},
+    },
+    "required": ["input"],
+    "additionalProperties": False,
+}
+_SCORE = {"type": "number", "minimum": 0, "maximum": 1}
+_FLAG = {"type": "boolean"}
+RESPONSE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "model": {"type": "string"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "flagged": _FLAG,
+                    "categories": _category_map(_FLAG, OPENAI_CATEGORIES),
+                    "category_scores": _category_map(_SCORE, OPENAI_CATEGORIES),
+                    "category_applied_input_types": _category_map(
+                        {"type": "array", "items": {"type": "string", "enum": ["text"]}},
+                        OPENAI_CATEGORIES,
+                    ),
+                    "platform_categories": _category_map(_FLAG, PLATFORM_CODES),
+                    "platform_category_scores": _category_map(_SCORE, PLATFORM_CODES),
+                },
+                "required": [
+                    "flagged",
+                    "categories",
+                    "category_scores",
+                    "category_applied_input_types",
+                    "platform_categories",
+                    "platform_category_scores",
+                ],
+            },
+        },
+    },
+    "required": ["id", "model", "results"],
+}
+
+
+# --- view -----------------------------------------------------------------------------
+
+
+class ModerationsView(APIView):
+    """Bearer key (``moderation`` scope) or session; OpenAI-shaped JSON and errors."""
+
+    permission_classes = [IsAuthenticated, KeyScope]
+    scope = "moderation"
+    renderer_classes = [JSONRenderer]
+    parser_classes = [SafeJSONParser]
+    content_negotiation_class = JSONOnly
+
+    def get_exception_handler(self) -> Any:
+        return v1_exception_handler
+
+    @extend_schema(
+        operation_id="createModeration",
+        tags=["moderations"],
+        request={"application/json": REQUEST_SCHEMA},
+        responses={200: RESPONSE_SCHEMA, **error_responses(400, 401, 403, 404, 413, 415, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        """Classify texts: OpenAI's categories and scores, plus the platform's."""
+        texts, model = parse_body(request.data)
+        checks = pipeline()
+        results = [result_object(checks.run(text)) for text in texts]
+        return Response({"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results})
