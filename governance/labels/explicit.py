@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import xml.etree.ElementTree as ET
 import zipfile
 from typing import Literal
 
@@ -159,8 +158,8 @@ def _docx_text(data: bytes) -> str:
     word = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            root = ET.fromstring(archive.read("word/document.xml"))
-    except (zipfile.BadZipFile, KeyError, ET.ParseError):
+            root = files.parse_xml(archive.read("word/document.xml"), "word/document.xml")
+    except (zipfile.BadZipFile, KeyError, LabelError):
         return ""
     paragraphs = root.iter(f"{word}p")
     return "\n".join("".join(t.text or "" for t in p.iter(f"{word}t")) for p in paragraphs)

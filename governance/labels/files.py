@@ -313,7 +313,9 @@ _VT_NS = "http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"
 _CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
 _REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 _CUSTOM_TYPE = "application/vnd.openxmlformats-officedocument.custom-properties+xml"
-_CUSTOM_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/custom-properties"
+_CUSTOM_REL = (
+    "http://schemas.openxmlformats.org/officeDocument/2006/relationships/custom-properties"
+)
 _FMTID = "{D5CDD505-2E9C-101B-9397-08002B2CF9AE}"
 
 
@@ -337,14 +339,24 @@ def _zip_part(archive: zipfile.ZipFile, name: str) -> bytes | None:
     return archive.read(info)
 
 
-def _xml(data: bytes, what: str) -> ET.Element:
+def parse_xml(data: bytes, what: str) -> ET.Element:
+    """Parse a metadata part of an untrusted file; raises :class:`LabelError` if malformed.
+
+    Any DTD is refused before parsing (OOXML parts and XMP packets never carry one), which
+    shuts out entity expansion and external entities as defusedxml would; expat is then
+    safe to use on the rest.
+    """
+    if re.search(rb"<!(?:DOCTYPE|ENTITY)", data, re.IGNORECASE):
+        raise LabelError(f"{what} declares a DTD, which metadata never needs")
     try:
-        return ET.fromstring(data)
+        return ET.fromstring(data)  # noqa: S314 - DTDs refused above
     except ET.ParseError as exc:
         raise LabelError(f"{what} is not well-formed XML: {exc}") from exc
 
 
-_AIGC_PROPERTY = re.compile(rb"<property\b[^>]*\bname=[\"']AIGC[\"'][^>]*?(?:/>|>.*?</property>)", re.S)
+_AIGC_PROPERTY = re.compile(
+    rb"<property\b[^>]*\bname=[\"']AIGC[\"'][^>]*?(?:/>|>.*?</property>)", re.S
+)
 
 
 def _custom_xml(existing: bytes | None, label: Label) -> bytes:
@@ -360,7 +372,7 @@ def _custom_xml(existing: bytes | None, label: Label) -> bytes:
             b"</Properties>"
         )
     kept = _AIGC_PROPERTY.sub(b"", existing)
-    pids = [int(p.get("pid") or 0) for p in _xml(kept, _CUSTOM) if (p.get("pid") or "").isdigit()]
+    pids = [int(pid) for p in parse_xml(kept, _CUSTOM) if (pid := p.get("pid") or "").isdigit()]
     value = escape(_xml_json(label))
     prop = (
         f'<property fmtid="{_FMTID}" pid="{max([1, *pids]) + 1}" name="AIGC">'
@@ -371,7 +383,7 @@ def _custom_xml(existing: bytes | None, label: Label) -> bytes:
 
 def _content_types(data: bytes) -> bytes | None:
     """``[Content_Types].xml`` with the custom-properties override, or None if it has one."""
-    root = _xml(data, _CONTENT_TYPES)
+    root = parse_xml(data, _CONTENT_TYPES)
     if any(el.get("PartName") == "/" + _CUSTOM for el in root.iter(f"{{{_CT_NS}}}Override")):
         return None
     entry = f'<Override PartName="/{_CUSTOM}" ContentType="{_CUSTOM_TYPE}"/>'
@@ -382,7 +394,7 @@ def _root_rels(data: bytes | None) -> bytes | None:
     """``_rels/.rels`` with a relationship to the custom properties, or None if it has one."""
     if data is None:
         data = f'<?xml version="1.0"?><Relationships xmlns="{_REL_NS}"></Relationships>'.encode()
-    rels = list(_xml(data, _ROOT_RELS).iter(f"{{{_REL_NS}}}Relationship"))
+    rels = list(parse_xml(data, _ROOT_RELS).iter(f"{{{_REL_NS}}}Relationship"))
     if any(el.get("Type") == _CUSTOM_REL for el in rels):
         return None
     ids = {el.get("Id") for el in rels}
@@ -423,7 +435,7 @@ def _ooxml_read(data: bytes) -> Label | None:
         custom = _zip_part(archive, _CUSTOM)
     if custom is None:
         return None
-    for prop in _xml(custom, _CUSTOM):
+    for prop in parse_xml(custom, _CUSTOM):
         if prop.get("name") == "AIGC":
             return from_json("".join(prop.itertext()))
     return None
@@ -502,7 +514,7 @@ def _pdf_digest(data: bytes) -> str:
         if isinstance(obj, StreamObject):
             digest.update(b"S" + _sha(_pdf_stream(obj)).encode())
             skip = {"/Length", "/Filter", "/DecodeParms"}
-            for name in sorted(k for k in obj.keys() if k not in skip):
+            for name in sorted(k for k in obj if k not in skip):
                 children += [b"/" + name.encode() + b";", obj.raw_get(name)]
         elif isinstance(obj, DictionaryObject):
             digest.update(b"<<")
@@ -545,8 +557,8 @@ def _xmp_packet(existing: bytes | None, label: Label) -> bytes:
     root = None
     if existing is not None:
         try:
-            root = ET.fromstring(existing)
-        except ET.ParseError:
+            root = parse_xml(existing, "the XMP packet")
+        except LabelError:
             root = None  # an unreadable packet from elsewhere is replaced, not merged
     if root is None:
         root = ET.Element(f"{{{_X_NS}}}xmpmeta")
@@ -567,8 +579,8 @@ def _xmp_packet(existing: bytes | None, label: Label) -> bytes:
 
 def _xmp_label(packet: bytes) -> Label | None:
     try:
-        root = ET.fromstring(packet)
-    except ET.ParseError:
+        root = parse_xml(packet, "the XMP packet")
+    except LabelError:
         return None
     for element in root.iter():
         value = element.get(_XMP_AIGC)
@@ -708,7 +720,9 @@ def _jpeg_is_xmp(marker: int, raw: bytes) -> bool:
 
 def _jpeg_embed(data: bytes, label: Label) -> bytes:
     segments = list(_jpeg_segments(data))
-    existing = next((raw[4 + len(_XMP_APP1) :] for m, raw in segments if _jpeg_is_xmp(m, raw)), None)
+    existing = next(
+        (raw[4 + len(_XMP_APP1) :] for m, raw in segments if _jpeg_is_xmp(m, raw)), None
+    )
     payload = _XMP_APP1 + _xmp_packet(existing, label)
     if len(payload) + 2 > 0xFFFF:
         raise LabelError("the XMP packet does not fit in one JPEG APP1 segment")

@@ -37,7 +37,9 @@ def test_adding_the_notice_twice_changes_nothing() -> None:
 def test_markdown_notice_goes_after_the_front_matter() -> None:
     text = "---\ntitle: t\n---\n# 标题\n"
 
-    assert add_explicit_label(text, markdown=True) == f"---\ntitle: t\n---\n{DEFAULT_TEXT}\n\n# 标题\n"
+    assert (
+        add_explicit_label(text, markdown=True) == f"---\ntitle: t\n---\n{DEFAULT_TEXT}\n\n# 标题\n"
+    )
 
 
 def test_notice_must_be_one_line_and_position_known() -> None:

@@ -64,7 +64,8 @@ def test_label_moved_onto_other_content_fails(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
-    ("field", "value"), [("ProduceID", "content-2"), ("ContentProducer", "x"), ("ReservedCode1", "")]
+    ("field", "value"),
+    [("ProduceID", "content-2"), ("ContentProducer", "x"), ("ReservedCode1", "")],
 )
 def test_edited_or_stripped_label_fields_fail(kind: str, field: str, value: str) -> None:
     data, label = labelled(kind)
@@ -296,7 +297,7 @@ def test_any_text_round_trips_as_txt_and_md(text: str) -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(text=st.text(alphabet="-\n.AIGC: {}\"\r\t a"))
+@given(text=st.text(alphabet='-\n.AIGC: {}"\r\t a'))
 def test_text_made_of_front_matter_pieces_round_trips(text: str) -> None:
     _round_trips(text.encode(), "txt")
     _round_trips(text.encode(), "md")
