@@ -38,6 +38,10 @@ and what the digest covers, per kind:
     XMP packet in an APP1 segment (``http://ns.adobe.com/xap/1.0/``), same property; the
     digest is SHA-256 of the file without that segment.
 
+A metadata property named ``AIGC`` (md, json, Office, PDF, XMP) holds the AIGC object
+itself, fields in the standard's order; the txt line is the whole ``{"AIGC": {...}}``.
+:func:`governance.labels.implicit.from_json` reads either shape.
+
 For images the chunks/segments are spliced in place (the pixels are not re-encoded);
 other XMP properties already in the packet are kept. Every :func:`embed` reads its output
 back and raises :class:`LabelError` unless the label and the digest round-trip.

@@ -86,6 +86,17 @@ def test_relabelling_replaces_the_label_and_propagation_keeps_it_valid(kind: str
     assert files.content_digest(shared, kind) == files.content_digest(sample(kind), kind)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_ascii_producer_and_id_round_trip(kind: str) -> None:
+    data = sample(kind)
+    label = make_label("内容-1 😀", "某某科技 备案号123", files.content_digest(data, kind), key=KEY)
+
+    out = files.embed(data, kind, label)
+
+    assert files.read(out, kind) == label
+    assert verifies(out, kind)
+
+
 def test_txt_label_is_the_last_line_in_the_standards_json() -> None:
     data, label = labelled("txt")
 
@@ -314,3 +325,11 @@ _json_values: Any = st.recursive(
 @given(obj=st.dictionaries(st.text(), _json_values, max_size=6), indent=st.sampled_from([None, 2]))
 def test_any_json_object_round_trips(obj: dict[str, Any], indent: int | None) -> None:
     _round_trips(json.dumps(obj, ensure_ascii=False, indent=indent).encode(), "json")
+
+
+def test_label_too_large_for_a_jpeg_segment_is_refused() -> None:
+    data = sample("jpeg")
+    label = make_label("x" * 70_000, PRODUCER, files.content_digest(data, "jpeg"), key=KEY)
+
+    with pytest.raises(LabelError, match="APP1"):
+        files.embed(data, "jpeg", label)
