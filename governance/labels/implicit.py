@@ -173,6 +173,15 @@ def to_json(label: dict[str, Any]) -> str:
     return json.dumps({"AIGC": normalize(label)}, ensure_ascii=False)
 
 
+def header_value(label: dict[str, Any]) -> str:
+    """The label for an HTTP response header: ``{"AIGC": {...}}`` as compact ASCII JSON.
+
+    Headers carry Latin-1 at best, so non-ASCII producer names are ``\\u``-escaped;
+    :func:`from_json` reads it back.
+    """
+    return json.dumps({"AIGC": normalize(label)}, separators=(",", ":"))
+
+
 def fields_json(label: dict[str, Any]) -> str:
     """The ``AIGC`` object alone, fields in order: the value of a metadata property named AIGC."""
     return json.dumps(normalize(label), ensure_ascii=False)

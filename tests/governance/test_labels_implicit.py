@@ -12,6 +12,8 @@ import pytest
 from governance.labels.implicit import (
     FIELDS,
     LabelError,
+    from_json,
+    header_value,
     make_label,
     propagate,
     sha256_hex,
@@ -124,3 +126,12 @@ def test_edited_propagation_fields_fail_the_propagators_check() -> None:
 
 def test_signing_payload_cannot_be_shifted_by_separators() -> None:
     assert signing_payload("a|b", "c", DIGEST) != signing_payload("a", "b|c", DIGEST)
+
+
+def test_header_value_is_ascii_and_reads_back() -> None:
+    label = make_label("chatcmpl-1", "某某科技", DIGEST, key=KEY)
+
+    value = header_value(label)
+
+    assert value.isascii() and "\n" not in value
+    assert from_json(value) == label
