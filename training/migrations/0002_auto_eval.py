@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0001_fine_tuning'),
+        ("training", "0001_fine_tuning"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='finetuningjob',
-            name='auto_eval',
+            model_name="finetuningjob",
+            name="auto_eval",
             field=models.CharField(blank=True, max_length=200),
         ),
     ]
