@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets bench-training bench-eval clean-devstack
+.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets bench-training bench-eval bench-governance clean-devstack
 
 # Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -89,6 +89,11 @@ bench-training: $(STAMP)
 # samples/s. DATA=path takes any multiple-choice file in a supported layout.
 bench-eval: $(STAMP)
 	$(PY) -m tests.bench.eval --output docs/benchmarks.md $(if $(DATA),--data $(DATA)) $(BENCH_ARGS)
+
+# Governance checkers: lexicon (100k generated terms) + PII throughput on short texts, and
+# precision/recall/F1 of the default pipeline on COLD dev (LABELLED=path.csv: TEXT, label).
+bench-governance: $(STAMP)
+	$(PY) -m tests.bench.governance --output docs/benchmarks.md $(if $(LABELLED),--labelled $(LABELLED)) $(BENCH_ARGS)
 
 clean-devstack:
 	rm -rf .devstack

@@ -30,9 +30,11 @@ _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f
 # Separators: not a word character, not clause punctuation or a newline; "_" too.
 _SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
 
+# Marks a zero-width character in the fast fold; a text holding NUL itself just takes the
+# slow path.
+_MARK = "\x00"
 _lock = threading.Lock()
-_converter: opencc.OpenCC | None = None
-_traditional: frozenset[str] | None = None
+_built: _Tables | None = None
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,14 @@ def normalize(text: str) -> Normalized:
 def _fold(text: str) -> tuple[str, Sequence[int]]:
     if text.isascii():
         return text.lower(), range(len(text))
-    if ZERO_WIDTH.isdisjoint(text) and unicodedata.is_normalized("NFC", text):
-        # No character can compose with its neighbour, so an unchanged length means every
-        # character folded to exactly one (the common case, e.g. full-width punctuation).
-        folded = unicodedata.normalize("NFKC", text).casefold()
-        if len(folded) == len(text):
-            return folded, range(len(text))
+    # Fast path: one table maps every BMP character whose fold is a single other character
+    # (full-width forms, compatibility ideographs) and marks zero-width ones; when nothing
+    # is marked and the result needs no further NFKC, the fold kept the length 1:1.
+    folded = text.translate(_tables().fold)
+    if _MARK not in folded and unicodedata.is_normalized("NFKC", folded):
+        lowered = folded.casefold()
+        if len(lowered) == len(text):
+            return lowered, range(len(text))
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
@@ -119,31 +123,47 @@ def _is_word(ch: str) -> bool:
 
 
 def _to_simplified(text: str) -> str:
-    converter, traditional = _opencc()
-    if traditional.isdisjoint(text):  # the common case: nothing to convert
+    tables = _tables()
+    if tables.traditional.search(text) is None:  # the common case: nothing to convert
         return text
-    return str(converter.convert(text))
+    return str(tables.converter.convert(text))
 
 
 @lru_cache(maxsize=65536)
 def _char_to_simplified(ch: str) -> str:
-    converted = str(_opencc()[0].convert(ch))
+    converted = str(_tables().converter.convert(ch))
     return converted if len(converted) == 1 else ch
 
 
-def _opencc() -> tuple[opencc.OpenCC, frozenset[str]]:
-    """The t2s converter and the set of characters it changes (built once, ~0.2 s)."""
-    global _converter, _traditional
+@dataclass(frozen=True)
+class _Tables:
+    converter: opencc.OpenCC
+    traditional: re.Pattern[str]  # matches any character that t2s changes
+    fold: dict[int, str]  # str.translate table: one-character folds, zero-width → _MARK
+
+
+def _tables() -> _Tables:
+    """The t2s converter and the lookup tables, built once (about 0.3 s)."""
+    global _built
     with _lock:
-        if _converter is None or _traditional is None:
+        if _built is None:
             converter = opencc.OpenCC("t2s")
             candidates = [chr(c) for c in range(0x3400, 0xA000)] + [
                 chr(c) for c in range(0xF900, 0xFB00)
             ]
             # One call over all candidates, one per line; t2s keeps line structure.
             converted = str(converter.convert("\n".join(candidates))).split("\n")
-            _traditional = frozenset(
-                c for c, s in zip(candidates, converted, strict=True) if c != s
-            )
-            _converter = converter
-        return _converter, _traditional
+            changed = "".join(c for c, s in zip(candidates, converted, strict=True) if c != s)
+            _built = _Tables(converter, re.compile(f"[{re.escape(changed)}]"), _fold_table())
+        return _built
+
+
+def _fold_table() -> dict[int, str]:
+    table: dict[int, str] = dict.fromkeys(map(ord, ZERO_WIDTH), _MARK)
+    for code in range(0x80, 0x10000):
+        if 0xD800 <= code < 0xE000 or code in table:
+            continue
+        folded = _fold_char(chr(code))
+        if len(folded) == 1 and folded != chr(code):
+            table[code] = folded
+    return table

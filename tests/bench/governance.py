@@ -221,6 +221,10 @@ def render(
             f"{r.cpu / r.texts * 1e6:.1f} |"
             for r in rates
         ),
+        "",
+        "Reading: the CPU column counts this process's CPU time only; with the load above "
+        "the core count the wall-clock column mostly measures waiting for a core, and "
+        "even the CPU time grows when sibling hyperthreads are busy.",
     ]
     if qualities:
         lines += quality_lines(args, qualities)

@@ -91,3 +91,8 @@ def test_bad_patterns_are_rejected_when_defined():
         Pattern("p", "x", "Z9")
     with pytest.raises(ValueError, match="does not compile"):
         Pattern("p", "(unclosed", "A1_h")
+
+
+def test_default_pipeline_adds_the_classifier_last_when_it_is_available():
+    names = [c.name for c in default_pipeline().checkers]
+    assert names == ["lexicon", "patterns", "pii", "classifier"]
