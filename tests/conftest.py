@@ -3,6 +3,8 @@ outsider and an admin, each with an API key; plus real-HTTP helpers."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +75,10 @@ def anon(db: Any) -> APIClient:
     return APIClient()
 
 
-@pytest.fixture
-def live_portal(transactional_db: Any) -> Any:
-    """The real ASGI app (gateway + Django) served by uvicorn on a free loopback port."""
+@contextlib.contextmanager
+def serving_portal() -> Iterator[str]:
+    """The real ASGI app (gateway + Django) served by uvicorn in a thread on a free loopback
+    port, for as long as the block runs; yields its base URL."""
     import threading
 
     import uvicorn
@@ -95,9 +98,71 @@ def live_portal(transactional_db: Any) -> Any:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout_s=30, what="uvicorn")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def live_portal(transactional_db: Any) -> Iterator[str]:
+    """The real ASGI app (gateway + Django) served by uvicorn on a free loopback port."""
+    with serving_portal() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _shared_test_db(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The test database, also when no collected test asks for ``db`` (pytest-django then
+    sets none up): a run of only ``module_db`` modules."""
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    if connection.settings_dict["NAME"] == connection.creation._get_test_db_name():
+        yield  # pytest-django set it up and tears it down
+        return
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def module_db(_shared_test_db: None, django_db_blocker: Any) -> Iterator[None]:
+    """Committed rows shared by all the tests of a module, emptied when the module ends
+    (the flush ``transactional_db`` does after each test).
+
+    For modules whose tests share one expensive live set-up (a portal, a node agent and
+    its engine): their tests take the module's actors (``module_owner``...), never ``db``
+    or ``transactional_db``, whose per-test rollback or flush would pull the rows from
+    under the shared processes. Later tests see what earlier ones left.
+    """
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        try:
+            yield
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def module_live_portal(module_db: None) -> Iterator[str]:
+    """``live_portal`` for the whole module (see ``module_db``)."""
+    with serving_portal() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_owner(module_db: None) -> Actor:
+    return make_actor("olivia")
+
+
+@pytest.fixture(scope="module")
+def module_admin(module_db: None) -> Actor:
+    return make_actor("ada", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture(scope="session")
