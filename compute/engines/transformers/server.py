@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 import torch
 from aiohttp import web
 
+from compute.engines.optional_imports import skip_unneeded_imports
 from compute.engines.transformers.api import API_KEY_ENV, build_app
 from compute.engines.transformers.engine import Engine
 
@@ -38,38 +37,6 @@ def resolve_dtype(name: str, device: torch.device, config: Any) -> torch.dtype:
     if isinstance(declared, str):
         declared = getattr(torch, declared, None)
     return declared if declared in (torch.float16, torch.bfloat16) else torch.float32
-
-
-def skip_unneeded_imports(model_dir: Path) -> None:
-    """Keep transformers from importing optional packages this model does not use.
-
-    transformers imports torchao (its quantizer registry) and scipy (an object-detection
-    loss) whenever they are installed, which costs every engine start a second or more of
-    CPU. The engine needs neither unless the checkpoint is torchao-quantized (an int8
-    export), so both are marked absent (``sys.modules[name] = None``, which makes an
-    import raise and ``importlib.util.find_spec`` answer ``None``). Call before the first
-    transformers import; one already made is left alone.
-    """
-    if "transformers" in sys.modules:
-        return
-    skipped = ["scipy"]
-    if _quant_method(model_dir) != "torchao":
-        skipped.append("torchao")
-    # Typeshed types sys.modules without the None that marks a module absent.
-    modules = cast("dict[str, ModuleType | None]", sys.modules)
-    for name in skipped:
-        modules.setdefault(name, None)
-
-
-def _quant_method(model_dir: Path) -> str | None:
-    """The checkpoint's ``quantization_config.quant_method`` from config.json, if any."""
-    try:
-        config = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    quant = config.get("quantization_config") if isinstance(config, dict) else None
-    method = quant.get("quant_method") if isinstance(quant, dict) else None
-    return str(method) if method is not None else None
 
 
 def load_engine(args: argparse.Namespace) -> Engine:
