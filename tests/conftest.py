@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +174,38 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("tiny-llama")
     build_tiny_model(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def engine_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The CPU engine as a real subprocess serving the tiny model (batch size 8), one for
+    the whole session (helpers in tests/compute/conftest.py).
+
+    Teardown checks the engine's SIGTERM contract: it must exit cleanly (status 0).
+    """
+    from tests.compute.conftest import start_engine, stop_engine
+
+    log_path = tmp_path_factory.mktemp("engine-logs") / "engine.log"
+    # One intra-op thread: on a small shared host, OpenMP workers waiting on a descheduled
+    # sibling make each step tens of times slower.
+    engine = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
+    yield engine
+    assert stop_engine(engine) == 0, f"engine did not exit cleanly on SIGTERM:\n{engine.logs()}"
+
+
+@pytest.fixture(scope="session")
+def engine_client(engine_server: Any) -> Iterator[Any]:
+    """An HTTP client of the running engine that sends its API key."""
+    import httpx
+
+    from tests.compute.conftest import ENGINE_API_KEY
+
+    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
+    with httpx.Client(base_url=engine_server.base_url, timeout=60.0, headers=auth) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def engine_url(engine_server: Any) -> str:
+    """Base URL of the running engine, e.g. ``http://127.0.0.1:PORT``."""
+    return engine_server.base_url
