@@ -3,7 +3,10 @@ outsider and an admin, each with an API key; plus real-HTTP helpers."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +40,18 @@ def make_actor(username: str, **extra: Any) -> Actor:
 @pytest.fixture(scope="session", autouse=True)
 def _buckets() -> None:
     store().ensure_buckets()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """Hash the cast's passwords with one MD5 round instead of PBKDF2's million: each
+    actor of each test otherwise spends a third of a second of CPU on it (Django's own
+    advice for test settings). What a hash looks like is tested nowhere; logging in
+    with a password still checks it."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture
@@ -73,9 +88,10 @@ def anon(db: Any) -> APIClient:
     return APIClient()
 
 
-@pytest.fixture
-def live_portal(transactional_db: Any) -> Any:
-    """The real ASGI app (gateway + Django) served by uvicorn on a free loopback port."""
+@contextlib.contextmanager
+def serving_portal() -> Iterator[str]:
+    """The real ASGI app (gateway + Django) served by uvicorn in a thread on a free loopback
+    port, for as long as the block runs; yields its base URL."""
     import threading
 
     import uvicorn
@@ -95,9 +111,71 @@ def live_portal(transactional_db: Any) -> Any:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout_s=30, what="uvicorn")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def live_portal(transactional_db: Any) -> Iterator[str]:
+    """The real ASGI app (gateway + Django) served by uvicorn on a free loopback port."""
+    with serving_portal() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _shared_test_db(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The test database, also when no collected test asks for ``db`` (pytest-django then
+    sets none up): a run of only ``module_db`` modules."""
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    if connection.settings_dict["NAME"] == connection.creation._get_test_db_name():
+        yield  # pytest-django set it up and tears it down
+        return
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def module_db(_shared_test_db: None, django_db_blocker: Any) -> Iterator[None]:
+    """Committed rows shared by all the tests of a module, emptied when the module ends
+    (the flush ``transactional_db`` does after each test).
+
+    For modules whose tests share one expensive live set-up (a portal, a node agent and
+    its engine): their tests take the module's actors (``module_owner``...), never ``db``
+    or ``transactional_db``, whose per-test rollback or flush would pull the rows from
+    under the shared processes. Later tests see what earlier ones left.
+    """
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        try:
+            yield
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def module_live_portal(module_db: None) -> Iterator[str]:
+    """``live_portal`` for the whole module (see ``module_db``)."""
+    with serving_portal() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_owner(module_db: None) -> Actor:
+    return make_actor("olivia")
+
+
+@pytest.fixture(scope="module")
+def module_admin(module_db: None) -> Actor:
+    return make_actor("ada", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture(scope="session")
@@ -108,3 +186,38 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("tiny-llama")
     build_tiny_model(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def engine_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The CPU engine as a real subprocess serving the tiny model (batch size 8), one for
+    the whole session (helpers in tests/compute/conftest.py).
+
+    Teardown checks the engine's SIGTERM contract: it must exit cleanly (status 0).
+    """
+    from tests.compute.conftest import start_engine, stop_engine
+
+    log_path = tmp_path_factory.mktemp("engine-logs") / "engine.log"
+    # One intra-op thread: on a small shared host, OpenMP workers waiting on a descheduled
+    # sibling make each step tens of times slower.
+    engine = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
+    yield engine
+    assert stop_engine(engine) == 0, f"engine did not exit cleanly on SIGTERM:\n{engine.logs()}"
+
+
+@pytest.fixture(scope="session")
+def engine_client(engine_server: Any) -> Iterator[Any]:
+    """An HTTP client of the running engine that sends its API key."""
+    import httpx
+
+    from tests.compute.conftest import ENGINE_API_KEY
+
+    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
+    with httpx.Client(base_url=engine_server.base_url, timeout=60.0, headers=auth) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def engine_url(engine_server: Any) -> str:
+    """Base URL of the running engine, e.g. ``http://127.0.0.1:PORT``."""
+    return engine_server.base_url

@@ -1,5 +1,7 @@
-"""Fixtures for the compute engine tests: a running CPU engine over the tiny model
-(``tiny_model_dir`` in tests/conftest.py). Nothing here touches the database."""
+"""Helpers for the compute engine tests: start and stop a CPU engine over the tiny model
+(``tiny_model_dir``). The session's one engine (``engine_server``, ``engine_client``,
+``engine_url``) is in tests/conftest.py, so other folders share it. Nothing here touches
+the database."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,37 +89,7 @@ def stop_engine(engine: EngineProcess, timeout: float = 20.0) -> int:
     return engine.proc.returncode
 
 
-@pytest.fixture(scope="session")
-def engine_server(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EngineProcess]:
-    """The CPU engine as a real subprocess serving the tiny model (batch size 8).
-
-    Teardown checks the engine's SIGTERM contract: it must exit cleanly (status 0).
-    """
-    log_path = tmp_path_factory.mktemp("engine-logs") / "engine.log"
-    # One intra-op thread: on a small shared host, OpenMP workers waiting on a descheduled
-    # sibling make each step tens of times slower.
-    engine = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
-    yield engine
-    assert stop_engine(engine) == 0, f"engine did not exit cleanly on SIGTERM:\n{engine.logs()}"
-
-
-@pytest.fixture(scope="session")
-def engine_client(engine_server: EngineProcess) -> Iterator[httpx.Client]:
-    """An HTTP client of the running engine that sends its API key."""
-    auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
-    with httpx.Client(base_url=engine_server.base_url, timeout=60.0, headers=auth) as c:
-        yield c
-
-
 @pytest.fixture(scope="module")
 def client(engine_client: httpx.Client) -> httpx.Client:
     """The engine's client (the engine suites' name for it; shadows Django's here)."""
     return engine_client
-
-
-@pytest.fixture(scope="session")
-def engine_url(engine_server: EngineProcess) -> str:
-    """Base URL of the running engine, e.g. ``http://127.0.0.1:PORT``."""
-    return engine_server.base_url

@@ -1,5 +1,8 @@
 """The spine: a real node agent starts a real engine replica of a registered model and
-the gateway routes the official openai SDK to it."""
+the gateway routes the official openai SDK to it.
+
+The tests share one portal, agent and replica (``module_db``), in file order: the last
+two kill the replica (the agent restarts it) and then scale the deployment to zero."""
 
 from __future__ import annotations
 
@@ -32,14 +35,18 @@ def ready_replica(deployment: Deployment) -> Replica | None:
     return deployment.replica_set.filter(status=ReplicaStatus.READY).first()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pool(
-    live_portal: str, tiny_model_dir: Path, admin: Any, tmp_path: Path
+    module_live_portal: str,
+    tiny_model_dir: Path,
+    module_admin: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """A node agent process joined to the live portal, serving one deployment."""
+    tmp_path = tmp_path_factory.mktemp("pool")
     version = import_model_dir(tiny_model_dir, MODEL, actor=None, visibility="public")
-    deployment = deploy_model(admin.user, version.repo, replicas=1)
-    _, token = create_node(admin.user, "test-node")
+    deployment = deploy_model(module_admin.user, version.repo, replicas=1)
+    _, token = create_node(module_admin.user, "test-node")
     env = {**os.environ, "OPENMAAS_NODE_TOKEN": token}
     log = tmp_path / "agent.log"
     agent = spawn(
@@ -48,7 +55,7 @@ def pool(
             "-m",
             "compute.agent",
             "--portal",
-            live_portal,
+            module_live_portal,
             "--work-dir",
             str(tmp_path / "agent"),
         ],
@@ -57,7 +64,7 @@ def pool(
     )
     try:
         poll(lambda: ready_replica(deployment), 120, "a ready replica")
-        yield {"url": live_portal, "deployment": deployment, "agent": agent, "log": log}
+        yield {"url": module_live_portal, "deployment": deployment, "agent": agent, "log": log}
     finally:
         stop(agent, grace_s=20)
 
@@ -73,8 +80,8 @@ def test_node_registers_its_inventory(pool):
     assert node.memory_bytes > 0 and "transformers" in node.engines
 
 
-def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, owner):
-    client = sdk(pool, owner.key)
+def test_openai_sdk_lists_and_chats_through_gateway_and_replica(pool, module_owner):
+    client = sdk(pool, module_owner.key)
     assert MODEL in [m.id for m in client.models.list()]
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "你好"}], max_tokens=8, temperature=0
@@ -108,8 +115,8 @@ def test_replica_answers_only_with_its_secret(pool):
     assert httpx.get(f"{replica.url}/health", timeout=5).status_code == 200
 
 
-def test_completions_with_logprobs_pass_through(pool, owner):
-    reply = sdk(pool, owner.key).completions.create(
+def test_completions_with_logprobs_pass_through(pool, module_owner):
+    reply = sdk(pool, module_owner.key).completions.create(
         model=MODEL, prompt="今天天气很好", max_tokens=0, echo=True, logprobs=1
     )
     logprobs = reply.choices[0].logprobs
@@ -117,13 +124,13 @@ def test_completions_with_logprobs_pass_through(pool, owner):
     assert all(lp <= 0 for lp in logprobs.token_logprobs[1:])
 
 
-def test_killed_replica_gives_503_quickly_then_agent_restarts_it(pool, owner):
+def test_killed_replica_gives_503_quickly_then_agent_restarts_it(pool, module_owner):
     deployment = pool["deployment"]
     replica = ready_replica(deployment)
     os.kill(replica.pid, signal.SIGKILL)
     response = httpx.post(
         f"{pool['url']}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {owner.key}"},
+        headers={"Authorization": f"Bearer {module_owner.key}"},
         timeout=30,
         json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
     )
@@ -139,7 +146,7 @@ def test_killed_replica_gives_503_quickly_then_agent_restarts_it(pool, owner):
         "the agent to restart the replica",
     )
     assert restarted.events.filter(new_status=ReplicaStatus.FAILED).exists()
-    reply = poll(lambda: _chat_ok(pool, owner.key), 30, "the gateway to route again")
+    reply = poll(lambda: _chat_ok(pool, module_owner.key), 30, "the gateway to route again")
     assert reply.choices[0].message.content is not None
 
 
@@ -152,10 +159,10 @@ def _chat_ok(pool: dict[str, Any], key: str) -> Any:
         return None
 
 
-def test_scaling_to_zero_stops_the_engine_process(pool, admin):
+def test_scaling_to_zero_stops_the_engine_process(pool, module_admin):
     deployment = pool["deployment"]
     pid = ready_replica(deployment).pid
-    scale_deployment(admin.user, deployment, 0)
+    scale_deployment(module_admin.user, deployment, 0)
     poll(
         lambda: not deployment.replica_set.exclude(status=ReplicaStatus.STOPPED).exists(),
         60,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,16 +40,6 @@ def events_for(request_ids: list[str]) -> dict[str, UsageEvent]:
     return wait_for(read, timeout_s=10, what="usage events", interval_s=0.05)
 
 
-@pytest.fixture(scope="module")
-def cpu_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.compute.conftest import start_engine, stop_engine
-
-    log = tmp_path_factory.mktemp("engine") / "engine.log"
-    engine = start_engine(tiny_model_dir, log, "--max-batch-size", "4", "--num-threads", "1")
-    yield engine.base_url
-    stop_engine(engine)
-
-
 def stream_usage(text: str) -> dict[str, int] | None:
     """The usage chunk of an SSE answer, if the client received one."""
     for line in text.splitlines():
@@ -62,13 +51,13 @@ def stream_usage(text: str) -> dict[str, int] | None:
 
 
 def test_streamed_and_plain_requests_give_one_event_each_with_the_engines_counts(
-    live_portal, owner, cpu_engine
+    live_portal, owner, engine_url
 ):
     repo = model_repo(owner.user, "tiny")
     repo.price_input_cny_per_m, repo.price_output_cny_per_m = Decimal("2"), Decimal("8")
     repo.save()
     Deployment.objects.create(model_version=repo.versions.get(), served_name="tiny-llama")
-    replica = add_replica("tiny-llama", cpu_engine, secret=ENGINE_API_KEY)
+    replica = add_replica("tiny-llama", engine_url, secret=ENGINE_API_KEY)
     key = new_key(owner)
     key_id = APIKey.objects.get(key_hash=hash_key(key)).pk
     headers = {"Authorization": f"Bearer {key}"}

@@ -2,7 +2,9 @@
 and fine-tunes ``openmaas/demo-tiny`` with LoRA; a real node agent runs the real runner;
 the job is followed through its events to ``succeeded``; the fine-tuned model answers
 through the gateway from the base model's own replica. The runner and then the agent are
-killed mid-job, and the job still ends with the loss of an uninterrupted run."""
+killed mid-job, and the job still ends with the loss of an uninterrupted run.
+
+The tests share one portal, node agent and base replica (``module_db``), in file order."""
 
 from __future__ import annotations
 
@@ -83,13 +85,19 @@ class Pool:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
 
 
-@pytest.fixture
-def pool(live_portal: str, demo_dir: Path, admin: Any, tmp_path: Path) -> Iterator[Pool]:
+@pytest.fixture(scope="module")
+def pool(
+    module_live_portal: str,
+    demo_dir: Path,
+    module_admin: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pool]:
     version = import_model_dir(demo_dir, BASE, actor=None, visibility="public")
-    deployment = deploy_model(admin.user, version.repo, replicas=1)
-    _, token = create_node(admin.user, "trainer-node")
-    tmp_path.joinpath("agent").mkdir()
-    pool = Pool(live_portal, token, tmp_path / "agent")
+    deployment = deploy_model(module_admin.user, version.repo, replicas=1)
+    _, token = create_node(module_admin.user, "trainer-node")
+    work = tmp_path_factory.mktemp("pool") / "agent"
+    work.mkdir()
+    pool = Pool(module_live_portal, token, work)
     try:
         until(
             lambda: deployment.replica_set.filter(status=ReplicaStatus.READY).exists(),
@@ -158,8 +166,8 @@ def answer_loss(client: openai.OpenAI, model: str, questions: list[str]) -> floa
     return total / count
 
 
-def test_sdk_lora_fine_tune_is_served_beside_its_base(pool: Pool, owner: Any) -> None:
-    client = pool.sdk(owner.key)
+def test_sdk_lora_fine_tune_is_served_beside_its_base(pool: Pool, module_owner: Any) -> None:
+    client = pool.sdk(module_owner.key)
     train = upload(client, chat_rows(QUESTIONS[:48]), "train.jsonl")
     valid = upload(client, chat_rows(QUESTIONS[48:56]), "valid.jsonl")
     held_out = QUESTIONS[56:]
@@ -167,7 +175,7 @@ def test_sdk_lora_fine_tune_is_served_beside_its_base(pool: Pool, owner: Any) ->
 
     job = finished(client, create_job(client, train, valid).id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model == f"ft:{BASE}:{owner.user.username}:e2e:{job.id}"
+    assert job.fine_tuned_model == f"ft:{BASE}:{module_owner.user.username}:e2e:{job.id}"
     assert job.trained_tokens and job.trained_tokens > 0
     assert job.result_files
 
@@ -230,8 +238,10 @@ def final_loss(job_id: str) -> float:
     return float(last.data["train_loss"])
 
 
-def test_killed_runner_and_agent_resume_to_the_uninterrupted_loss(pool: Pool, owner: Any) -> None:
-    client = pool.sdk(owner.key)
+def test_killed_runner_and_agent_resume_to_the_uninterrupted_loss(
+    pool: Pool, module_owner: Any
+) -> None:
+    client = pool.sdk(module_owner.key)
     train = upload(client, chat_rows(QUESTIONS[:48]), "train.jsonl")
     reference = finished(client, create_job(client, train, None, n_epochs=4).id)
     assert reference.status == "succeeded", reference.error
@@ -253,8 +263,10 @@ def test_killed_runner_and_agent_resume_to_the_uninterrupted_loss(pool: Pool, ow
     assert final_loss(job.id) == pytest.approx(final_loss(reference.id), rel=1e-5, abs=1e-6)
 
 
-def test_cancel_stops_the_runner_within_seconds_and_frees_the_node(pool: Pool, owner: Any) -> None:
-    client = pool.sdk(owner.key)
+def test_cancel_stops_the_runner_within_seconds_and_frees_the_node(
+    pool: Pool, module_owner: Any
+) -> None:
+    client = pool.sdk(module_owner.key)
     train = upload(client, chat_rows(QUESTIONS[:48]), "train.jsonl")
     job = create_job(client, train, None, n_epochs=50)
     until(lambda: workload_of(job.id).status == WorkloadStatus.RUNNING, 300, "the runner")

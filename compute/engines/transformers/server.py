@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from aiohttp import web
 
+from compute.engines.optional_imports import skip_unneeded_imports
 from compute.engines.transformers.api import API_KEY_ENV, build_app
 from compute.engines.transformers.engine import Engine
 
@@ -40,6 +41,7 @@ def resolve_dtype(name: str, device: torch.device, config: Any) -> torch.dtype:
 
 def load_engine(args: argparse.Namespace) -> Engine:
     """Load the model and tokenizer from the local directory and build the engine."""
+    skip_unneeded_imports(Path(args.model))
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
