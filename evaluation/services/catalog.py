@@ -248,9 +248,7 @@ def update_suite(
             data = parse_suite_source(yaml_text)
             if data["suite"] != suite.name:
                 raise PlatformError(
-                    f"suite: the name must stay '{suite.name}'.",
-                    code="invalid_suite",
-                    param="suite",
+                    f"suite: the name must stay '{suite.name}'.", code="invalid_suite", param="suite"
                 )
             members = _members(user, suite.namespace, data)
             suite.source = yaml_text

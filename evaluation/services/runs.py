@@ -361,9 +361,7 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
     target = connect(run)
     progress = Progress(run, ctx, total)
     for plan in plans:
-        stored = set(
-            EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True)
-        )
+        stored = set(EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True))
         plan.pending = [i for i in plan.instances if i.doc_index not in stored]
         progress.add(len(plan.instances) - len(plan.pending))
         if stored:
@@ -421,9 +419,7 @@ def load_task_docs(run: EvalRun, dataset: dict[str, Any], split: str) -> tuple[l
     if dataset.get("builtin"):
         path = (BUILTIN_DATA / str(dataset["builtin"])).resolve()
         if not path.is_relative_to(BUILTIN_DATA.resolve()) or not path.is_file():
-            raise DataError(
-                f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin"
-            )
+            raise DataError(f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin")
         return load_docs(path, layout), _sha256(path)
     with tempfile.TemporaryDirectory(prefix="openmaas-eval-") as tmp:
         path = _download_hub_file(run, dataset, split, Path(tmp))
