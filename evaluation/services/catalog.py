@@ -78,7 +78,7 @@ def create_task(
     Raises SpecError (400) for a malformed document, PermissionDenied when ``user`` may
     not write under ``owner``, Conflict (409) when the name is taken."""
     check_owner(user, owner)
-    spec, spec_json, digest = parse_task_source(yaml_text)
+    _, spec_json, digest = parse_task_source(yaml_text)
     task = EvalTask(
         source=yaml_text,
         visibility=_check_visibility(owner, visibility),
@@ -248,7 +248,9 @@ def update_suite(
             data = parse_suite_source(yaml_text)
             if data["suite"] != suite.name:
                 raise PlatformError(
-                    f"suite: the name must stay '{suite.name}'.", code="invalid_suite", param="suite"
+                    f"suite: the name must stay '{suite.name}'.",
+                    code="invalid_suite",
+                    param="suite",
                 )
             members = _members(user, suite.namespace, data)
             suite.source = yaml_text

@@ -13,6 +13,7 @@ reproducibility record. Equal inputs give equal ``scores``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -187,7 +188,7 @@ def _exactly_one(**given: Any) -> None:
     named = [name for name, value in given.items() if value not in (None, "")]
     if len(named) != 1:
         names = " or ".join(f"'{name}'" for name in given)
-        raise PlatformError(f"Give exactly one of {names}.", param=list(given)[0])
+        raise PlatformError(f"Give exactly one of {names}.", param=next(iter(given)))
 
 
 def _readable(user: Any, ref: Any, model: type, resolve: Callable[..., Any], param: str) -> Any:
@@ -269,10 +270,8 @@ def _revoke_key(run: EvalRun) -> None:
 
     if run.api_key_id is None or run.created_by_id is None:
         return
-    try:
+    with contextlib.suppress(NotFound):  # the key or its user is gone: nothing to revoke
         revoke_api_key(run.created_by, run.api_key_id)
-    except NotFound:
-        pass  # the key or its user is gone: nothing left to revoke
     EvalRun.objects.filter(pk=run.pk).update(api_key_encrypted="")
 
 
@@ -361,7 +360,9 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
     target = connect(run)
     progress = Progress(run, ctx, total)
     for plan in plans:
-        stored = set(EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True))
+        stored = set(
+            EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True)
+        )
         plan.pending = [i for i in plan.instances if i.doc_index not in stored]
         progress.add(len(plan.instances) - len(plan.pending))
         if stored:
@@ -419,7 +420,9 @@ def load_task_docs(run: EvalRun, dataset: dict[str, Any], split: str) -> tuple[l
     if dataset.get("builtin"):
         path = (BUILTIN_DATA / str(dataset["builtin"])).resolve()
         if not path.is_relative_to(BUILTIN_DATA.resolve()) or not path.is_file():
-            raise DataError(f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin")
+            raise DataError(
+                f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin"
+            )
         return load_docs(path, layout), _sha256(path)
     with tempfile.TemporaryDirectory(prefix="openmaas-eval-") as tmp:
         path = _download_hub_file(run, dataset, split, Path(tmp))
@@ -467,8 +470,8 @@ def connect(run: EvalRun) -> Target:
     """Where this attempt sends requests: the endpoint, or the gateway with a fresh key
     of the run's creator allowed only this model (the previous attempt's is revoked)."""
     if run.endpoint is not None:
-        key = endpoints.api_key_of(run.endpoint)
-        return Target(run.endpoint.base_url, key, run.endpoint.model)
+        secret = endpoints.api_key_of(run.endpoint)
+        return Target(run.endpoint.base_url, secret, run.endpoint.model)
     from portal.services.keys import create_api_key
 
     if run.created_by is None:
@@ -652,7 +655,8 @@ def compute_scores(
 
 def primary_metric(spec: Any, metrics: dict[str, Any]) -> str:
     """The task's first declared metric that was computed (``acc`` for multiple choice)."""
-    declared = [m.get("name") for m in spec.to_json().get("metrics") or [] if isinstance(m, dict)]
+    metric_specs = spec.to_json().get("metrics") or []
+    declared = [str(m.get("name")) for m in metric_specs if isinstance(m, dict)]
     for name in [*declared, "acc"]:
         if isinstance(metrics.get(name), dict):
             return str(name)
