@@ -202,7 +202,24 @@ def _apply_suite_spec(suite: EvalSuite, data: dict[str, Any]) -> None:
     suite.name = str(data["suite"])
     suite.description = str(data.get("description") or "")
     suite.aggregation = str(data.get("aggregation") or "macro")
-    suite.ahp = dict(data.get("ahp") or {})
+    suite.ahp = _ahp_record(data)
+
+
+def _ahp_record(data: dict[str, Any]) -> dict[str, Any]:
+    """What the suite keeps of its AHP comparisons: criteria, matrix, the weights and the
+    consistency ratio (the spec parser already refused an inconsistent matrix)."""
+    from evaluation.harness.ahp import ahp_weights
+
+    matrix = data.get("ahp_matrix")
+    if not matrix:
+        return {}
+    result = ahp_weights(matrix)
+    return {
+        "criteria": [str(entry["task"]) for entry in data.get("tasks") or []],
+        "matrix": matrix,
+        "weights": [float(w) for w in result.weights],
+        "consistency_ratio": float(result.consistency_ratio),
+    }
 
 
 def _members(user: Any, namespace: str, data: dict[str, Any]) -> list[tuple[EvalTask, float]]:

@@ -376,39 +376,31 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
 
 
 def prepare(run: EvalRun, task: EvalTask) -> Plan:
-    """Load a task's documents and build its instances; a DataError (400) for data of
-    the wrong shape, SpecError for a spec that no longer parses."""
+    """Load a task's documents and build its instances with the run's decoding; a
+    DataError (400) for data of the wrong shape, SpecError/TemplateError for a spec or
+    template that does not fit."""
     from evaluation.harness.scoring import build_instances
-
-    spec = task_spec(run, task)
-    spec_json = spec.to_json()
-    dataset = spec_json.get("dataset") or {}
-    docs, data_sha = load_task_docs(run, dataset, dataset.get("split") or "test")
-    limit = min(x for x in (spec_json.get("limit"), settings.EVAL_MAX_DOCS) if x)
-    if len(docs) > limit:
-        docs = docs[:limit]
-    fewshot_docs = docs
-    if spec_json.get("fewshot_split") and dataset.get("hub"):
-        fewshot_docs, _ = load_task_docs(run, dataset, spec_json["fewshot_split"])
-    instances = build_instances(spec, docs, fewshot_docs)
-    return Plan(task, spec, instances, data_sha, len(docs))
-
-
-def task_spec(run: EvalRun, task: EvalTask) -> Any:
-    """The task's stored spec with the run's overrides (limit, decoding) applied."""
     from evaluation.harness.spec import TaskSpec
 
-    data = dict(task.spec)
+    spec = TaskSpec.from_json(task.spec)
+    dataset = dataclasses.asdict(spec.dataset)
+    docs, data_sha = load_task_docs(run, dataset, spec.dataset.split)
+    docs = docs[: settings.EVAL_MAX_DOCS]
+    fewshot_docs = None
+    if spec.fewshot_split and spec.num_fewshot and spec.dataset.hub:
+        fewshot_docs, _ = load_task_docs(run, dataset, spec.fewshot_split)
     params = run.params or {}
-    if params.get("limit"):
-        data["limit"] = min(int(params["limit"]), int(data.get("limit") or params["limit"]))
-    generation = dict(data.get("generation") or {})
-    if generation or data.get("output_type") in ("generate_until", "judge", "refusal"):
-        generation["temperature"] = float(params.get("temperature", 0.0))
-        if params.get("max_tokens"):
-            generation["max_tokens"] = int(params["max_tokens"])
-        data["generation"] = generation
-    return TaskSpec.from_json(data)
+    limits = [x for x in (spec.limit, params.get("limit"), settings.EVAL_MAX_DOCS) if x]
+    instances = build_instances(
+        spec,
+        docs,
+        fewshot_docs,
+        seed=params.get("seed"),
+        temperature=params.get("temperature"),
+        max_tokens=params.get("max_tokens"),
+        limit=min(limits),
+    )
+    return Plan(task, spec, instances, data_sha, len(instances))
 
 
 def load_task_docs(run: EvalRun, dataset: dict[str, Any], split: str) -> tuple[list[Any], str]:
@@ -529,9 +521,14 @@ def execute(run: EvalRun, plan: Plan, target: Target, progress: Progress) -> Non
                 progress.beat()
                 continue
             progress.add(store_samples(run, plan.task, chunk))
-    except (JobCancelled, JobLost):
+    except JobCancelled:
         stop.set()
         worker.join(STOP_GRACE_S)
+        while not chunks.empty():  # what finished before the stop is kept
+            store_samples(run, plan.task, chunks.get())
+        raise
+    except JobLost:
+        stop.set()
         raise
     if failure:
         raise failure[0]
@@ -646,7 +643,8 @@ def compute_scores(
     tasks: dict[str, Any] = {}
     for plan in plans:
         results = stored_results(run, plan.task)
-        metrics = dict(plain(aggregate_task(plan.spec, results)))
+        seed = int((run.params or {}).get("seed") or DEFAULT_PARAMS["seed"])
+        metrics = dict(plain(aggregate_task(plan.spec, results, seed=seed)))
         metrics.setdefault("n_errors", sum(1 for r in results if r.error))
         metrics.setdefault("primary", primary_metric(plan.spec, metrics))
         tasks[plan.key] = metrics
@@ -674,7 +672,7 @@ def suite_score(
     from evaluation.harness.spec import parse_suite
 
     spec = parse_suite(suite.source)
-    refs = [str(entry["task"]) for entry in catalog.parse_suite_source(suite.source)["tasks"]]
+    refs = [entry.task for entry in spec.tasks]
     keys = [f"{task.namespace}/{task.name}" for task, _ in members]
     per_task = {ref: tasks[key] for ref, key in zip(refs, keys, strict=True)}
     result = dict(plain(aggregate_suite(spec, per_task)))
