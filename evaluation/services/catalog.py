@@ -78,7 +78,7 @@ def create_task(
     Raises SpecError (400) for a malformed document, PermissionDenied when ``user`` may
     not write under ``owner``, Conflict (409) when the name is taken."""
     check_owner(user, owner)
-    spec, spec_json, digest = parse_task_source(yaml_text)
+    _, spec_json, digest = parse_task_source(yaml_text)
     task = EvalTask(
         source=yaml_text,
         visibility=_check_visibility(owner, visibility),
@@ -202,7 +202,24 @@ def _apply_suite_spec(suite: EvalSuite, data: dict[str, Any]) -> None:
     suite.name = str(data["suite"])
     suite.description = str(data.get("description") or "")
     suite.aggregation = str(data.get("aggregation") or "macro")
-    suite.ahp = dict(data.get("ahp") or {})
+    suite.ahp = _ahp_record(data)
+
+
+def _ahp_record(data: dict[str, Any]) -> dict[str, Any]:
+    """What the suite keeps of its AHP comparisons: criteria, matrix, the weights and the
+    consistency ratio (the spec parser already refused an inconsistent matrix)."""
+    from evaluation.harness.ahp import ahp_weights
+
+    matrix = data.get("ahp_matrix")
+    if not matrix:
+        return {}
+    result = ahp_weights(matrix)
+    return {
+        "criteria": [str(entry["task"]) for entry in data.get("tasks") or []],
+        "matrix": matrix,
+        "weights": [float(w) for w in result.weights],
+        "consistency_ratio": float(result.consistency_ratio),
+    }
 
 
 def _members(user: Any, namespace: str, data: dict[str, Any]) -> list[tuple[EvalTask, float]]:
@@ -248,7 +265,9 @@ def update_suite(
             data = parse_suite_source(yaml_text)
             if data["suite"] != suite.name:
                 raise PlatformError(
-                    f"suite: the name must stay '{suite.name}'.", code="invalid_suite", param="suite"
+                    f"suite: the name must stay '{suite.name}'.",
+                    code="invalid_suite",
+                    param="suite",
                 )
             members = _members(user, suite.namespace, data)
             suite.source = yaml_text

@@ -13,6 +13,7 @@ reproducibility record. Equal inputs give equal ``scores``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -187,7 +188,7 @@ def _exactly_one(**given: Any) -> None:
     named = [name for name, value in given.items() if value not in (None, "")]
     if len(named) != 1:
         names = " or ".join(f"'{name}'" for name in given)
-        raise PlatformError(f"Give exactly one of {names}.", param=list(given)[0])
+        raise PlatformError(f"Give exactly one of {names}.", param=next(iter(given)))
 
 
 def _readable(user: Any, ref: Any, model: type, resolve: Callable[..., Any], param: str) -> Any:
@@ -269,10 +270,8 @@ def _revoke_key(run: EvalRun) -> None:
 
     if run.api_key_id is None or run.created_by_id is None:
         return
-    try:
+    with contextlib.suppress(NotFound):  # the key or its user is gone: nothing to revoke
         revoke_api_key(run.created_by, run.api_key_id)
-    except NotFound:
-        pass  # the key or its user is gone: nothing left to revoke
     EvalRun.objects.filter(pk=run.pk).update(api_key_encrypted="")
 
 
@@ -361,7 +360,9 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
     target = connect(run)
     progress = Progress(run, ctx, total)
     for plan in plans:
-        stored = set(EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True))
+        stored = set(
+            EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True)
+        )
         plan.pending = [i for i in plan.instances if i.doc_index not in stored]
         progress.add(len(plan.instances) - len(plan.pending))
         if stored:
@@ -375,39 +376,31 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
 
 
 def prepare(run: EvalRun, task: EvalTask) -> Plan:
-    """Load a task's documents and build its instances; a DataError (400) for data of
-    the wrong shape, SpecError for a spec that no longer parses."""
+    """Load a task's documents and build its instances with the run's decoding; a
+    DataError (400) for data of the wrong shape, SpecError/TemplateError for a spec or
+    template that does not fit."""
     from evaluation.harness.scoring import build_instances
-
-    spec = task_spec(run, task)
-    spec_json = spec.to_json()
-    dataset = spec_json.get("dataset") or {}
-    docs, data_sha = load_task_docs(run, dataset, dataset.get("split") or "test")
-    limit = min(x for x in (spec_json.get("limit"), settings.EVAL_MAX_DOCS) if x)
-    if len(docs) > limit:
-        docs = docs[:limit]
-    fewshot_docs = docs
-    if spec_json.get("fewshot_split") and dataset.get("hub"):
-        fewshot_docs, _ = load_task_docs(run, dataset, spec_json["fewshot_split"])
-    instances = build_instances(spec, docs, fewshot_docs)
-    return Plan(task, spec, instances, data_sha, len(docs))
-
-
-def task_spec(run: EvalRun, task: EvalTask) -> Any:
-    """The task's stored spec with the run's overrides (limit, decoding) applied."""
     from evaluation.harness.spec import TaskSpec
 
-    data = dict(task.spec)
+    spec = TaskSpec.from_json(task.spec)
+    dataset = dataclasses.asdict(spec.dataset)
+    docs, data_sha = load_task_docs(run, dataset, spec.dataset.split)
+    docs = docs[: settings.EVAL_MAX_DOCS]
+    fewshot_docs = None
+    if spec.fewshot_split and spec.num_fewshot and spec.dataset.hub:
+        fewshot_docs, _ = load_task_docs(run, dataset, spec.fewshot_split)
     params = run.params or {}
-    if params.get("limit"):
-        data["limit"] = min(int(params["limit"]), int(data.get("limit") or params["limit"]))
-    generation = dict(data.get("generation") or {})
-    if generation or data.get("output_type") in ("generate_until", "judge", "refusal"):
-        generation["temperature"] = float(params.get("temperature", 0.0))
-        if params.get("max_tokens"):
-            generation["max_tokens"] = int(params["max_tokens"])
-        data["generation"] = generation
-    return TaskSpec.from_json(data)
+    limits = [x for x in (spec.limit, params.get("limit"), settings.EVAL_MAX_DOCS) if x]
+    instances = build_instances(
+        spec,
+        docs,
+        fewshot_docs,
+        seed=params.get("seed"),
+        temperature=params.get("temperature"),
+        max_tokens=params.get("max_tokens"),
+        limit=min(limits),
+    )
+    return Plan(task, spec, instances, data_sha, len(instances))
 
 
 def load_task_docs(run: EvalRun, dataset: dict[str, Any], split: str) -> tuple[list[Any], str]:
@@ -419,7 +412,9 @@ def load_task_docs(run: EvalRun, dataset: dict[str, Any], split: str) -> tuple[l
     if dataset.get("builtin"):
         path = (BUILTIN_DATA / str(dataset["builtin"])).resolve()
         if not path.is_relative_to(BUILTIN_DATA.resolve()) or not path.is_file():
-            raise DataError(f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin")
+            raise DataError(
+                f"no built-in data file '{dataset['builtin']}'", field="dataset.builtin"
+            )
         return load_docs(path, layout), _sha256(path)
     with tempfile.TemporaryDirectory(prefix="openmaas-eval-") as tmp:
         path = _download_hub_file(run, dataset, split, Path(tmp))
@@ -467,8 +462,8 @@ def connect(run: EvalRun) -> Target:
     """Where this attempt sends requests: the endpoint, or the gateway with a fresh key
     of the run's creator allowed only this model (the previous attempt's is revoked)."""
     if run.endpoint is not None:
-        key = endpoints.api_key_of(run.endpoint)
-        return Target(run.endpoint.base_url, key, run.endpoint.model)
+        secret = endpoints.api_key_of(run.endpoint)
+        return Target(run.endpoint.base_url, secret, run.endpoint.model)
     from portal.services.keys import create_api_key
 
     if run.created_by is None:
@@ -526,9 +521,14 @@ def execute(run: EvalRun, plan: Plan, target: Target, progress: Progress) -> Non
                 progress.beat()
                 continue
             progress.add(store_samples(run, plan.task, chunk))
-    except (JobCancelled, JobLost):
+    except JobCancelled:
         stop.set()
         worker.join(STOP_GRACE_S)
+        while not chunks.empty():  # what finished before the stop is kept
+            store_samples(run, plan.task, chunks.get())
+        raise
+    except JobLost:
+        stop.set()
         raise
     if failure:
         raise failure[0]
@@ -643,7 +643,8 @@ def compute_scores(
     tasks: dict[str, Any] = {}
     for plan in plans:
         results = stored_results(run, plan.task)
-        metrics = dict(plain(aggregate_task(plan.spec, results)))
+        seed = int((run.params or {}).get("seed") or DEFAULT_PARAMS["seed"])
+        metrics = dict(plain(aggregate_task(plan.spec, results, seed=seed)))
         metrics.setdefault("n_errors", sum(1 for r in results if r.error))
         metrics.setdefault("primary", primary_metric(plan.spec, metrics))
         tasks[plan.key] = metrics
@@ -652,7 +653,8 @@ def compute_scores(
 
 def primary_metric(spec: Any, metrics: dict[str, Any]) -> str:
     """The task's first declared metric that was computed (``acc`` for multiple choice)."""
-    declared = [m.get("name") for m in spec.to_json().get("metrics") or [] if isinstance(m, dict)]
+    metric_specs = spec.to_json().get("metrics") or []
+    declared = [str(m.get("name")) for m in metric_specs if isinstance(m, dict)]
     for name in [*declared, "acc"]:
         if isinstance(metrics.get(name), dict):
             return str(name)
@@ -670,7 +672,7 @@ def suite_score(
     from evaluation.harness.spec import parse_suite
 
     spec = parse_suite(suite.source)
-    refs = [str(entry["task"]) for entry in catalog.parse_suite_source(suite.source)["tasks"]]
+    refs = [entry.task for entry in spec.tasks]
     keys = [f"{task.namespace}/{task.name}" for task, _ in members]
     per_task = {ref: tasks[key] for ref, key in zip(refs, keys, strict=True)}
     result = dict(plain(aggregate_suite(spec, per_task)))

@@ -393,7 +393,13 @@ def _with_results_table(body: str, results: list[dict[str, Any]]) -> str:
         if isinstance(m, dict)
     ]
     table = "\n".join(
-        [EVAL_RESULTS_HEADING, "", "| Task | Metric | Value | Stderr |", "|---|---|---:|---:|", *rows]
+        [
+            EVAL_RESULTS_HEADING,
+            "",
+            "| Task | Metric | Value | Stderr |",
+            "|---|---|---:|---:|",
+            *rows,
+        ]
     )
     return f"{head.rstrip()}\n\n{table}\n{tail}".lstrip()
 

@@ -47,7 +47,7 @@ QUANTIZE_CHOICES = ("int8",)
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
-SucceededHook = Callable[[FineTuningJob], None]
+SucceededHook = Callable[[FineTuningJob], object]
 AutoEvalCheck = Callable[[Any, str], str]
 _succeeded_hooks: list[SucceededHook] = []
 _auto_eval_checks: list[AutoEvalCheck] = []
