@@ -172,10 +172,10 @@ class BoardViewSet(OwnedViewSet):
     def get_named(self) -> Any:
         """The board of the URL; NotFound (404) unless the user may read it (write it,
         for a write)."""
-        found = self.get_queryset().filter(
-            namespace=self.kwargs["namespace"], name=self.kwargs["name"]
-        )
-        board = found.first()
+        namespace, name = self.kwargs["namespace"], self.kwargs["name"]
+        board = None
+        if "\x00" not in namespace + name:  # PostgreSQL's text cannot hold NUL
+            board = self.get_queryset().filter(namespace=namespace, name=name).first()
         if board is None:
             raise NotFound("No such leaderboard or arena.", param="name")
         return board

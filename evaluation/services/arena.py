@@ -105,7 +105,7 @@ def battles_of(user: Any, arena: Arena | None = None) -> QuerySet[Battle]:
 
 def get_battle(user: Any, battle_id: Any) -> Battle:
     """One of ``user``'s battles; NotFound (404) for any other."""
-    battle = battles_of(user).filter(pk=str(battle_id)[:40]).first()
+    battle = battles_of(user).filter(pk=str(battle_id)[:40].replace("\x00", "")).first()
     if battle is None:
         raise NotFound("No such battle.", param="id")
     return battle
@@ -122,7 +122,8 @@ def start_battle(user: Any, arena: Arena, prompt: Any) -> Battle:
     and asked ``prompt``. Raises 400 for an empty or too long prompt or an arena with
     fewer than two contenders, RateLimited (429) past the user's battles per minute. A
     contender that fails to answer leaves the battle with ``error`` set (no vote)."""
-    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+    text = prompt if isinstance(prompt, str) else ""
+    if not text.strip() or len(text) > MAX_PROMPT_CHARS or "\x00" in text:
         raise PlatformError(
             f"'prompt' must be a non-empty text of at most {MAX_PROMPT_CHARS} characters.",
             param="prompt",
@@ -130,7 +131,7 @@ def start_battle(user: Any, arena: Arena, prompt: Any) -> Battle:
     if len(set(arena.contenders)) < 2:
         raise PlatformError("This arena has fewer than two models.", param="arena")
     take_battle_slot(user)
-    battle = Battle(arena=arena, user=user, prompt=prompt.strip())
+    battle = Battle(arena=arena, user=user, prompt=text.strip())
     battle.model_a, battle.model_b = draw(arena.contenders, battle.id)
     battle.save(force_insert=True)
     answers = ask_both(user, battle)
@@ -210,7 +211,8 @@ def _ask(secret: str, side: str, model: str, battle: Battle) -> tuple[str, str]:
             logger.warning("arena %s: %s answered %s", battle.id, model, response.text[:500])
             return "", f"Model {side} could not answer (HTTP {response.status_code})."
         content = response.json()["choices"][0]["message"]["content"]
-        return str(content or ""), ""
+        # A model may emit NUL, which PostgreSQL's text refuses.
+        return str(content or "").replace("\x00", "\ufffd"), ""
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
         logger.warning("arena %s: %s failed: %r", battle.id, model, exc)
         return "", f"Model {side} could not answer."

@@ -362,7 +362,7 @@ def readable_runs(user: Any) -> QuerySet[EvalRun]:
 
 def get_readable_run(user: Any, run_id: Any, param: str) -> EvalRun:
     """The run ``run_id`` from :func:`readable_runs`; NotFound (404) otherwise."""
-    run = readable_runs(user).filter(pk=str(run_id)[:40]).first()
+    run = readable_runs(user).filter(pk=str(run_id)[:40].replace("\x00", "")).first()
     if run is None:
         raise NotFound(f"No such evaluation run: {str(run_id)[:64]}", param=param)
     return run

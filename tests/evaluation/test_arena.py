@@ -214,7 +214,7 @@ def test_a_battle_gets_two_real_answers_through_the_gateway(
             )
 
         wait_for(ready, timeout_s=240, what="two replicas", proc=agent, log=log, ignore=())
-        with override_settings(EVAL_GATEWAY_URL=live_portal):
+        with override_settings(EVAL_GATEWAY_URL=live_portal, EVAL_ARENA_BATTLES_PER_MINUTE=0):
             created = httpx.post(
                 f"{api}/arenas/",
                 json={"name": "tiny", "contenders": ["acme/tiny-a", "acme/tiny-b"]},
@@ -228,9 +228,10 @@ def test_a_battle_gets_two_real_answers_through_the_gateway(
                     json={"prompt": "你好，请介绍一下你自己。"},
                     headers=headers,
                     timeout=180,
-                ).json()
+                )
+                assert started.status_code == 201, started.text
                 # The gateway learns of new replicas within its route TTL: retry until then.
-                return started if not started.get("error") else None
+                return None if started.json()["error"] else started.json()
 
             fight = wait_for(answered, timeout_s=60, what="two answers", interval_s=1, ignore=())
         assert fight["answer_a"] and fight["answer_b"]
