@@ -13,8 +13,10 @@ from typing import Any
 
 from django.db.models import Count, Model, QuerySet
 from django.urls import URLPattern, path, re_path
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
@@ -330,7 +332,14 @@ class CompareViewSet(OwnedViewSet):
     scope = "evaluation"
     queryset = Leaderboard.objects.none()  # runs are scoped by the service
 
-    @extend_schema(parameters=[CompareQuerySerializer], responses=ComparisonSerializer)
+    @extend_schema(
+        parameters=[CompareQuerySerializer],
+        responses={
+            200: ComparisonSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="A run you may not read"),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="A run not scored yet"),
+        },
+    )
     def compare(self, request: Request) -> Response:
         """Run ``b`` against run ``a``: per task each metric's delta, and per sample (same
         task and document) which samples flipped on the primary metric."""
@@ -382,6 +391,9 @@ class VoteSerializer(Serializer):
 
 class BattleSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     arena = serializers.CharField(source="arena.__str__", read_only=True)
+    winner = serializers.ChoiceField(
+        Winner.choices, allow_blank=True, read_only=True, help_text="Blank until the vote"
+    )
     model_a = serializers.CharField(
         allow_null=True, read_only=True, help_text="Hidden (null) until the vote"
     )
@@ -423,7 +435,6 @@ class RatingsSerializer(Serializer):
     create=extend_schema(request=ArenaCreateSerializer, responses={201: ArenaSerializer}),
     retrieve=extend_schema(parameters=NAMED, responses=ArenaSerializer),
     destroy=extend_schema(parameters=NAMED, responses={204: None}),
-    ratings=extend_schema(parameters=NAMED, responses=RatingsSerializer),
 )
 class ArenaViewSet(BoardViewSet):
     """Arenas you may see: anonymous battles between their models, and ratings."""
@@ -468,6 +479,7 @@ class ArenaViewSet(BoardViewSet):
         page = self.paginate_queryset(arenas.battles_of(user, arena).order_by("-created_at"))
         return self.get_paginated_response(BattleSerializer(page, many=True).data)
 
+    @extend_schema(parameters=NAMED, responses=RatingsSerializer)
     def ratings(self, request: Request, namespace: str, name: str) -> Response:
         """Bradley-Terry ratings of the arena's votes with 95 % bootstrap intervals."""
         return Response(RatingsSerializer(arenas.arena_ratings(self.get_named())).data)
