@@ -89,26 +89,29 @@ class LoseAfterFirstChunk(JobContext):
 
 
 def test_a_resumed_run_skips_stored_samples_and_scores_as_an_uninterrupted_one(
-    owner: Any, mc_task: Any, engine_endpoint: Any, finish: Finish
+    owner: Any, engine_endpoint: Any, finish: Finish
 ) -> None:
-    params = {"batch_size": 2, "concurrency": 1}
-    reference = finish(start(owner, engine_endpoint, task=mc_task, params=params))
-    run = start(owner, engine_endpoint, task=mc_task, params=params)
+    # Samples are handed over every couple of seconds: forty generations take longer.
+    text = GEN_TASK.format(name="resume-add", limit=40)
+    task = catalog.create_task(owner.user, owner.user, text, "private")
+    params = {"batch_size": 1, "concurrency": 1}
+    reference = finish(start(owner, engine_endpoint, task=task, params=params))
+    run = start(owner, engine_endpoint, task=task, params=params)
     assert run.transition(JobStatus.RUNNING, "started", attempts=1)
 
     with pytest.raises(JobLost):
         runs.handle(run, LoseAfterFirstChunk(run))
     kept = EvalSample.objects.filter(run=run).count()
-    assert 0 < kept < len(MC_ROWS)
+    assert 0 < kept < 40
     EvalRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert requeue_stale(EvalRun, 60) == [run.pk]
     run = finish(run)
 
     assert run.status == JobStatus.SUCCEEDED, run.error
     assert run.attempts == 2
-    assert EvalSample.objects.filter(run=run).count() == len(MC_ROWS)
+    assert EvalSample.objects.filter(run=run).count() == 40
     assert run.scores == reference.scores
-    assert run.events.filter(message__contains="already stored; resuming").exists()
+    assert run.events.filter(message__contains=f"{kept} samples already stored").exists()
 
 
 def test_cancelling_a_running_run_stops_it_and_keeps_its_samples(
@@ -187,7 +190,8 @@ def test_a_dataset_of_the_wrong_shape_fails_the_run_with_the_data_error(
     from tests.datasets.conftest import add_version
 
     repo = create_repo(owner.user, owner.user, "bad-mc", visibility="private")
-    add_version(repo, owner.user, {"test.jsonl": '{"question": "q?", "choices": ["a"], "answer": 7}\n'})
+    # Plain text rows: a fine dataset, but no multiple-choice documents.
+    add_version(repo, owner.user, {"test.jsonl": '{"text": "just some text"}\n'})
     text = MC_TASK.format(name="bad-mc", dataset="olivia/bad-mc@1")
     task = catalog.create_task(owner.user, owner.user, text, "private")
 
@@ -195,7 +199,7 @@ def test_a_dataset_of_the_wrong_shape_fails_the_run_with_the_data_error(
 
     assert run.status == JobStatus.FAILED
     assert run.error_code == "invalid_dataset"
-    assert "line 1" in run.error and "answer" in run.error
+    assert "line 1" in run.error and "question" in run.error
 
 
 def test_outsider_gets_404_for_a_private_run_and_cannot_use_anothers_endpoint(
