@@ -13,6 +13,7 @@ the suite's score, with filters on size, license and base model from the model h
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -343,7 +344,10 @@ def _task_scores(run: EvalRun) -> dict[str, dict[str, Any]]:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number as a float; None for anything else (JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 # --- comparison -----------------------------------------------------------------------

@@ -248,6 +248,27 @@ def test_two_runs_compare_per_task_and_per_sample(owner: Any, suite: EvalSuite) 
     assert (flip["a"]["value"], flip["b"]["value"]) == (0.0, 1.0)
 
 
+def test_comparing_needs_scored_runs_and_a_task_both_have(owner: Any, suite: EvalSuite) -> None:
+    board = board_of(owner, suite)
+    run_a = ranked(board, hub_model(owner, "a", "mit", 10), 0.5)
+    run_b = ranked(board, hub_model(owner, "b", "mit", 10), 0.5)
+    run_b.scores["suite"]["score"] = None  # no task scored
+    run_b.save(update_fields=["scores"])
+    pending = EvalRun.objects.create(owner_user=owner.user, namespace="olivia", suite=suite)
+    url = "/api/evaluation/compare/"
+    client = owner.client()
+
+    unscored = client.get(url, {"a": run_a.pk, "b": pending.pk})
+    no_task = client.get(url, {"a": run_a.pk, "b": run_b.pk, "task": "olivia/other"})
+    one_task = client.get(url, {"a": run_a.pk, "b": run_b.pk, "task": TASK, "limit": 0})
+
+    assert (unscored.status_code, unscored.json()["param"]) == (409, "b")
+    assert no_task.status_code == 404
+    assert one_task.status_code == 200
+    assert one_task.json()["suite"] == {"a": 0.5, "b": None, "delta": None}
+    assert one_task.json()["tasks"][0]["samples"] == []
+
+
 def test_outsider_gets_404_for_a_private_leaderboard_and_its_runs(
     owner: Any, outsider: Any, suite: EvalSuite
 ) -> None:
