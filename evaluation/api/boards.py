@@ -485,10 +485,7 @@ class ArenaViewSet(BoardViewSet):
         return Response(RatingsSerializer(arenas.arena_ratings(self.get_named())).data)
 
 
-@extend_schema_view(
-    retrieve=extend_schema(parameters=BATTLE, responses=BattleSerializer),
-    vote=extend_schema(parameters=BATTLE, request=VoteSerializer, responses=BattleSerializer),
-)
+@extend_schema_view(retrieve=extend_schema(parameters=BATTLE, responses=BattleSerializer))
 class BattleViewSet(OwnedViewSet):
     """Your battles; a vote reveals the two models."""
 
@@ -502,6 +499,7 @@ class BattleViewSet(OwnedViewSet):
     def retrieve(self, request: Request, id: str) -> Response:
         return Response(BattleSerializer(arenas.get_battle(request.user, id)).data)
 
+    @extend_schema(parameters=BATTLE, request=VoteSerializer, responses=BattleSerializer)
     def vote(self, request: Request, id: str) -> Response:
         """Vote ``a``, ``b``, ``tie`` or ``both_bad`` on your battle, once."""
         battle = arenas.get_battle(request.user, id)
