@@ -12,6 +12,8 @@ from django.utils.translation import gettext_lazy as _
 
 from evaluation.models import Endpoint, EvalSuite, EvalTask, Winner
 from portal.models import ModelRepo
+from training.models import FineTuneStatus
+from training.services.jobs import jobs_of
 
 MAX_CHOICES = 500
 PARAMS = ("limit", "max_tokens", "temperature", "seed", "concurrency", "batch_size")
@@ -29,9 +31,18 @@ RUN_PARAMS = {
 
 
 def model_choices(user: Any) -> list[tuple[str, str]]:
-    """The hub models ``user`` may read, by name (the gateway's own access rule)."""
+    """The hub models ``user`` may read, by name (the gateway's own access rule), then
+    the user's succeeded fine-tunes by the name the gateway serves them as."""
     repos = ModelRepo.objects.restrict(user, "read").order_by("namespace", "name")
-    return [(repo.full_name, repo.full_name) for repo in repos[:MAX_CHOICES]]
+    choices = [(repo.full_name, repo.full_name) for repo in repos[:MAX_CHOICES]]
+    tuned = (
+        jobs_of(user)
+        .filter(status=FineTuneStatus.SUCCEEDED)
+        .exclude(fine_tuned_model="")
+        .order_by("-created_at")
+        .values_list("fine_tuned_model", flat=True)
+    )
+    return choices + [(name, name) for name in tuned[:MAX_CHOICES]]
 
 
 def endpoint_choices(user: Any) -> list[tuple[str, str]]:
@@ -132,14 +143,20 @@ class StandingsFilter(forms.Form):
 
     min_params = forms.FloatField(label=_("最少参数量（B）"), required=False, min_value=0)
     max_params = forms.FloatField(label=_("最多参数量（B）"), required=False, min_value=0)
+    BILLION = 1_000_000_000
     license = forms.CharField(label=_("许可证"), required=False, max_length=100)
     base_model = forms.CharField(label=_("基础模型"), required=False, max_length=300)
 
     def filters(self) -> dict[str, Any]:
-        """The non-empty filters (an invalid form filters nothing)."""
+        """The non-empty filters as the standings take them (parameter counts in
+        weights); an invalid form filters nothing."""
         if not self.is_valid():
             return {}
-        return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
+        chosen = {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
+        for name in ("min_params", "max_params"):
+            if name in chosen:
+                chosen[name] = round(chosen[name] * self.BILLION)
+        return chosen
 
 
 class BattleForm(forms.Form):

@@ -77,7 +77,11 @@ def _readable(model: Any, request: HttpRequest, **lookup: Any) -> Any:
 
 
 def _readable_run(request: HttpRequest, run_id: str) -> EvalRun:
-    return _readable(EvalRun, request, pk=run_id)
+    """A run the user may read: their own, their organisations', or one ranked on a
+    leaderboard they may read (a ranking's runs are as public as the ranking)."""
+    return get_object_or_404(
+        leaderboards.readable_runs(request.user).select_related("task", "endpoint"), pk=run_id
+    )
 
 
 # ---------------------------------------------------------------- overview and catalogue
@@ -171,9 +175,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 @login_required
 def run_data(request: HttpRequest, run_id: str) -> JsonResponse:
     """What a run's page refreshes while it is active: status, progress, sample counts."""
-    try:
-        run = EvalRun.objects.restrict(request.user, "read").get(pk=run_id)
-    except EvalRun.DoesNotExist:
+    run = leaderboards.readable_runs(request.user).filter(pk=run_id).first()
+    if run is None:
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return JsonResponse(
         {
@@ -265,7 +268,8 @@ def leaderboard(request: HttpRequest, namespace: str, name: str) -> HttpResponse
     user = acting_user(request)
     board = _readable(Leaderboard, request, namespace=namespace, name=name)
     filters = StandingsFilter(request.GET or None)
-    rows = [_standing(row) for row in leaderboards.standings(board, filters.filters())]
+    chosen = leaderboards.StandingsFilter(**filters.filters())
+    rows = [_standing(row) for row in leaderboards.standings(board, chosen)]
     submissions = board.submissions.select_related("run")[:RECENT]
     context = {
         "board": board,
@@ -300,13 +304,19 @@ def leaderboard_submit(request: HttpRequest, namespace: str, name: str) -> HttpR
 
 
 def _standing(row: dict[str, Any]) -> dict[str, Any]:
-    """A standings row with the run as its id and each task's score as a number."""
-    run = row.get("run")
-    tasks = {
-        task: value.get("value") if isinstance(value, dict) else value
-        for task, value in (row.get("tasks") or {}).items()
-    }
-    return {**row, "run_id": getattr(run, "id", run), "tasks": tasks}
+    """A standings row with each task's primary value as a number and the size shown."""
+    tasks = {task: entry.get("value") for task, entry in (row.get("tasks") or {}).items()}
+    return {**row, "tasks": tasks, "size": _size(row.get("params_size"))}
+
+
+def _size(count: int | None) -> str:
+    """A parameter count as people write it: 1.1B, 350M, 12K."""
+    if not count:
+        return ""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return str(count)
 
 
 @login_required
@@ -316,7 +326,7 @@ def compare(request: HttpRequest) -> HttpResponse:
     run_a = _readable_run(request, request.GET.get("a", ""))
     run_b = _readable_run(request, request.GET.get("b", ""))
     try:
-        result = leaderboards.compare(user, run_a, run_b)
+        result = leaderboards.compare(user, run_a, run_b, task=request.GET.get("task", ""))
     except NotFound:
         return not_found(request)
     except PlatformError as exc:
@@ -350,7 +360,7 @@ def arena(request: HttpRequest, namespace: str, name: str) -> HttpResponse:
         "battle": battle,
         "winner_label": str(WINNER_LABELS.get(battle.winner, "")) if battle else "",
         "winners": [(value, str(label)) for value, label in WINNER_LABELS.items()],
-        "ratings": _ratings(board),
+        "ratings": arenas.arena_ratings(board),
     }
     return render(request, "evaluation/arena.html", context)
 
@@ -396,29 +406,7 @@ def battle_vote(request: HttpRequest, battle_id: str) -> HttpResponse:
 
 def _own_battle(request: HttpRequest, battle_id: str) -> Battle:
     """The user's own battle in an arena they may read (anyone else's is a 404)."""
-    readable = Arena.objects.restrict(request.user, "read")
-    return get_object_or_404(
-        Battle.objects.select_related("arena"),
-        pk=battle_id,
-        user=request.user,
-        arena__in=readable,
-    )
-
-
-def _ratings(board: Arena) -> list[dict[str, Any]]:
-    """The arena's ratings, best first: ``{model, rating, lo, hi, battles}``."""
-    rows = []
-    for model, entry in (board.ratings or {}).items():
-        entry = entry if isinstance(entry, dict) else {"rating": entry}
-        interval = entry.get("interval") or (entry.get("lo"), entry.get("hi"))
-        rows.append(
-            {
-                "model": model,
-                "rating": entry.get("rating"),
-                "lo": interval[0],
-                "hi": interval[1],
-                "battles": entry.get("battles", entry.get("votes")),
-            }
-        )
-    rows.sort(key=lambda row: -(row["rating"] or 0.0))
-    return rows
+    try:
+        return arenas.get_battle(request.user, battle_id)
+    except NotFound:
+        raise Http404 from None

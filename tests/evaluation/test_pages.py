@@ -369,6 +369,7 @@ def test_the_comparison_shows_per_task_deltas(
     assert response.status_code == 200
     assert "-0.2500" in page and 'data-task="olivia/sums"' in page
     assert page.count('class="ev-flip"') == 3  # docs 1-3 were right in A, wrong in B
+    assert "B 比 A 多答对 0 个、少答对 3 个" in page
 
 
 def test_an_arena_hides_the_names_until_the_vote(owner: Any, outsider: Any) -> None:
