@@ -200,10 +200,15 @@ def test_the_overview_lists_what_the_user_may_read(
 
 
 def test_the_pages_speak_english_too(owner: Any, run: EvalRun) -> None:
-    page = browser(owner, "en").get(f"/evaluation/runs/{run.id}/").content.decode()
+    arena = owned(Arena, owner.user, name="ring", contenders=["a/x", "b/y"])
+    client = browser(owner, "en")
+
+    page = client.get(f"/evaluation/runs/{run.id}/").content.decode()
+    ring = client.get(f"/evaluation/arenas/{arena}/").content.decode()
 
     assert "Reproducibility record" in page and "Succeeded" in page
-    assert ">Evaluation</a>" in page
+    assert ">Evaluation</a>" in page and "1 sample failed" in page
+    assert "95% interval" in ring and "0 votes." in ring
 
 
 def test_a_runs_page_shows_scores_chart_data_samples_and_record(owner: Any, run: EvalRun) -> None:
