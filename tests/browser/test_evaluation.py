@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.test import override_settings
 from playwright.sync_api import BrowserContext, Response, expect
@@ -72,10 +73,11 @@ def gateway(portal_url: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def second_model(served_model: str, tiny_model_dir: Path) -> Iterator[str]:
+def second_model(portal_url: str, served_model: str, tiny_model_dir: Path) -> Iterator[str]:
     """A second public model on the same agent (an arena draws two distinct ones);
-    beat's placement runs in a thread until its replica is ready, and it is stopped
-    after the module so later modules find the node as they expect."""
+    beat's placement runs in a thread until its replica is ready and the gateway routes
+    it, and it is stopped after the module so later modules find the node as they
+    expect."""
     from django.db import connections
 
     from compute.models import Deployment, Replica, ReplicaStatus
@@ -105,8 +107,19 @@ def second_model(served_model: str, tiny_model_dir: Path) -> Iterator[str]:
     def ready() -> bool:
         return Replica.objects.filter(deployment=deployment, status=ReplicaStatus.READY).exists()
 
+    def routed() -> bool:
+        # The gateway serves its last route table while it refreshes one in the
+        # background, so the first request after a quiet spell may not see the new model.
+        answer = httpx.get(
+            f"{portal_url}/v1/models",
+            headers={"Authorization": f"Bearer {admin.key}"},
+            timeout=10,
+        )
+        return SECOND_MODEL in {model["id"] for model in answer.json()["data"]}
+
     try:
         off_loop(lambda: wait_for(ready, timeout_s=180, what="the second replica"))
+        wait_for(routed, timeout_s=60, what="the gateway's route to the second model")
         yield SECOND_MODEL
     finally:
         done.set()
