@@ -12,10 +12,11 @@ from django.utils.translation import gettext_lazy as _
 
 from evaluation.models import Endpoint, EvalSuite, EvalTask, Winner
 from portal.models import ModelRepo
-from training.models import FineTuneStatus
 from training.services.jobs import jobs_of
 
 MAX_CHOICES = 500
+# The training sub-platform is reached through its services only (the import contract).
+SUCCEEDED = "succeeded"  # FineTuneStatus.SUCCEEDED
 PARAMS = ("limit", "max_tokens", "temperature", "seed", "concurrency", "batch_size")
 ENDPOINT_PREFIX = "endpoint:"
 SUITE_PREFIX = "suite:"
@@ -37,7 +38,7 @@ def model_choices(user: Any) -> list[tuple[str, str]]:
     choices = [(repo.full_name, repo.full_name) for repo in repos[:MAX_CHOICES]]
     tuned = (
         jobs_of(user)
-        .filter(status=FineTuneStatus.SUCCEEDED)
+        .filter(status=SUCCEEDED)
         .exclude(fine_tuned_model="")
         .order_by("-created_at")
         .values_list("fine_tuned_model", flat=True)
