@@ -345,10 +345,12 @@ def test_a_leaderboard_shows_standings_and_takes_submissions(
     client = browser(owner)
 
     page = client.get(f"/evaluation/leaderboards/{board}/").content.decode()
+    filtered = client.get(f"/evaluation/leaderboards/{board}/?license=mit").content.decode()
     response = client.post(f"/evaluation/leaderboards/{board}/submit/", {"model": "olivia/tiny"})
 
     assert page.index('data-model="olivia/tiny"') < page.index('data-model="olivia/other"')
     assert "0.7500" in page and 'id="ev-compare-form"' in page
+    assert 'class="ev-standing"' not in filtered and "还没有上榜的模型。" in filtered
     assert response.status_code == 302
     assert board.submissions.filter(model_name="olivia/tiny").exclude(run=run).exists()
 
