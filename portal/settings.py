@@ -309,3 +309,18 @@ FINE_TUNING_CHECKPOINT_EVERY = env_int("FINE_TUNING_CHECKPOINT_EVERY", 0, minimu
 FINE_TUNING_KEEP_CHECKPOINTS = env_int("FINE_TUNING_KEEP_CHECKPOINTS", 3, minimum=1)
 FINE_TUNING_MAX_SEQ_LEN = env_int("FINE_TUNING_MAX_SEQ_LEN", 1024, minimum=16)
 FINE_TUNING_MAX_FILE_BYTES = env_int("FINE_TUNING_MAX_FILE_BYTES", 64 * 1024**3, minimum=1)
+
+# Evaluation: where runs reach pool models (the gateway, through the public URL by
+# default), the key that encrypts endpoint and run keys at rest (SECRET_KEY when unset),
+# per-user and per-task limits, and when a silent run counts as lost.
+EVAL_GATEWAY_URL = env_str("EVAL_GATEWAY_URL", PUBLIC_URL)
+EVAL_ENCRYPTION_KEY = env_str("EVAL_ENCRYPTION_KEY", "")
+EVAL_MAX_ACTIVE_RUNS = env_int("EVAL_MAX_ACTIVE_RUNS", 3, minimum=1)
+EVAL_MAX_DOCS = env_int("EVAL_MAX_DOCS", 5000, minimum=1)
+EVAL_RUN_SILENT_S = env_int("EVAL_RUN_SILENT_S", 120, minimum=5)
+EVAL_KEY_TTL_S = env_int("EVAL_KEY_TTL_S", 6 * 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
+    "task": "evaluation.tasks.sweep_runs",
+    "schedule": 15.0,
+    "options": {"expires": 60},
+}

@@ -38,6 +38,7 @@ CREATE_FIELDS = (
     "gpus",
     "gpu_model",
     "priority",
+    "auto_eval",
 )
 IGNORED_FIELDS = ("integrations",)
 
@@ -191,6 +192,9 @@ CREATE = inline_serializer(
         "gpus": serializers.IntegerField(required=False),
         "gpu_model": serializers.CharField(required=False),
         "priority": serializers.IntegerField(required=False),
+        "auto_eval": serializers.CharField(
+            required=False, help_text="A suite 'namespace/name' to evaluate the result on."
+        ),
     },
 )
 JOB_ID = OpenApiParameter("fine_tuning_job_id", str, OpenApiParameter.PATH)

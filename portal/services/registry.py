@@ -350,3 +350,59 @@ def register_stored_version(
         base_version=base_version,
         object_keys={f.path: f.object_key for f in files},
     )
+
+
+EVAL_RESULTS_HEADING = "## Evaluation results"
+
+
+def record_eval_results(version: ModelVersion, entries: list[dict[str, Any]]) -> ModelRepo:
+    """Write evaluation ``entries`` (Hugging Face ``model-index`` results) into the card
+    of ``version``'s repo: the front matter's ``model-index`` (one model, named after the
+    repo) gets them, replacing earlier results of the same task, and the README body
+    gets an "Evaluation results" table of them (replacing the previous table)."""
+    with transaction.atomic():
+        repo = ModelRepo.objects.select_for_update().get(pk=version.repo_id)
+        data = dict(repo.card_data or {})
+        index = data.get("model-index")
+        first = index[0] if isinstance(index, list) and index else {}
+        model = first if isinstance(first, dict) else {}
+        results = [r for r in model.get("results") or [] if isinstance(r, dict)]
+        names = {_task_name(entry) for entry in entries}
+        results = [r for r in results if _task_name(r) not in names] + list(entries)
+        data["model-index"] = [{"name": repo.full_name, "results": results}]
+        repo.card_data = json.loads(json.dumps(data, default=str))
+        repo.card = _with_results_table(repo.card, results)
+        repo.save(update_fields=["card", "card_data", "updated_at"])
+    return repo
+
+
+def _task_name(entry: dict[str, Any]) -> str:
+    task = entry.get("task")
+    return str(task.get("name", "")) if isinstance(task, dict) else ""
+
+
+def _with_results_table(body: str, results: list[dict[str, Any]]) -> str:
+    head, _, rest = body.partition(EVAL_RESULTS_HEADING)
+    # Keep what followed the previous table's section (the next "## " heading on).
+    tail = rest[rest.find("\n## ") :] if rest and "\n## " in rest else ""
+    rows = [
+        f"| {_task_name(r)} | {m.get('name', m.get('type', ''))} | {_number(m.get('value'))} "
+        f"| {_number((m.get('args') or {}).get('stderr'))} |"
+        for r in results
+        for m in r.get("metrics") or []
+        if isinstance(m, dict)
+    ]
+    table = "\n".join(
+        [
+            EVAL_RESULTS_HEADING,
+            "",
+            "| Task | Metric | Value | Stderr |",
+            "|---|---|---:|---:|",
+            *rows,
+        ]
+    )
+    return f"{head.rstrip()}\n\n{table}\n{tail}".lstrip()
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "–"

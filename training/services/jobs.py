@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,46 @@ QUANTIZE_CHOICES = ("int8",)
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
+SucceededHook = Callable[[FineTuningJob], object]
+AutoEvalCheck = Callable[[Any, str], str]
+_succeeded_hooks: list[SucceededHook] = []
+_auto_eval_checks: list[AutoEvalCheck] = []
+
+
+def on_succeeded(hook: SucceededHook) -> None:
+    """Register ``hook(job)``, called after a job succeeds and that commits (evaluation
+    starts a fine-tune's ``auto_eval`` run). Hooks must not raise; one that does is
+    logged and the others still run."""
+    if hook not in _succeeded_hooks:
+        _succeeded_hooks.append(hook)
+
+
+def on_auto_eval_check(check: AutoEvalCheck) -> None:
+    """Register ``check(user, ref) -> ref``: it validates the suite an ``auto_eval``
+    names (raising PlatformError) and returns the reference to store."""
+    if check not in _auto_eval_checks:
+        _auto_eval_checks.append(check)
+
+
+def _check_auto_eval(user: Any, ref: Any) -> str:
+    if ref in (None, ""):
+        return ""
+    if not isinstance(ref, str) or len(ref) > 200:
+        raise PlatformError("'auto_eval' must be a suite name 'namespace/name'.", param="auto_eval")
+    if not _auto_eval_checks:
+        raise PlatformError("Evaluation is not available here.", param="auto_eval")
+    for check in _auto_eval_checks:
+        ref = check(user, ref)
+    return str(ref)
+
+
+def _notify_succeeded(job: FineTuningJob) -> None:
+    for hook in list(_succeeded_hooks):
+        try:
+            hook(job)
+        except Exception:
+            logger.exception("a fine-tune succeeded-hook failed for %s", job.pk)
+
 
 # --- admission ------------------------------------------------------------------------
 
@@ -66,6 +107,7 @@ def create_job(
     gpu_model: str = "",
     priority: int = 0,
     grant: Any = None,
+    auto_eval: str | None = None,
 ) -> FineTuningJob:
     """Check and admit a fine-tune of ``model`` on ``training_file`` for ``user``.
 
@@ -73,7 +115,8 @@ def create_job(
     never-completed dataset, a layout that does not suit the method, or an adapter as
     base; 404 for a model or file the user may not read; 429 over the active-job or GPU
     limit or the token budget (``grant`` names the organisation it bills to). Nothing is
-    submitted to the pool unless the job is created.
+    submitted to the pool unless the job is created. ``auto_eval`` names a suite to
+    evaluate the result on once the job succeeds (404 for one ``user`` may not read).
     """
     kind, requested = hyper.parse_method(method, hyperparameters)
     lora = hyper.parse_adapter(adapter)
@@ -82,6 +125,7 @@ def create_job(
     clean_metadata = hyper.check_metadata(metadata)
     clean_seed = hyper.check_seed(seed)
     _check_gpu_limit(gpus)
+    suite = _check_auto_eval(user, auto_eval)
     base = resolve_model(user, _text(model, "model"))
     train = consumers.resolve_input(user, _text(training_file, "training_file"), "training_file")
     valid = None
@@ -109,6 +153,7 @@ def create_job(
         priority=priority,
         created_by=user,
         billing_org_id=getattr(grant, "org_id", None),
+        auto_eval=suite,
     )
     job.set_owner(user)
     job.visibility = Visibility.PRIVATE
@@ -420,6 +465,8 @@ def finish(
     if not job.transition(status, message, **fields):
         return False
     release(job)
+    if status == FineTuneStatus.SUCCEEDED and _succeeded_hooks:
+        transaction.on_commit(lambda: _notify_succeeded(job), robust=True)
     return True
 
 
