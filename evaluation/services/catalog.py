@@ -210,7 +210,7 @@ def _ahp_record(data: dict[str, Any]) -> dict[str, Any]:
     consistency ratio (the spec parser already refused an inconsistent matrix)."""
     from evaluation.harness.ahp import ahp_weights
 
-    matrix = data.get("ahp_matrix")
+    matrix = (data.get("ahp") or {}).get("matrix")
     if not matrix:
         return {}
     result = ahp_weights(matrix)

@@ -215,7 +215,7 @@ def _save_admitted(run: EvalRun, user: Any) -> None:
             )
         run.save(force_insert=True)
         target = run.endpoint or run.model_name
-        run.log(f"Run of {run.suite or run.task} on {target} queued", params=run.params)
+        run.log(f"Run of {run.suite or run.task} on {target} queued", data={"params": run.params})
 
 
 def _enqueue(run_id: str) -> None:

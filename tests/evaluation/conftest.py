@@ -21,7 +21,11 @@ from evaluation.services import catalog, endpoints
 from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME, start_engine, stop_engine
 
 MC_ROWS = [
-    {"question": "What do people use to cut paper?", "choices": ["a spoon", "scissors"], "answer": 1},
+    {
+        "question": "What do people use to cut paper?",
+        "choices": ["a spoon", "scissors"],
+        "answer": 1,
+    },
     {"question": "Which season follows winter?", "choices": ["spring", "autumn"], "answer": 0},
     {"question": "Where does a fish live?", "choices": ["in a tree", "in water"], "answer": 1},
     {"question": "What is ice made of?", "choices": ["water", "sand"], "answer": 0},

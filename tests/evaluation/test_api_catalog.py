@@ -161,9 +161,7 @@ def test_builtins_are_synced_once_public_and_read_only(owner: Any, outsider: Any
     assert refused.status_code == 404  # nobody but the openmaas organisation may write it
 
 
-def test_endpoint_key_is_never_returned_and_is_stored_encrypted(
-    owner: Any, outsider: Any
-) -> None:
+def test_endpoint_key_is_never_returned_and_is_stored_encrypted(owner: Any, outsider: Any) -> None:
     secret = "sk-test-0123456789abcdef"
     body = {
         "name": "app",
