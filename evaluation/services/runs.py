@@ -157,7 +157,7 @@ def start_run(
     Raises a 400 when not exactly one of suite/task and one of model/endpoint is given
     or a parameter is wrong, NotFound (404) for anything ``user`` may not read (the
     model by the gateway's rules), PermissionDenied for an owner ``user`` may not write,
-    429 past ``EVAL_MAX_ACTIVE_RUNS`` active runs."""
+    429 past ``EVAL_MAX_ACTIVE_RUNS`` active manual runs."""
     _exactly_one(suite=suite, task=task)
     _exactly_one(model=model, endpoint=endpoint)
     owner = owner or user
@@ -206,8 +206,12 @@ def _save_admitted(run: EvalRun, user: Any) -> None:
     concurrent starts cannot both pass the limit."""
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        active = EvalRun.objects.filter(created_by=user, status__in=JobStatus.ACTIVE).count()
-        if active >= settings.EVAL_MAX_ACTIVE_RUNS:
+        active = EvalRun.objects.filter(
+            created_by=user, status__in=JobStatus.ACTIVE, source=RunSource.MANUAL
+        ).count()
+        # Runs that a fine-tune or a leaderboard queues were admitted there; only the
+        # user's own starts count against the limit.
+        if run.source == RunSource.MANUAL and active >= settings.EVAL_MAX_ACTIVE_RUNS:
             raise RateLimited(
                 f"You have {active} active evaluation runs, the most allowed "
                 f"({settings.EVAL_MAX_ACTIVE_RUNS}); wait for one to finish.",
