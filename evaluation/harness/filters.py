@@ -75,8 +75,12 @@ def run_filters(filters: list[Filter], output: str) -> str:
 
 @FILTERS.register("regex")
 class RegexFilter(Filter):
-    """Every match of ``pattern`` (its capture ``group``, default the first group if any),
-    or ``[fallback]`` when no candidate matches; ``select`` keeps one match (0, -1, …)."""
+    """Every match of ``pattern``, or ``[fallback]`` when no candidate matches.
+
+    A match yields its capture ``group`` when one is given, else — as lm-eval's regex
+    filter — its first non-empty group (the whole match for a pattern without groups).
+    ``select`` keeps one match by position (lm-eval's ``group_select``: 0, -1, …).
+    """
 
     options = {
         "pattern": Option((str,), required=True),
@@ -89,9 +93,8 @@ class RegexFilter(Filter):
         super().__init__(**given)
         self.pattern = compile_pattern(self.opts["pattern"])
         group = self.opts["group"]
-        self.group: int = (1 if self.pattern.groups else 0) if group is None else group
-        if not 0 <= self.group <= self.pattern.groups:
-            raise ValueError(f"group {self.group}: the pattern has {self.pattern.groups} groups")
+        if group is not None and not 0 <= group <= self.pattern.groups:
+            raise ValueError(f"group {group}: the pattern has {self.pattern.groups} groups")
 
     def apply(self, values: list[str]) -> list[str]:
         found = [m for value in values for m in self._matches(value)]
@@ -102,10 +105,16 @@ class RegexFilter(Filter):
 
     def _matches(self, value: str) -> list[str]:
         try:
-            matches = self.pattern.finditer(value, timeout=REGEX_TIMEOUT_S)
-            return [m.group(self.group) or "" for m in matches]
+            return [self._text(m) for m in self.pattern.finditer(value, timeout=REGEX_TIMEOUT_S)]
         except TimeoutError:
             return []
+
+    def _text(self, match: regex.Match[str]) -> str:
+        group = self.opts["group"]
+        if group is not None:
+            return match.group(group) or ""
+        groups = [g for g in match.groups() if g]
+        return groups[0] if groups else ("" if self.pattern.groups else match.group(0))
 
 
 @FILTERS.register("take_first")

@@ -44,7 +44,7 @@ class Observation:
     extracted: str = ""
     lls: Sequence[float] = ()
     choices: Sequence[str] = ()
-    gold: int = -100
+    gold: tuple[int, ...] = ()  # gold choice indices (several for multi-target docs)
     logprob: float = 0.0
     words: int = 0
     bytes: int = 0
@@ -94,7 +94,7 @@ class Accuracy(Metric):
     output_types = MC
 
     def value(self, obs: Observation) -> float:
-        return 1.0 if int(np.argmax(np.asarray(obs.lls, dtype=float))) == obs.gold else 0.0
+        return 1.0 if int(np.argmax(np.asarray(obs.lls, dtype=float))) in obs.gold else 0.0
 
 
 @METRICS.register("acc_norm")
@@ -108,7 +108,7 @@ class NormalisedAccuracy(Metric):
         lengths = np.array([float(len(choice)) for choice in obs.choices])
         with np.errstate(divide="ignore", invalid="ignore"):
             scores = np.asarray(obs.lls, dtype=float) / lengths
-        return 1.0 if int(np.argmax(scores)) == obs.gold else 0.0
+        return 1.0 if int(np.argmax(scores)) in obs.gold else 0.0
 
 
 def _targets(target: Any) -> list[str]:

@@ -96,13 +96,19 @@ def doc_choices(task: TaskSpec, doc: Mapping[str, Any]) -> list[str]:
     return [str(choice) for choice in value]
 
 
-def gold_index(target: Any, choices: Sequence[str]) -> int:
-    """lm-eval's gold: an index below ``len(choices)`` or the choice text; -100 otherwise."""
-    if isinstance(target, int) and not isinstance(target, bool):
-        return target if 0 <= target < len(choices) else -100
-    if isinstance(target, str) and target in choices:
-        return list(choices).index(target)
-    return -100
+def gold_indices(target: Any, choices: Sequence[str]) -> tuple[int, ...]:
+    """lm-eval's gold: indices below ``len(choices)`` or choice texts (a list: any of them).
+
+    An entry that is neither is dropped (lm-eval's -100: it never matches).
+    """
+    golds = target if isinstance(target, list) else [target]
+    found = []
+    for gold in golds:
+        if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(choices):
+            found.append(gold)
+        elif isinstance(gold, str) and gold in choices:
+            found.append(list(choices).index(gold))
+    return tuple(found)
 
 
 # --- prompts ------------------------------------------------------------------------------
@@ -262,11 +268,11 @@ def _score_mc(task: TaskSpec, inst: Instance, responses: list[Any], sample: Samp
     choices = doc_choices(task, inst.doc)
     _expect(responses, LoglikelihoodResult, len(choices))
     lls = [r.logprob for r in responses]
-    gold = gold_index(inst.target, choices)
+    gold = gold_indices(inst.target, choices)
     sample.output = {"logprobs": lls, "is_greedy": [r.is_greedy for r in responses]}
     sample.extracted = choices[max(range(len(lls)), key=lambda i: (lls[i], -i))]
     _compute(task, Observation(inst.doc, inst.target, lls=lls, choices=choices, gold=gold), sample)
-    if gold == -100:
+    if not gold:
         raise ValueError(f"the gold answer {inst.target!r} is not one of the choices")
 
 

@@ -71,7 +71,7 @@ class PluginSpec:
     """A filter or metric entry: its registry name and options."""
 
     name: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -344,11 +344,13 @@ def _task_from(ctx: _Ctx, value: Any) -> TaskSpec:
     data = _mapping(ctx, value, "", _TASK_KEYS)
     output_type = _get(ctx, data, "", "output_type", _one_of(OUTPUT_TYPES))
     mc = output_type == "multiple_choice"
+    # Perplexity tasks score doc_to_target alone; every other type needs a prompt.
+    text_default = "" if output_type == "perplexity" else _MISSING
     spec = TaskSpec(
         task=_get(ctx, data, "", "task", _pattern(NAME_PATTERN, "task name")),
         dataset=_dataset(ctx, data.get("dataset"), "dataset"),
         output_type=output_type,
-        doc_to_text=_get(ctx, data, "", "doc_to_text", _template, ""),
+        doc_to_text=_get(ctx, data, "", "doc_to_text", _template, text_default),
         doc_to_target=_target(ctx, data, output_type),
         doc_to_choice=_choices(ctx, data) if mc else None,
         description=_get(ctx, data, "", "description", _str, ""),

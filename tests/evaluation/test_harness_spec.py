@@ -204,3 +204,12 @@ def test_a_suite_error_names_the_task_entry() -> None:
     error = _error(SUITE.replace("weight: 2", "weight: -1"), parse_suite)
 
     assert error.message.startswith("tasks[0].weight: must be positive")
+
+
+def test_a_spec_is_hashable_and_a_prompt_is_required_but_for_perplexity() -> None:
+    assert hash(parse_task(ARITHMETIC)) == hash(parse_task(ARITHMETIC))
+    assert _error(ARITHMETIC.replace("doc_to_text:", "# doc_to_text:")).message.startswith(
+        "doc_to_text: required"
+    )
+    rolling = "task: w\ndataset: {builtin: w.jsonl}\noutput_type: perplexity\ndoc_to_target: t\n"
+    assert parse_task(rolling).metrics[0].name == "word_perplexity"
