@@ -76,11 +76,23 @@ def bad_response(what: str) -> EndpointError:
 
 
 def api_root(base_url: str) -> str:
-    """The URL that ``/completions`` hangs off: a bare host gets ``/v1``."""
+    """The URL that ``/completions`` hangs off (a bare host gets ``/v1``); raises
+    :class:`EndpointError` (``endpoint_unreachable``) for what is no http(s) URL."""
     url = base_url.strip().rstrip("/")
-    if urlsplit(url).path in ("", "/"):
-        url += "/v1"
-    return url
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError as exc:  # a malformed host or a port out of range
+        raise invalid_url(base_url, str(exc)) from None
+    if not valid:
+        raise invalid_url(base_url, "expected http(s)://host[:port][/path]")
+    return url + "/v1" if parts.path in ("", "/") else url
+
+
+def invalid_url(base_url: str, reason: str) -> EndpointError:
+    return EndpointError(
+        f"invalid endpoint URL {base_url!r}: {reason}", code="endpoint_unreachable"
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class OpenAIClient:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._zero_tokens_ok = True  # echo with max_tokens 0 until the endpoint refuses it
 
     async def __aenter__(self) -> OpenAIClient:
@@ -231,7 +244,10 @@ class OpenAIClient:
     # -- HTTP ---------------------------------------------------------------------------
 
     def _pool(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        if self._http is None or self._slots is None:
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._slots is None or self._loop is not loop:
+            # A pool belongs to the loop that opened it (each ``asyncio.run`` is a new one).
+            self._loop = loop
             limits = httpx.Limits(
                 max_connections=self.concurrency, max_keepalive_connections=self.concurrency
             )
@@ -253,12 +269,14 @@ class OpenAIClient:
                 async with slots:
                     response = await http.post(path, json=body)
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise EndpointError(
-                    f"invalid endpoint URL {self.base_url!r}: {exc}", code="endpoint_unreachable"
-                ) from exc
+                raise invalid_url(self.base_url, str(exc)) from exc
             except httpx.HTTPError as exc:
                 error = self._unreachable(exc, attempt)
                 delay = self._backoff(attempt)
+            except Exception as exc:  # the transport's own surprises; callers see one type
+                raise EndpointError(
+                    f"request to {self.base_url} failed: {exc!r}", code="endpoint_unreachable"
+                ) from exc
             else:
                 if response.status_code < 400:
                     return decode_json(response)
@@ -360,6 +378,8 @@ def retry_after(response: httpx.Response) -> float:
 def choices_of(data: dict[str, Any], expected: int) -> list[dict[str, Any]]:
     """The answer's choices ordered by ``index``; exactly ``expected`` of them."""
     choices = data.get("choices")
+    if choices is None and data.get("error"):
+        raise bad_response(f"an error in a successful answer: {json.dumps(data['error'])[:300]}")
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
         raise bad_response("no 'choices' list")
     if len(choices) != expected:
