@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets bench-training clean-devstack
+.PHONY: run test check install lock lint imports typecheck browser bench-gateway bench-datasets bench-training bench-eval clean-devstack
 
 # Browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -61,7 +61,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy portal compute datasets training evaluation
+	$(VENV)/bin/mypy portal compute datasets training evaluation governance
 
 # Debian's chromium (and a CJK font for readable screenshots), installed once through apt.
 browser:
@@ -83,6 +83,12 @@ bench-datasets: $(STAMP)
 # settings); BENCH_ARGS="--device cuda --dtype bfloat16" on a GPU machine.
 bench-training: $(STAMP)
 	$(PY) -m tests.bench.training --output docs/benchmarks.md $(BENCH_ARGS)
+
+# Our evaluator against lm-evaluation-harness (its own venv: it needs Hugging Face
+# `datasets`) on the same weights and multiple-choice data: acc/acc_norm parity and
+# samples/s. DATA=path takes any multiple-choice file in a supported layout.
+bench-eval: $(STAMP)
+	$(PY) -m tests.bench.eval --output docs/benchmarks.md $(if $(DATA),--data $(DATA)) $(BENCH_ARGS)
 
 clean-devstack:
 	rm -rf .devstack

@@ -61,6 +61,26 @@ def test_each_task_parses_with_the_harness(path: Path) -> None:
     assert spec.task == path.stem
 
 
+@pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
+def test_each_task_renders_requests_for_every_doc(path: Path) -> None:
+    task = spec_module().parse_task(path.read_text(encoding="utf-8"), name=path.stem)
+    scoring = importlib.import_module("evaluation.harness.scoring")
+    dataset = read(path)["dataset"]
+    docs = load_docs(BUILTIN / "data" / dataset["builtin"], dataset.get("layout"))
+    instances = scoring.build_instances(task, docs, None)
+    assert len(instances) == len(docs)
+    assert all(instance.requests for instance in instances)
+    if task.output_type == "multiple_choice":
+        assert all(len(instance.requests) == 4 for instance in instances)
+
+
+def test_the_ahp_suite_weighs_common_sense_first() -> None:
+    suite = spec_module().parse_suite((BUILTIN / "suites" / "general-en.yaml").read_text())
+    weights = suite.weights()
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["commonsense_en"] > weights["arithmetic_en"] > weights["instruction_en"]
+
+
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.stem)
 def test_each_suite_lists_built_in_tasks(path: Path) -> None:
     suite = read(path)
