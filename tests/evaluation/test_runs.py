@@ -117,7 +117,10 @@ def test_a_resumed_run_skips_stored_samples_and_scores_as_an_uninterrupted_one(
 def test_cancelling_a_running_run_stops_it_and_keeps_its_samples(
     owner: Any, gen_task: Any, engine_endpoint: Any, finish: Finish
 ) -> None:
+    # Sixty answers of 64 tokens each: long enough for the cancel to land mid-run.
     longer = GEN_TASK.format(name="long-add", limit=60)
+    longer = longer.replace('max_tokens: 8, until: ["\\n"]', 'max_tokens: 64, until: ["@@@"]')
+    assert "max_tokens: 64" in longer
     task = catalog.create_task(owner.user, owner.user, longer, "private")
     run = start(owner, engine_endpoint, task=task, params={"batch_size": 1, "concurrency": 1})
 
