@@ -319,6 +319,11 @@ EVAL_MAX_ACTIVE_RUNS = env_int("EVAL_MAX_ACTIVE_RUNS", 3, minimum=1)
 EVAL_MAX_DOCS = env_int("EVAL_MAX_DOCS", 5000, minimum=1)
 EVAL_RUN_SILENT_S = env_int("EVAL_RUN_SILENT_S", 120, minimum=5)
 EVAL_KEY_TTL_S = env_int("EVAL_KEY_TTL_S", 6 * 3600, minimum=60)
+# Runs share the job statuses and owned things the visibilities: one enum each in the schema.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "JobStatusEnum": "portal.models.jobs.JobStatus",
+    "VisibilityEnum": "portal.models.ownership.Visibility",
+}
 CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
     "task": "evaluation.tasks.sweep_runs",
     "schedule": 15.0,

@@ -318,7 +318,10 @@ def builtin_files(kind: str) -> list[Path]:
 def ensure_builtin() -> None:
     """Sync the built-ins once: when the project ships some and none are loaded yet."""
     if builtin_files("tasks") and not EvalTask.objects.filter(builtin=True).exists():
-        sync_builtin()
+        try:
+            sync_builtin()
+        except IntegrityError:
+            logger.info("built-in evaluations were synced by another process meanwhile")
 
 
 def sync_builtin() -> dict[str, int]:

@@ -21,6 +21,7 @@ import math
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -61,6 +62,7 @@ INT_PARAMS = {
     "seed": (0, 2**31 - 1),
 }
 CLIENT_TIMEOUT_S = 120
+ROUTE_WAIT_S = 120.0
 STOP_GRACE_S = 30.0
 
 FinishedHook = Callable[[EvalRun], None]
@@ -157,7 +159,7 @@ def start_run(
     Raises a 400 when not exactly one of suite/task and one of model/endpoint is given
     or a parameter is wrong, NotFound (404) for anything ``user`` may not read (the
     model by the gateway's rules), PermissionDenied for an owner ``user`` may not write,
-    429 past ``EVAL_MAX_ACTIVE_RUNS`` active runs."""
+    429 past ``EVAL_MAX_ACTIVE_RUNS`` active manual runs."""
     _exactly_one(suite=suite, task=task)
     _exactly_one(model=model, endpoint=endpoint)
     owner = owner or user
@@ -206,8 +208,12 @@ def _save_admitted(run: EvalRun, user: Any) -> None:
     concurrent starts cannot both pass the limit."""
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        active = EvalRun.objects.filter(created_by=user, status__in=JobStatus.ACTIVE).count()
-        if active >= settings.EVAL_MAX_ACTIVE_RUNS:
+        active = EvalRun.objects.filter(
+            created_by=user, status__in=JobStatus.ACTIVE, source=RunSource.MANUAL
+        ).count()
+        # Runs that a fine-tune or a leaderboard queues were admitted there; only the
+        # user's own starts count against the limit.
+        if run.source == RunSource.MANUAL and active >= settings.EVAL_MAX_ACTIVE_RUNS:
             raise RateLimited(
                 f"You have {active} active evaluation runs, the most allowed "
                 f"({settings.EVAL_MAX_ACTIVE_RUNS}); wait for one to finish.",
@@ -359,6 +365,8 @@ def _evaluate(run: EvalRun, ctx: JobContext) -> dict[str, Any]:
     EvalRun.objects.filter(pk=run.pk).update(total_samples=total, record=record)
     target = connect(run)
     progress = Progress(run, ctx, total)
+    if run.endpoint is None:
+        wait_until_routed(target, progress)
     for plan in plans:
         stored = set(
             EvalSample.objects.filter(run=run, task=plan.task).values_list("doc_index", flat=True)
@@ -482,6 +490,28 @@ def connect(run: EvalRun) -> Target:
     run.api_key = key
     base = settings.EVAL_GATEWAY_URL.rstrip("/") + "/v1"
     return Target(base, raw, run.model_name)
+
+
+def wait_until_routed(target: Target, progress: Progress) -> bool:
+    """Wait (beating) until the gateway lists the model — a fine-tune's adapter is
+    served a little after its job succeeds — for up to ``ROUTE_WAIT_S``. False when it
+    never appeared: the run goes on and fails with the gateway's own clear 404."""
+    import httpx
+
+    deadline = time.monotonic() + ROUTE_WAIT_S
+    headers = {"Authorization": f"Bearer {target.api_key}"}
+    while True:
+        try:
+            answer = httpx.get(target.base_url + "/models", headers=headers, timeout=10)
+            listed = {m.get("id") for m in answer.json().get("data", [])}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            listed = set()
+        if target.model in listed:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        progress.beat()
+        time.sleep(1.0)
 
 
 class Progress:

@@ -117,7 +117,10 @@ def test_a_resumed_run_skips_stored_samples_and_scores_as_an_uninterrupted_one(
 def test_cancelling_a_running_run_stops_it_and_keeps_its_samples(
     owner: Any, gen_task: Any, engine_endpoint: Any, finish: Finish
 ) -> None:
+    # Sixty answers of 64 tokens each: long enough for the cancel to land mid-run.
     longer = GEN_TASK.format(name="long-add", limit=60)
+    longer = longer.replace('max_tokens: 8, until: ["\\n"]', 'max_tokens: 64, until: ["@@@"]')
+    assert "max_tokens: 64" in longer
     task = catalog.create_task(owner.user, owner.user, longer, "private")
     run = start(owner, engine_endpoint, task=task, params={"batch_size": 1, "concurrency": 1})
 
@@ -242,3 +245,34 @@ def test_a_model_the_user_may_not_read_is_a_404(owner: Any, outsider: Any, mc_ta
 
     assert response.status_code == 404
     assert response.json()["code"] == "model_not_found"
+
+
+def test_past_the_active_run_limit_a_new_run_is_a_429(
+    owner: Any, mc_task: Any, engine_endpoint: Any, settings: Any
+) -> None:
+    settings.EVAL_MAX_ACTIVE_RUNS = 1
+    body = {"task": "olivia/tiny-mc", "endpoint": "olivia/tiny"}
+    client = owner.client()
+
+    assert client.post(RUNS, body, format="json").status_code == 202
+    assert client.post(RUNS, body, format="json").status_code == 429
+
+
+def test_the_sweep_requeues_a_silent_run_and_finalises_ended_ones(
+    owner: Any, mc_task: Any, engine_endpoint: Any, settings: Any
+) -> None:
+    from evaluation.tasks import sweep_runs
+
+    silent = start(owner, engine_endpoint, task=mc_task)
+    assert silent.transition(JobStatus.RUNNING, "started", attempts=1)
+    ended = start(owner, engine_endpoint, task=mc_task)
+    assert ended.transition(JobStatus.FAILED, "its worker gave up", error="Gave up.")
+    EvalRun.objects.filter(pk=silent.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    sweep_runs()
+
+    silent.refresh_from_db()
+    ended.refresh_from_db()
+    assert silent.status == JobStatus.QUEUED and silent.progress == 0.0
+    assert ended.result.get("finalized") is True
+    assert not runs.finalize(ended)  # once only

@@ -17,9 +17,9 @@ import pytest
 
 from compute.agent.procs import spawn, stop, wait_for
 from compute.models import ReplicaStatus
+from compute.services import workloads
 from compute.services.deployments import deploy_model
 from compute.services.nodes import create_node
-from compute.services import workloads
 from compute.services.scheduler import reconcile_pool
 from evaluation.models import EvalRun, EvalSample, RunSource
 from portal.models import APIKey, ModelRepo
