@@ -8,6 +8,8 @@ class EvaluationConfig(AppConfig):
     def ready(self) -> None:
         # A fine-tune's ``auto_eval``: checked at creation, run when it succeeds, and
         # written into the model's card when that run succeeds.
-        from evaluation.services import auto_eval
+        from evaluation.services import auto_eval, leaderboards
 
         auto_eval.register()
+        # A leaderboard submission follows its run to finished or failed.
+        leaderboards.connect()

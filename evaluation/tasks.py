@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 
 from evaluation.models import EvalRun
-from evaluation.services import runs
+from evaluation.services import leaderboards, runs
 from portal.jobs import queued_since, requeue_stale, run_job
 from portal.models.jobs import JobStatus
 
@@ -24,8 +24,9 @@ def run_eval(run_id: str) -> None:
 
 @shared_task(name="evaluation.tasks.sweep_runs", ignore_result=True)
 def sweep_runs() -> list[str]:
-    """Requeue runs whose worker went silent, resend runs whose message was lost, and
-    finalise runs that ended without their worker (given up after too many attempts)."""
+    """Requeue runs whose worker went silent, resend runs whose message was lost,
+    finalise runs that ended without their worker (given up after too many attempts), and
+    start leaderboard submissions waiting for a free slot."""
     requeue_stale(EvalRun, settings.EVAL_RUN_SILENT_S)
     pending = queued_since(EvalRun, settings.EVAL_RUN_SILENT_S / 2)
     for run_id in pending:
@@ -35,4 +36,5 @@ def sweep_runs() -> list[str]:
     )
     for run in ended[:100]:
         runs.finalize(run)
+    leaderboards.advance_submissions()
     return [str(run_id) for run_id in pending]

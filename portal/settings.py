@@ -324,8 +324,19 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "JobStatusEnum": "portal.models.jobs.JobStatus",
     "VisibilityEnum": "portal.models.ownership.Visibility",
 }
+# Leaderboards: submissions evaluated at once per board; the arena: battles per user and
+# minute (0: no limit), answer length and time, bootstrap rounds of the rating intervals.
+EVAL_LEADERBOARD_CONCURRENCY = env_int("EVAL_LEADERBOARD_CONCURRENCY", 2, minimum=1)
+EVAL_ARENA_BATTLES_PER_MINUTE = env_int("EVAL_ARENA_BATTLES_PER_MINUTE", 10, minimum=0)
+EVAL_ARENA_MAX_TOKENS = env_int("EVAL_ARENA_MAX_TOKENS", 256, minimum=1)
+EVAL_ARENA_TIMEOUT_S = env_int("EVAL_ARENA_TIMEOUT_S", 120, minimum=1)
+EVAL_ARENA_BOOTSTRAP_ROUNDS = env_int("EVAL_ARENA_BOOTSTRAP_ROUNDS", 200, minimum=10)
 CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
     "task": "evaluation.tasks.sweep_runs",
     "schedule": 15.0,
     "options": {"expires": 60},
 }
+
+# Governance: /v1/moderations limits (inputs per request, characters per input).
+MODERATION_MAX_INPUTS = env_int("MODERATION_MAX_INPUTS", 32, minimum=1)
+MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)

@@ -17,6 +17,10 @@ from portal.models import Organization, Role
 from portal.services.keys import create_api_key
 from portal.storage import store
 
+# The demo model's training steps in tests: enough for greedy answers to end with
+# <|im_end|>, a few seconds of CPU.
+DEMO_TEST_STEPS = 100
+
 
 @dataclass
 class Actor:
@@ -176,6 +180,16 @@ def module_owner(module_db: None) -> Actor:
 @pytest.fixture(scope="module")
 def module_admin(module_db: None) -> Actor:
     return make_actor("ada", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``openmaas/demo-tiny`` as ``make run`` builds it, with fewer training steps (enough
+    for its answers to end at ``<|im_end|>``); built once per session."""
+    from portal.demo.builder import build_demo_model
+
+    out = tmp_path_factory.mktemp("demo-tiny")
+    return build_demo_model(out, steps=DEMO_TEST_STEPS, say=lambda msg: None)
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,12 @@ from portal.demo.builder import (
     deterministic_torch,
     load_corpus,
 )
-
-# Enough steps for the model to learn the shape of an answer (short text, then
-# <|im_end|>) while keeping the module's build to a few seconds of CPU.
-TEST_STEPS = 100
+from tests.conftest import DEMO_TEST_STEPS
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo-tiny")
-    return build_demo_model(out, steps=TEST_STEPS, say=lambda msg: None)
+def demo_dir(demo_model_dir: Path) -> Path:
+    return demo_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +103,7 @@ def test_model_card_front_matter(demo_dir: Path) -> None:
     assert front["pipeline_tag"] == "text-generation"
     assert front["datasets"] == ["openmaas/demo-corpus"]
     assert "base_model" not in front
-    assert f"{TEST_STEPS} steps" in text
+    assert f"{DEMO_TEST_STEPS} steps" in text
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from compute.models import Deployment, DeploymentStatus, Node
 from compute.services.deployments import deploy_model
 from compute.services.nodes import create_node, rotate_node_token
+from evaluation.services.catalog import sync_builtin
 from portal.models import ModelRepo
 from portal.services.keys import create_api_key, lookup_key
 from portal.storage import store
@@ -23,7 +24,10 @@ DEMO = ("openmaas", "demo-tiny")
 
 
 class Command(BaseCommand):
-    help = "Create the local admin, a demo API key, the demo model, a node token, a deployment."
+    help = (
+        "Create the local admin, a demo API key, the demo model, a node token, a deployment,"
+        " and the built-in evaluation suites."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--root", type=Path, required=True)
@@ -40,6 +44,8 @@ class Command(BaseCommand):
         call_command(*build)
         self._node_token(root, admin)
         self._deployment(admin)
+        # The built-in evaluation tasks and suites, public under the openmaas organisation.
+        sync_builtin()
 
     @staticmethod
     def _write_secret(path: Path, value: str) -> None:
