@@ -4,7 +4,8 @@ endpoints by ``namespace/name``, runs by id with their samples and events. Views
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -75,100 +76,79 @@ class NamedViewSet(OwnedViewSet):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
-@extend_schema_view(
-    list=extend_schema(parameters=[s.CatalogQuerySerializer]),
-    create=extend_schema(request=s.CatalogCreateSerializer, responses={201: s.EvalTaskSerializer}),
-    retrieve=extend_schema(parameters=NAMED_PATH),
-    partial_update=extend_schema(parameters=NAMED_PATH, request=s.CatalogUpdateSerializer),
-    destroy=extend_schema(parameters=NAMED_PATH, responses={204: None}),
-)
-class EvalTaskViewSet(NamedViewSet):
+class CatalogViewSet(NamedViewSet):
+    """Tasks and suites alike: YAML documents created, changed and deleted through the
+    catalogue's services (named by the subclass); built-ins are synced on first use."""
+
+    create_item: ClassVar[Callable[..., Any]]
+    update_item: ClassVar[Callable[..., Any]]
+    delete_item: ClassVar[Callable[..., Any]]
+
+    def get_queryset(self) -> QuerySet[Any]:
+        catalog.ensure_builtin()
+        return super().get_queryset()
+
+    def list(self, request: Request) -> Response:
+        return self.page(self.listed(request))
+
+    def create(self, request: Request) -> Response:
+        data = s.CatalogCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = acting_user(request)
+        given = data.validated_data
+        item = type(self).create_item(
+            user, owner_named(user, given.get("owner")), given["yaml"], given["visibility"]
+        )
+        return Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, namespace: str, name: str) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def partial_update(self, request: Request, namespace: str, name: str) -> Response:
+        item = self.get_object()
+        data = s.CatalogUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        given = data.validated_data
+        item = type(self).update_item(
+            acting_user(request), item, given.get("yaml"), given.get("visibility")
+        )
+        return Response(self.get_serializer(item).data)
+
+    def destroy(self, request: Request, namespace: str, name: str) -> Response:
+        type(self).delete_item(acting_user(request), self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _catalog_schema(serializer: type[Any]) -> Callable[[type[Any]], type[Any]]:
+    return extend_schema_view(
+        list=extend_schema(parameters=[s.CatalogQuerySerializer]),
+        create=extend_schema(request=s.CatalogCreateSerializer, responses={201: serializer}),
+        retrieve=extend_schema(parameters=NAMED_PATH),
+        partial_update=extend_schema(parameters=NAMED_PATH, request=s.CatalogUpdateSerializer),
+        destroy=extend_schema(parameters=NAMED_PATH, responses={204: None}),
+    )
+
+
+@_catalog_schema(s.EvalTaskSerializer)
+class EvalTaskViewSet(CatalogViewSet):
     """Evaluation tasks (YAML documents) you may see; built-ins are ``openmaas/…``."""
 
     queryset = EvalTask.objects.all()
     serializer_class = s.EvalTaskSerializer
-
-    def get_queryset(self) -> QuerySet[Any]:
-        catalog.ensure_builtin()
-        return super().get_queryset()
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.listed(request))
-
-    def create(self, request: Request) -> Response:
-        data = s.CatalogCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        user = acting_user(request)
-        given = data.validated_data
-        task = catalog.create_task(
-            user, owner_named(user, given.get("owner")), given["yaml"], given["visibility"]
-        )
-        return Response(self.get_serializer(task).data, status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request: Request, namespace: str, name: str) -> Response:
-        return Response(self.get_serializer(self.get_object()).data)
-
-    def partial_update(self, request: Request, namespace: str, name: str) -> Response:
-        task = self.get_object()
-        data = s.CatalogUpdateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        given = data.validated_data
-        task = catalog.update_task(
-            acting_user(request), task, given.get("yaml"), given.get("visibility")
-        )
-        return Response(self.get_serializer(task).data)
-
-    def destroy(self, request: Request, namespace: str, name: str) -> Response:
-        catalog.delete_task(acting_user(request), self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    create_item = staticmethod(catalog.create_task)
+    update_item = staticmethod(catalog.update_task)
+    delete_item = staticmethod(catalog.delete_task)
 
 
-@extend_schema_view(
-    list=extend_schema(parameters=[s.CatalogQuerySerializer]),
-    create=extend_schema(request=s.CatalogCreateSerializer, responses={201: s.EvalSuiteSerializer}),
-    retrieve=extend_schema(parameters=NAMED_PATH),
-    partial_update=extend_schema(parameters=NAMED_PATH, request=s.CatalogUpdateSerializer),
-    destroy=extend_schema(parameters=NAMED_PATH, responses={204: None}),
-)
-class EvalSuiteViewSet(NamedViewSet):
+@_catalog_schema(s.EvalSuiteSerializer)
+class EvalSuiteViewSet(CatalogViewSet):
     """Suites: tasks grouped with a declared aggregation into one score."""
 
     queryset = EvalSuite.objects.all()
     serializer_class = s.EvalSuiteSerializer
-
-    def get_queryset(self) -> QuerySet[Any]:
-        catalog.ensure_builtin()
-        return super().get_queryset()
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.listed(request))
-
-    def create(self, request: Request) -> Response:
-        data = s.CatalogCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        user = acting_user(request)
-        given = data.validated_data
-        suite = catalog.create_suite(
-            user, owner_named(user, given.get("owner")), given["yaml"], given["visibility"]
-        )
-        return Response(self.get_serializer(suite).data, status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request: Request, namespace: str, name: str) -> Response:
-        return Response(self.get_serializer(self.get_object()).data)
-
-    def partial_update(self, request: Request, namespace: str, name: str) -> Response:
-        suite = self.get_object()
-        data = s.CatalogUpdateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        given = data.validated_data
-        suite = catalog.update_suite(
-            acting_user(request), suite, given.get("yaml"), given.get("visibility")
-        )
-        return Response(self.get_serializer(suite).data)
-
-    def destroy(self, request: Request, namespace: str, name: str) -> Response:
-        catalog.delete_suite(acting_user(request), self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    create_item = staticmethod(catalog.create_suite)
+    update_item = staticmethod(catalog.update_suite)
+    delete_item = staticmethod(catalog.delete_suite)
 
 
 @extend_schema_view(

@@ -5,7 +5,10 @@ garbage (the endpoint under test, a real HTTP server)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,10 +18,15 @@ from typing import Any
 import orjson
 import pytest
 
-from compute.agent.procs import free_port
+from compute.agent.procs import free_port, spawn, stop, wait_for
+from compute.models import ReplicaStatus
+from compute.services.deployments import deploy_model
+from compute.services.nodes import create_node
+from compute.services.scheduler import reconcile_pool
 from evaluation.models import EvalRun
 from evaluation.services import catalog, endpoints
-from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME, start_engine, stop_engine
+from portal.services.registry import import_model_dir
+from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME, EngineProcess
 
 MC_ROWS = [
     {
@@ -108,13 +116,10 @@ def suite(owner: Any, mc_task: Any, gen_task: Any) -> Any:
     return catalog.create_suite(owner.user, owner.user, text, "private")
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The CPU engine of the tiny model as a real subprocess (one per module)."""
-    log_path = tmp_path_factory.mktemp("eval-runs-engine") / "engine.log"
-    process = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
-    yield process
-    stop_engine(process)
+@pytest.fixture
+def engine(engine_server: EngineProcess) -> EngineProcess:
+    """The session's CPU engine of the tiny model (a real subprocess, tests/conftest.py)."""
+    return engine_server
 
 
 @pytest.fixture
@@ -165,3 +170,77 @@ def run_now(run: EvalRun) -> EvalRun:
 @pytest.fixture
 def finish() -> Callable[[EvalRun], EvalRun]:
     return run_now
+
+
+@contextlib.contextmanager
+def served_on_pool(
+    portal_url: str, model_dir: Path, name: str, visibility: str, admin: Any, work: Path
+) -> Iterator[Any]:
+    """``model_dir`` imported as ``name`` and served by one replica on a real node agent
+    of the live portal at ``portal_url``; yields the model version once it is ready."""
+    version = import_model_dir(model_dir, name, actor=None, visibility=visibility)
+    deployment = deploy_model(admin.user, version.repo, replicas=1)
+    _, token = create_node(admin.user, f"eval-node-{version.repo.name}")
+    argv = [sys.executable, "-m", "compute.agent", "--portal", portal_url]
+    env = {**os.environ, "OPENMAAS_NODE_TOKEN": token}
+    log = work / "agent.log"
+    agent = spawn([*argv, "--work-dir", str(work)], log=log, env=env)
+
+    def ready() -> bool:
+        reconcile_pool()
+        return deployment.replica_set.filter(status=ReplicaStatus.READY).exists()
+
+    try:
+        wait_for(ready, timeout_s=180, what="a ready replica", proc=agent, log=log, ignore=())
+        yield version
+    finally:
+        stop(agent, grace_s=20)
+
+
+Reply = tuple[int, Any]  # status and a JSON-able body, or bytes sent as they are
+
+
+class StandInEndpoint:
+    """An HTTP server in a thread; ``answer(body) -> (status, payload)`` decides each reply."""
+
+    def __init__(self, answer: Callable[[dict[str, Any]], Reply]) -> None:
+        self.answer = answer
+        self.bodies: list[dict[str, Any]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.bodies.append(body)
+                status, payload = endpoint.answer(body)
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[Callable[[Callable[[dict[str, Any]], Reply]], StandInEndpoint]]:
+    started: list[StandInEndpoint] = []
+
+    def start(answer: Callable[[dict[str, Any]], Reply]) -> StandInEndpoint:
+        started.append(StandInEndpoint(answer))
+        return started[-1]
+
+    yield start
+    for endpoint in started:
+        endpoint.close()

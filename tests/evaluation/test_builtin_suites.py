@@ -5,25 +5,17 @@ record, and a second run of the same suite gives identical scores."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compute.agent.procs import spawn, stop, wait_for
-from compute.models import ReplicaStatus
-from compute.services.deployments import deploy_model
-from compute.services.nodes import create_node
-from compute.services.scheduler import reconcile_pool
 from evaluation.models import EvalSample
 from evaluation.services import catalog
 from evaluation.services.runs import start_run
 from portal.models.jobs import JobStatus
-from portal.services.registry import import_model_dir
-from tests.evaluation.conftest import run_now
+from tests.evaluation.conftest import run_now, served_on_pool
 
 pytestmark = pytest.mark.e2e
 DEMO = "openmaas/demo-tiny"
@@ -39,23 +31,8 @@ def demo_served(
     """``openmaas/demo-tiny``, public, on one replica of a real node agent; runs reach it
     through the live portal's gateway."""
     settings.EVAL_GATEWAY_URL = live_portal
-    version = import_model_dir(demo_model_dir, DEMO, actor=None, visibility="public")
-    deployment = deploy_model(admin.user, version.repo, replicas=1)
-    _, token = create_node(admin.user, "eval-demo-node")
-    argv = [sys.executable, "-m", "compute.agent", "--portal", live_portal]
-    env = {**os.environ, "OPENMAAS_NODE_TOKEN": token}
-    log = tmp_path / "agent.log"
-    agent = spawn([*argv, "--work-dir", str(tmp_path)], log=log, env=env)
-
-    def ready() -> bool:
-        reconcile_pool()
-        return deployment.replica_set.filter(status=ReplicaStatus.READY).exists()
-
-    try:
-        wait_for(ready, timeout_s=180, what="a ready replica", proc=agent, log=log, ignore=())
-        yield version
-    finally:
-        stop(agent, grace_s=20)
+    with served_on_pool(live_portal, demo_model_dir, DEMO, "public", admin, tmp_path) as v:
+        yield v
 
 
 def test_builtin_suites_score_the_demo_model_reproducibly(demo_served: Any, owner: Any) -> None:

@@ -5,11 +5,7 @@ that answers badly on purpose (the endpoint under test, so it is a stand-in endp
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +24,8 @@ from tests.compute.conftest import (
     ENGINE_API_KEY,
     SERVED_NAME,
     EngineProcess,
-    start_engine,
-    stop_engine,
 )
+from tests.evaluation.conftest import Reply, StandInEndpoint
 
 PAIRS = [
     ("The quick brown fox", " jumps over the lazy dog."),
@@ -39,17 +34,6 @@ PAIRS = [
     ("Numbers like 42,", " 3.14 and 1000"),
     ("Question: what is it?\nAnswer:", " sunny"),
 ]
-
-
-@pytest.fixture(scope="module")
-def engine(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EngineProcess]:
-    """The CPU engine as a real subprocess over the tiny model."""
-    log_path = tmp_path_factory.mktemp("eval-engine") / "engine.log"
-    process = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
-    yield process
-    stop_engine(process)
 
 
 @pytest.fixture(scope="module")
@@ -231,54 +215,6 @@ def test_a_url_that_is_no_http_endpoint_is_refused_up_front(url: str) -> None:
 
 
 # -- a small real HTTP endpoint that answers as each test tells it ---------------------
-
-Reply = tuple[int, Any]  # status and a JSON-able body, or bytes sent as they are
-
-
-class StandInEndpoint:
-    """An HTTP server in a thread; ``answer(body) -> (status, payload)`` decides each reply."""
-
-    def __init__(self, answer: Callable[[dict[str, Any]], Reply]) -> None:
-        self.answer = answer
-        self.bodies: list[dict[str, Any]] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.bodies.append(body)
-                status, payload = endpoint.answer(body)
-                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def stand_in() -> Iterator[Callable[[Callable[[dict[str, Any]], Reply]], StandInEndpoint]]:
-    started: list[StandInEndpoint] = []
-
-    def start(answer: Callable[[dict[str, Any]], Reply]) -> StandInEndpoint:
-        started.append(StandInEndpoint(answer))
-        return started[-1]
-
-    yield start
-    for endpoint in started:
-        endpoint.close()
 
 
 def echo_answer(prompts: list[str], generated: int = 0) -> dict[str, Any]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,36 +23,11 @@ from tests.compute.conftest import (
     ENGINE_API_KEY,
     SERVED_NAME,
     EngineProcess,
-    start_engine,
-    stop_engine,
 )
-from tests.evaluation.test_client import Reply, StandInEndpoint, echo_answer
+from tests.evaluation.conftest import Reply
+from tests.evaluation.test_client import echo_answer
 
 CHOICES = [" yes", " no"]
-
-
-@pytest.fixture(scope="module")
-def engine(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EngineProcess]:
-    """The CPU engine as a real subprocess over the tiny model."""
-    log_path = tmp_path_factory.mktemp("exec-engine") / "engine.log"
-    process = start_engine(tiny_model_dir, log_path, "--max-batch-size", "8", "--num-threads", "1")
-    yield process
-    stop_engine(process)
-
-
-@pytest.fixture
-def stand_in() -> Iterator[Callable[[Callable[[dict[str, Any]], Reply]], StandInEndpoint]]:
-    started: list[StandInEndpoint] = []
-
-    def start(answer: Callable[[dict[str, Any]], Reply]) -> StandInEndpoint:
-        started.append(StandInEndpoint(answer))
-        return started[-1]
-
-    yield start
-    for endpoint in started:
-        endpoint.close()
 
 
 def mc_instances(n: int, marker: str = "") -> list[Instance]:

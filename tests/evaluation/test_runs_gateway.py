@@ -7,25 +7,17 @@ private model is a 404."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compute.agent.procs import spawn, stop, wait_for
-from compute.models import ReplicaStatus
 from compute.services import workloads
-from compute.services.deployments import deploy_model
-from compute.services.nodes import create_node
-from compute.services.scheduler import reconcile_pool
 from evaluation.models import EvalRun, EvalSample, RunSource
 from portal.models import APIKey, ModelRepo
 from portal.models.jobs import JobStatus
-from portal.services.registry import import_model_dir
-from tests.evaluation.conftest import MC_ROWS, run_now
+from tests.evaluation.conftest import MC_ROWS, run_now, served_on_pool
 from training.models import FineTuneStatus
 from training.services import jobs
 
@@ -35,28 +27,13 @@ MODEL = "olivia/tiny"
 
 @pytest.fixture
 def served(
-    live_portal: str, tiny_model_dir: Path, owner: Any, admin: Any, tmp_path: Path, settings: Any
+    live_portal: str, tiny_model_dir: Path, admin: Any, tmp_path: Path, settings: Any
 ) -> Iterator[Any]:
     """olivia/tiny, private to olivia, served by one replica on a real node agent; runs
     reach it through the live portal's gateway."""
     settings.EVAL_GATEWAY_URL = live_portal
-    version = import_model_dir(tiny_model_dir, MODEL, actor=None, visibility="private")
-    deployment = deploy_model(admin.user, version.repo, replicas=1)
-    _, token = create_node(admin.user, "eval-node")
-    argv = [sys.executable, "-m", "compute.agent", "--portal", live_portal]
-    env = {**os.environ, "OPENMAAS_NODE_TOKEN": token}
-    log = tmp_path / "agent.log"
-    agent = spawn([*argv, "--work-dir", str(tmp_path)], log=log, env=env)
-
-    def ready() -> bool:
-        reconcile_pool()
-        return deployment.replica_set.filter(status=ReplicaStatus.READY).exists()
-
-    try:
-        wait_for(ready, timeout_s=180, what="a ready replica", proc=agent, log=log, ignore=())
-        yield version
-    finally:
-        stop(agent, grace_s=20)
+    with served_on_pool(live_portal, tiny_model_dir, MODEL, "private", admin, tmp_path) as v:
+        yield v
 
 
 def test_auto_eval_of_a_fine_tune_runs_through_the_gateway_and_fills_the_card(
