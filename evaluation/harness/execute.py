@@ -53,8 +53,13 @@ async def run_task(
     on_samples: Callable[[list[SampleResult]], None],
     should_stop: Callable[[], bool],
     score: ScoreFn = default_score,
+    judge: OpenAIClient | None = None,
 ) -> None:
     """Run and score ``instances``, handing each finished sample to ``on_samples`` once.
+
+    For a judge task ``judge`` is the client of the judging model: each answer is sent to
+    it with the task's rubric (:func:`~evaluation.harness.scoring.build_judge_request`)
+    and its verdict is scored with the answer.
 
     ``on_samples`` and ``should_stop`` are plain functions called one at a time through
     ``asgiref``'s thread-sensitive ``sync_to_async``, so they may use the Django ORM (call
@@ -68,6 +73,7 @@ async def run_task(
     for instance in instances:
         check_requests(instance)
     runner = _Runner(task, client, score, on_samples, should_stop, total=len(instances))
+    runner.judge = judge
     await runner.run(chunked(instances, client.batch_size))
 
 
@@ -148,6 +154,7 @@ class _Runner:
         self.endpoint_failures: list[EndpointError] = []
         self.buffer: list[SampleResult] = []
         self.flushed_at = time.monotonic()
+        self.judge: OpenAIClient | None = None
 
     async def run(self, chunks: Iterator[list[Instance]]) -> None:
         pending: set[asyncio.Task[Scored]] = set()
@@ -182,12 +189,26 @@ class _Runner:
         """
         try:
             responses = await answer(self.client, chunk)
+            if self.judge is not None:
+                responses = await self._judged(chunk, responses)
         except EndpointError as exc:
             if len(chunk) > 1 and exc.request_specific:
                 parts = await asyncio.gather(*(self._run_chunk([i]) for i in chunk))
                 return [pair for part in parts for pair in part]
             return [(failed_sample(instance, exc.message), exc) for instance in chunk]
         return [(self._score(i, r), None) for i, r in zip(chunk, responses, strict=True)]
+
+    async def _judged(self, chunk: list[Instance], responses: list[list[Any]]) -> list[list[Any]]:
+        """Each instance's responses followed by the judge's verdict on its answer."""
+        from evaluation.harness.scoring import build_judge_request
+
+        assert self.judge is not None
+        asks = [
+            build_judge_request(self.task, instance, getattr(got[0], "text", ""))
+            for instance, got in zip(chunk, responses, strict=True)
+        ]
+        verdicts = await self.judge.generate(asks)
+        return [[*got, verdict] for got, verdict in zip(responses, verdicts, strict=True)]
 
     def _score(self, instance: Instance, responses: list[Any]) -> SampleResult:
         try:

@@ -328,6 +328,9 @@ class Target:
     base_url: str
     api_key: str
     model: str
+    # The gateway and its key for the judging model of judge tasks (None: no judge task).
+    judge_url: str | None = None
+    judge_key: str | None = None
 
 
 @dataclass
@@ -468,10 +471,34 @@ def _sha256(path: Path) -> str:
 
 def connect(run: EvalRun) -> Target:
     """Where this attempt sends requests: the endpoint, or the gateway with a fresh key
-    of the run's creator allowed only this model (the previous attempt's is revoked)."""
+    of the run's creator allowed only this model (the previous attempt's is revoked).
+    The judging models of judge tasks are always reached through the gateway, with the
+    same key (allowed them too)."""
+    judges = judge_models(run)
+    pool = [] if run.endpoint is not None else [run.model_name]
+    raw = _gateway_key(run, pool + judges) if pool or judges else None
+    base = settings.EVAL_GATEWAY_URL.rstrip("/") + "/v1"
+    judge_url, judge_key = (base, raw) if judges else (None, None)
     if run.endpoint is not None:
         secret = endpoints.api_key_of(run.endpoint)
-        return Target(run.endpoint.base_url, secret, run.endpoint.model)
+        return Target(run.endpoint.base_url, secret, run.endpoint.model, judge_url, judge_key)
+    assert raw is not None
+    return Target(base, raw, run.model_name, judge_url, judge_key)
+
+
+def judge_models(run: EvalRun) -> list[str]:
+    """The models that judge the answers of the run's judge tasks."""
+    found = []
+    for task, _ in run_tasks(run):
+        model = ((task.spec or {}).get("judge") or {}).get("model")
+        if task.output_type == "judge" and model and model not in found:
+            found.append(str(model))
+    return found
+
+
+def _gateway_key(run: EvalRun, models: list[str]) -> str:
+    """A fresh gateway key of the run's creator allowed only ``models``; its secret is
+    kept encrypted on the run until the run ends."""
     from portal.services.keys import create_api_key
 
     if run.created_by is None:
@@ -482,14 +509,13 @@ def connect(run: EvalRun) -> Target:
         name=f"evaluation {run.pk}",
         expires_at=timezone.now() + timedelta(seconds=settings.EVAL_KEY_TTL_S),
         scopes=["inference"],
-        allowed_models=[run.model_name],
+        allowed_models=models,
         rpm_limit=0,
         tpm_limit=0,
     )
     EvalRun.objects.filter(pk=run.pk).update(api_key=key, api_key_encrypted=crypto.encrypt(raw))
     run.api_key = key
-    base = settings.EVAL_GATEWAY_URL.rstrip("/") + "/v1"
-    return Target(base, raw, run.model_name)
+    return raw
 
 
 def wait_until_routed(target: Target, progress: Progress) -> bool:
@@ -588,22 +614,40 @@ async def _run_plan(
     from evaluation.harness.client import OpenAIClient
     from evaluation.harness.execute import run_task
 
+    concurrency = int(params.get("concurrency") or 8)
+    batch_size = int(params.get("batch_size") or 16)
     client = OpenAIClient(
         target.base_url,
         target.api_key,
         target.model,
-        concurrency=int(params.get("concurrency") or 8),
-        batch_size=int(params.get("batch_size") or 16),
+        concurrency=concurrency,
+        batch_size=batch_size,
         timeout_s=CLIENT_TIMEOUT_S,
     )
+    judge = None
+    spec_judge = getattr(plan.spec, "judge", None)
+    if spec_judge is not None and target.judge_url and target.judge_key:
+        judge = OpenAIClient(
+            target.judge_url,
+            target.judge_key,
+            spec_judge.model,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            timeout_s=CLIENT_TIMEOUT_S,
+        )
     try:
         await run_task(
-            plan.spec, plan.pending, client, on_samples=on_samples, should_stop=should_stop
+            plan.spec,
+            plan.pending,
+            client,
+            on_samples=on_samples,
+            should_stop=should_stop,
+            judge=judge,
         )
     finally:
-        close = getattr(client, "aclose", None)
-        if close is not None:
-            await close()
+        for opened in (client, judge):
+            if opened is not None:
+                await opened.aclose()
 
 
 def store_samples(run: EvalRun, task: EvalTask, results: list[Any]) -> int:

@@ -71,7 +71,7 @@ class Store:
 def run(instances: list[Instance], client: OpenAIClient, store: Store, **options: Any) -> None:
     options.setdefault("score", mc_score)
     coro = run_task(
-        "task",
+        options.pop("task", "task"),
         instances,
         client,
         on_samples=store.on_samples,
@@ -224,3 +224,49 @@ def test_throughput_of_two_hundred_mc_instances(
         assert not any(s.error for s in store.samples)
     with capsys.disabled():
         print(f"\nsamples/s: concurrency 1: {rates[1]:.1f}, concurrency 4: {rates[4]:.1f}")
+
+
+JUDGE_TASK = """\
+task: helpful
+dataset: {builtin: h.jsonl}
+output_type: judge
+doc_to_text: "{{ prompt }}"
+generation: {max_tokens: 6}
+judge: {model: judge-model, rubric: 回答是否有帮助, scale: [1, 10]}
+"""
+
+
+def test_a_judge_task_sends_each_answer_to_the_judge_and_scores_its_verdict(
+    engine: EngineProcess, stand_in: Any
+) -> None:
+    from evaluation.harness.scoring import build_instances, score
+    from evaluation.harness.spec import parse_task
+
+    # given a judge task answered by the real engine and judged by a stand-in judge
+    task = parse_task(JUDGE_TASK)
+    instances = build_instances(task, [{"prompt": f"写一句关于第{i}天的话"} for i in range(3)])
+    asked: list[dict[str, Any]] = []
+
+    def verdict(body: dict[str, Any]) -> Reply:
+        asked.append(body)
+        message = {"role": "assistant", "content": "很有帮助。评分：7"}
+        return 200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+    judge = OpenAIClient(stand_in(verdict).url, "judge-key", "judge-model")
+    store = Store()
+
+    # when the task runs with the judge's client
+    run(
+        instances,
+        OpenAIClient(engine.base_url, ENGINE_API_KEY, SERVED_NAME),
+        store,
+        task=task,
+        score=score,
+        judge=judge,
+    )
+
+    # then every answer reached the judge with the rubric, and its score is the metric
+    assert sorted(s.doc_index for s in store.samples) == [0, 1, 2]
+    assert all(s.metrics == {"judge_score": 7.0} and not s.error for s in store.samples)
+    assert len(asked) == 3 and all(b["model"] == "judge-model" for b in asked)
+    assert all("回答是否有帮助" in b["messages"][0]["content"] for b in asked)
