@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import close_old_connections
 
 DOWN_FOR_S = 3.0
+# A route table older than this many TTLs is refreshed before it answers (see RouteTable).
+STALE_TTLS = 5
 
 
 @dataclass
@@ -153,21 +155,27 @@ class RouteTable:
         self.outstanding: dict[str, int] = {}
 
     async def current(self) -> dict[str, Route]:
-        """The routes; only the first call waits for the database. Later, a stale table
-        is served while one background task refreshes it, so no request queues behind
-        the refresh."""
-        if self.loaded_at < 0:
+        """The routes. Under traffic a table older than the TTL is served while one
+        background task refreshes it, so no request queues behind the refresh; a table
+        older than ``STALE_TTLS`` TTLs (the first request after a quiet spell) is
+        refreshed first, so nobody sees a model stopped or missed one started minutes
+        ago."""
+        age = time.monotonic() - self.loaded_at
+        if self.loaded_at < 0 or age > self.ttl_s * STALE_TTLS:
             async with self.lock:
-                if self.loaded_at < 0:
-                    await self._refresh()
-        elif time.monotonic() - self.loaded_at > self.ttl_s and self.refreshing is None:
+                if self.loaded_at < 0 or time.monotonic() - self.loaded_at > self.ttl_s:
+                    await self._load()
+        elif age > self.ttl_s and self.refreshing is None:
             self.refreshing = asyncio.create_task(self._refresh())
         return self.routes
 
+    async def _load(self) -> None:
+        self.routes = await sync_to_async(load_routes)()
+        self.loaded_at = time.monotonic()
+
     async def _refresh(self) -> None:
         try:
-            self.routes = await sync_to_async(load_routes)()
-            self.loaded_at = time.monotonic()
+            await self._load()
         finally:
             self.refreshing = None
 

@@ -27,10 +27,11 @@ MODEL = "olivia/tiny"
 
 @pytest.fixture
 def served(
-    live_portal: str, tiny_model_dir: Path, admin: Any, tmp_path: Path, settings: Any
+    live_portal: str, tiny_model_dir: Path, owner: Any, admin: Any, tmp_path: Path, settings: Any
 ) -> Iterator[Any]:
-    """olivia/tiny, private to olivia, served by one replica on a real node agent; runs
-    reach it through the live portal's gateway."""
+    """olivia/tiny, private to olivia (who must exist before the import names her the
+    owner), served by one replica on a real node agent; runs reach it through the live
+    portal's gateway."""
     settings.EVAL_GATEWAY_URL = live_portal
     with served_on_pool(live_portal, tiny_model_dir, MODEL, "private", admin, tmp_path) as v:
         yield v
