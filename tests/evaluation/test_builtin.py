@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,9 @@ import pytest
 import yaml
 
 from evaluation.builtin import generate
+from evaluation.harness import scoring
 from evaluation.harness.importers import load_docs
+from evaluation.harness.spec import parse_suite, parse_task
 
 BUILTIN = Path(generate.__file__).parent
 TASKS = sorted((BUILTIN / "tasks").glob("*.yaml"))
@@ -22,14 +23,6 @@ def read(path: Path) -> dict[str, Any]:
     loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(loaded, dict), path
     return loaded
-
-
-def spec_module() -> Any:
-    """The harness's spec parser, once it is on the branch (skips until then)."""
-    try:
-        return importlib.import_module("evaluation.harness.spec")
-    except ImportError:
-        pytest.skip("evaluation.harness.spec is not here yet")
 
 
 def test_there_are_zh_and_en_tasks_of_every_kind() -> None:
@@ -57,14 +50,13 @@ def test_each_task_names_itself_loads_its_data_and_stays_small(path: Path) -> No
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
 def test_each_task_parses_with_the_harness(path: Path) -> None:
-    spec = spec_module().parse_task(path.read_text(encoding="utf-8"), name=path.stem)
+    spec = parse_task(path.read_text(encoding="utf-8"), name=path.stem)
     assert spec.task == path.stem
 
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
 def test_each_task_renders_requests_for_every_doc(path: Path) -> None:
-    task = spec_module().parse_task(path.read_text(encoding="utf-8"), name=path.stem)
-    scoring = importlib.import_module("evaluation.harness.scoring")
+    task = parse_task(path.read_text(encoding="utf-8"), name=path.stem)
     dataset = read(path)["dataset"]
     docs = load_docs(BUILTIN / "data" / dataset["builtin"], dataset.get("layout"))
     instances = scoring.build_instances(task, docs, None)
@@ -75,7 +67,7 @@ def test_each_task_renders_requests_for_every_doc(path: Path) -> None:
 
 
 def test_the_ahp_suite_weighs_common_sense_first() -> None:
-    suite = spec_module().parse_suite((BUILTIN / "suites" / "general-en.yaml").read_text())
+    suite = parse_suite((BUILTIN / "suites" / "general-en.yaml").read_text())
     weights = suite.weights()
     assert sum(weights.values()) == pytest.approx(1.0)
     assert weights["commonsense_en"] > weights["arithmetic_en"] > weights["instruction_en"]
@@ -94,7 +86,7 @@ def test_each_suite_lists_built_in_tasks(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.stem)
 def test_each_suite_parses_with_the_harness(path: Path) -> None:
-    suite = spec_module().parse_suite(path.read_text(encoding="utf-8"))
+    suite = parse_suite(path.read_text(encoding="utf-8"))
     assert suite.suite == path.stem
 
 
