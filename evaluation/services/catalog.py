@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -21,6 +22,7 @@ from django.db.models import QuerySet
 from evaluation.models import EvalSuite, EvalTask, SuiteTask
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError
 from portal.models import Organization, Visibility
+from portal.models.ownership import OwnedModel
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ def _check_text(text: Any, param: str) -> None:
         )
 
 
+Owned = TypeVar("Owned", bound=OwnedModel)
+
+
 def _check_visibility(owner: Any, visibility: str) -> str:
     if visibility not in Visibility.values:
         raise PlatformError(f"Unknown visibility '{visibility[:20]}'.", param="visibility")
@@ -66,6 +71,34 @@ def check_owner(user: Any, owner: Any) -> None:
         raise PermissionDenied(f"You may not create evaluations under '{_ns(owner)}'.")
 
 
+def save_new(
+    item: Owned,
+    user: Any,
+    owner: Any,
+    visibility: str,
+    *,
+    also: Callable[[Owned], None] | None = None,
+) -> Owned:
+    """Save a new named evaluation object (task, suite, endpoint, leaderboard, arena)
+    under ``owner``, with ``also(item)`` in the same transaction: PermissionDenied unless
+    ``user`` may create under ``owner``, 400 for a bad visibility, Conflict (409) when
+    the name is taken there."""
+    check_owner(user, owner)
+    item.visibility = _check_visibility(owner, visibility)
+    item.set_owner(owner)
+    try:
+        with transaction.atomic():
+            item.save(force_insert=True)
+            if also is not None:
+                also(item)
+    except IntegrityError as exc:
+        name = getattr(item, "name", "")
+        raise Conflict(
+            f"'{item.namespace}/{name}' exists already.", code="name_taken", param="name"
+        ) from exc
+    return item
+
+
 def _ns(owner: Any) -> str:
     return EvalTask.namespace_of(owner)
 
@@ -77,21 +110,10 @@ def create_task(
 
     Raises SpecError (400) for a malformed document, PermissionDenied when ``user`` may
     not write under ``owner``, Conflict (409) when the name is taken."""
-    check_owner(user, owner)
     _, spec_json, digest = parse_task_source(yaml_text)
-    task = EvalTask(
-        source=yaml_text,
-        visibility=_check_visibility(owner, visibility),
-        created_by=user,
-    )
-    task.set_owner(owner)
+    task = EvalTask(source=yaml_text, created_by=user)
     _apply_task_spec(task, spec_json, digest)
-    try:
-        with transaction.atomic():
-            task.save()
-    except IntegrityError as exc:
-        raise Conflict(f"A task {task} already exists.", code="name_taken") from exc
-    return task
+    return save_new(task, user, owner, visibility)
 
 
 def _apply_task_spec(task: EvalTask, spec_json: dict[str, Any], digest: str) -> None:
@@ -182,20 +204,13 @@ def create_suite(
 ) -> EvalSuite:
     """A new suite ``owner/<suite name>`` from its YAML; every task it names must be
     readable by ``user`` (404 naming ``tasks[i].task`` otherwise)."""
-    check_owner(user, owner)
     data = parse_suite_source(yaml_text)
-    suite = EvalSuite(source=yaml_text, visibility=_check_visibility(owner, visibility))
-    suite.created_by = user
-    suite.set_owner(owner)
-    members = _members(user, suite.namespace, data)
+    suite = EvalSuite(source=yaml_text, created_by=user)
+    members = _members(user, OwnedModel.namespace_of(owner), data)
     _apply_suite_spec(suite, data)
-    try:
-        with transaction.atomic():
-            suite.save()
-            _save_members(suite, members)
-    except IntegrityError as exc:
-        raise Conflict(f"A suite {suite} already exists.", code="name_taken") from exc
-    return suite
+    return save_new(
+        suite, user, owner, visibility, also=lambda saved: _save_members(saved, members)
+    )
 
 
 def _apply_suite_spec(suite: EvalSuite, data: dict[str, Any]) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from evaluation.models import Endpoint
 from evaluation.services import crypto
-from evaluation.services.catalog import check_owner
+from evaluation.services.catalog import save_new
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError
-from portal.models import Organization, Visibility
+from portal.models import Visibility
 
 MAX_KEY_CHARS = 500
 
@@ -60,29 +59,19 @@ def create_endpoint(
 
     Raises a 400 for a bad field, PermissionDenied (403) for an owner ``user`` may not
     write, Conflict (409) for a taken name."""
-    check_owner(user, owner)
     if len(api_key or "") > MAX_KEY_CHARS:
         raise PlatformError(f"api_key is over {MAX_KEY_CHARS} characters.", param="api_key")
     if visibility == Visibility.PUBLIC:
         raise PlatformError("An endpoint holds a key: it cannot be public.", param="visibility")
-    if visibility == Visibility.ORG and not isinstance(owner, Organization):
-        raise PlatformError("Only an organisation's endpoint can be 'org'.", param="visibility")
     endpoint = Endpoint(
         name=_check_name(name, "name", 96),
         base_url=check_base_url(base_url),
         model=_check_name(model, "model", 200),
         api_key_encrypted=crypto.encrypt(api_key or ""),
         key_hint=crypto.hint(api_key or ""),
-        visibility=visibility if visibility in Visibility.values else Visibility.PRIVATE,
         created_by=user,
     )
-    endpoint.set_owner(owner)
-    try:
-        with transaction.atomic():
-            endpoint.save()
-    except IntegrityError as exc:
-        raise Conflict(f"An endpoint {endpoint} already exists.", code="name_taken") from exc
-    return endpoint
+    return save_new(endpoint, user, owner, visibility)
 
 
 def update_endpoint(user: Any, endpoint: Endpoint, **changes: Any) -> Endpoint:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -33,13 +33,13 @@ from evaluation.models import (
     Submission,
     SubmissionStatus,
 )
-from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError
+from evaluation.services.catalog import save_new
+from portal.errors import Conflict, NotFound, PlatformError
 from portal.limits import RateLimited
 from portal.models import ModelVersion
 from portal.models.accounts import NAMESPACE_RE
 from portal.models.jobs import JobStatus
 from portal.models.ownership import OwnedModel, Visibility
-from portal.services.accounts import may_write_owner
 
 NAME = re.compile(NAMESPACE_RE)
 # Bytes per weight by the dtype a config names (weights are most often 16-bit).
@@ -57,31 +57,23 @@ Owned = TypeVar("Owned", bound=OwnedModel)
 
 
 def create_owned(instance: Owned, user: Any, owner: Any, visibility: Any) -> Owned:
-    """Save ``instance`` (a leaderboard or an arena, named) under ``owner``: PermissionDenied
-    unless ``user`` may publish under ``owner``, 400 for a bad name or visibility,
-    Conflict (409) when the name is taken."""
-    if not may_write_owner(user, owner):
-        raise PermissionDenied("You may not create this under that owner.", param="owner")
+    """Save ``instance`` (a leaderboard or an arena, named) under ``owner``: 400 for a
+    bad name or field, then :func:`evaluation.services.catalog.save_new` (403 for an
+    owner ``user`` may not write, 400 for a bad visibility, 409 for a taken name)."""
     name = getattr(instance, "name", "")
     if not isinstance(name, str) or not NAME.match(name):
         raise PlatformError(
             "'name': letters, digits, '-', '_' and '.', starting with a letter or digit.",
             param="name",
         )
-    instance.visibility = visibility if visibility in Visibility.values else "?"
-    instance.set_owner(owner)
     try:
-        instance.clean()
-        instance.clean_fields(exclude=["owner_user", "owner_org", "created_by"])
+        instance.clean_fields(
+            exclude=["owner_user", "owner_org", "created_by", "namespace", "visibility"]
+        )
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
         raise PlatformError(f"{field}: {' '.join(messages)}", param=field) from exc
-    try:
-        with transaction.atomic():
-            instance.save(force_insert=True)
-    except IntegrityError as exc:
-        raise Conflict(f"'{instance.namespace}/{name}' exists already.", param="name") from exc
-    return instance
+    return save_new(instance, user, owner, str(visibility))
 
 
 def resolve_model(user: Any, name: Any) -> tuple[str, ModelVersion | None]:
