@@ -11,6 +11,7 @@ public, by :func:`sync_builtin` (idempotent; run lazily on first use).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -325,9 +326,12 @@ def suite_tasks(suite: EvalSuite) -> list[tuple[EvalTask, float]]:
 # --- built-ins ------------------------------------------------------------------------
 
 
-def builtin_files(kind: str) -> list[Path]:
+@functools.cache
+def builtin_files(kind: str) -> tuple[Path, ...]:
+    """The YAML files the project ships of ``kind`` (``tasks``, ``suites``): read from
+    disk once per process, since every catalogue read checks them."""
     folder = BUILTIN_DIR / kind
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    return tuple(sorted(folder.glob("*.yaml"))) if folder.is_dir() else ()
 
 
 def ensure_builtin() -> None:
