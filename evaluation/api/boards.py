@@ -28,13 +28,13 @@ from rest_framework.response import Response
 from evaluation.models import Arena, Battle, EvalSuite, Leaderboard, Submission, Winner
 from evaluation.services import arena as arenas
 from evaluation.services import leaderboards as boards
+from evaluation.services.catalog import owner_named
 from portal.api.base import OwnedViewSet
 from portal.api.v1 import KeyScope
 from portal.auth import acting_user
 from portal.errors import NotFound
 from portal.models import Visibility
 from portal.models.accounts import NAMESPACE_RE
-from portal.services.accounts import resolve_owner
 
 MAX_BIG = 2**62
 NAMED = [
@@ -183,9 +183,11 @@ class BoardViewSet(OwnedViewSet):
         return board
 
     def owner(self, request: Request, given: dict[str, Any]) -> Any:
-        user = acting_user(request)
-        name = given.pop("owner", None)
-        return user if not name or name == user.get_username() else resolve_owner(name)
+        return owner_named(acting_user(request), given.pop("owner", None))
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def destroy(self, request: Request, namespace: str, name: str) -> Response:
         named: Model = self.get_named()
@@ -210,10 +212,6 @@ class LeaderboardViewSet(BoardViewSet):
         submission_count=Count("submissions")
     )
     serializer_class = LeaderboardSerializer
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def create(self, request: Request) -> Response:
         data = LeaderboardCreateSerializer(data=request.data)
@@ -441,10 +439,6 @@ class ArenaViewSet(BoardViewSet):
 
     queryset = Arena.objects.all()
     serializer_class = ArenaSerializer
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def create(self, request: Request) -> Response:
         data = ArenaCreateSerializer(data=request.data)

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from evaluation.api import serializers as s
 from evaluation.models import Endpoint, EvalRun, EvalSuite, EvalTask
 from evaluation.services import catalog, endpoints, runs
+from evaluation.services.catalog import owner_named
 from portal.api.base import OwnedViewSet
 from portal.auth import acting_user
 from portal.errors import NotFound
@@ -26,18 +27,6 @@ NAMED_PATH = [
     OpenApiParameter("name", str, OpenApiParameter.PATH, description="Name"),
 ]
 RUN_PATH = [OpenApiParameter("id", str, OpenApiParameter.PATH, description="Run id")]
-
-
-def owner_named(user: Any, namespace: str | None) -> Any:
-    """The user or organisation called ``namespace`` (the user when not given)."""
-    from portal.services.accounts import resolve_owner
-
-    if not namespace or namespace == user.get_username():
-        return user
-    try:
-        return resolve_owner(namespace)
-    except NotFound as exc:
-        raise NotFound(exc.message, param="owner") from exc
 
 
 class NamedViewSet(OwnedViewSet):

@@ -100,6 +100,18 @@ def save_new(
     return item
 
 
+def owner_named(user: Any, namespace: str | None) -> Any:
+    """The user or organisation called ``namespace`` (the user when not given)."""
+    from portal.services.accounts import resolve_owner
+
+    if not namespace or namespace == user.get_username():
+        return user
+    try:
+        return resolve_owner(namespace)
+    except NotFound as exc:
+        raise NotFound(exc.message, param="owner") from exc
+
+
 def _ns(owner: Any) -> str:
     return EvalTask.namespace_of(owner)
 
