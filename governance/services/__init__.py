@@ -1,0 +1,1 @@
+"""Verbs of the governance sub-platform (what other sub-platforms may import)."""
