@@ -37,7 +37,8 @@ _BLOCK_BOTH = {
 }
 # Safe for a public service: the illegal-content class (A1) is blocked both ways;
 # discrimination is flagged on input and blocked on output; personal information is
-# redacted from answers (a user's own in a request is theirs to send); everything else that scores is flagged for review.
+# redacted from answers (a user's own in a request is theirs to send); everything else
+# that scores is flagged for review.
 DEFAULT_RULES: dict[str, dict[str, dict[str, Any]]] = {
     "A1": _BLOCK_BOTH,
     "A2": {

@@ -39,6 +39,7 @@ urlpatterns = [
     path("datasets/", include("datasets.urls")),
     path("fine-tuning/", include("training.page_urls")),
     path("evaluation/", include("evaluation.page_urls")),
+    path("governance/", include("governance.page_urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("usage/", metering_views.usage_page, name="usage-page"),
     path("metrics", metering_views.metrics, name="metrics"),
@@ -49,6 +50,7 @@ urlpatterns = [
     path("api/training/runner/", include(training_urls.runner_urlpatterns)),
     path("api/fine-tuning/", include(training_urls.api_urlpatterns)),
     path("api/evaluation/", include("evaluation.urls")),
+    path("api/governance/", include("governance.urls")),
     path("api/", include("portal.api.urls")),
     # OpenAI's /v1/files (Django, not the gateway): before the /v1 catch-all below.
     path("v1/files", files_v1.FilesView.as_view(), name="v1-files"),

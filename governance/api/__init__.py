@@ -1,0 +1,1 @@
+"""``/api/governance/`` (each module has its ``urlpatterns``)."""

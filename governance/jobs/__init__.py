@@ -1,0 +1,1 @@
+"""Celery tasks of governance, one module per area (``governance.tasks`` imports them)."""
