@@ -10,6 +10,10 @@ none. Every error is in OpenAI's shape; no input makes it answer 500.
 Limits (settings, with defaults): ``MODERATION_MAX_INPUTS`` (32) strings per request,
 ``MODERATION_MAX_CHARS`` (32,000) characters per string; ``MODERATION_THRESHOLDS``
 (category code, class or ``"default"`` → score) overrides the pipeline's flag thresholds.
+
+The classifier is the active trained version when staff activated one (checked per
+request), else the shipped COLD model. With ``GOVERNANCE_GUARD_MODEL`` set, a text with
+a score inside ``GOVERNANCE_GUARD_BAND`` is also judged by that served model.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.moderation import classifier
+from governance.moderation.guard import GuardChecker
 from governance.moderation.pipeline import Pipeline, Verdict, default_pipeline
 from governance.moderation.taxonomy import DETECTORS, OPENAI_CATEGORIES, RISKS, openai_scores
+from governance.services import classifiers
 from portal.api.parsers import SafeJSONParser
 from portal.api.v1 import JSONOnly, KeyScope, error_responses, v1_exception_handler
 from portal.errors import NotFound, PlatformError
@@ -51,16 +58,30 @@ PLATFORM_CODES = (*RISKS, *DETECTORS)
 
 _pipeline_lock = threading.Lock()
 _pipeline: Pipeline | None = None
+_built_at = -1  # the classifier configuration's generation the pipeline was built at
 
 
 def pipeline() -> Pipeline:
     """The process's moderation pipeline, built on first use (the classifier's model
-    loads, or is trained once and cached, then)."""
-    global _pipeline
+    loads, or is trained once and cached, then) and again whenever the classifier the
+    loader is pointed at changed (an activated trained version, see
+    :func:`governance.services.classifiers.sync_active`)."""
+    global _pipeline, _built_at
     with _pipeline_lock:
-        if _pipeline is None:
+        current = classifier.generation()
+        if _pipeline is None or _built_at != current:
             _pipeline = default_pipeline(getattr(settings, "MODERATION_THRESHOLDS", None))
+            _built_at = current
         return _pipeline
+
+
+def moderate(text: str, checks: Pipeline, guard: GuardChecker | None) -> Verdict:
+    """The pipeline's verdict on ``text``, settled by the guard model when one is
+    configured and a score is inside its band."""
+    verdict = checks.run(text)
+    if guard is not None:
+        verdict = guard.settle(verdict, text, checks.threshold)
+    return verdict
 
 
 # --- request --------------------------------------------------------------------------
@@ -266,6 +287,8 @@ class ModerationsView(APIView):
     def post(self, request: Request) -> Response:
         """Classify texts: OpenAI's categories and scores, plus the platform's."""
         texts, model = parse_body(request.data)
+        classifiers.sync_active()
         checks = pipeline()
-        results = [result_object(checks.run(text)) for text in texts]
+        guard = classifiers.guard_checker()
+        results = [result_object(moderate(text, checks, guard)) for text in texts]
         return Response({"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results})

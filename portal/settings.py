@@ -340,3 +340,20 @@ CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
 # Governance: /v1/moderations limits (inputs per request, characters per input).
 MODERATION_MAX_INPUTS = env_int("MODERATION_MAX_INPUTS", 32, minimum=1)
 MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
+
+# governance: classifiers
+# The guard model: a served model name asked (Llama-Guard style) about texts whose
+# cheap-checker scores fall inside GOVERNANCE_GUARD_BAND ("" = no guard). It is reached
+# through the platform's own gateway (GOVERNANCE_GUARD_URL) with short-lived keys
+# (GOVERNANCE_GUARD_KEY_TTL_S) of GOVERNANCE_GUARD_USER (default: the first superuser),
+# whose usage they count against; temperature 0, GOVERNANCE_GUARD_MAX_TOKENS tokens.
+GOVERNANCE_GUARD_MODEL = env_str("GOVERNANCE_GUARD_MODEL", "")
+# "low,high": the scores (inclusive) at which the cheap checkers count as unsure.
+GOVERNANCE_GUARD_BAND = tuple(
+    float(bound) for bound in env_str("GOVERNANCE_GUARD_BAND", "0.3,0.7").split(",", 1)
+)
+GOVERNANCE_GUARD_URL = env_str("GOVERNANCE_GUARD_URL", PUBLIC_URL)
+GOVERNANCE_GUARD_USER = env_str("GOVERNANCE_GUARD_USER", "")
+GOVERNANCE_GUARD_KEY_TTL_S = env_int("GOVERNANCE_GUARD_KEY_TTL_S", 900, minimum=60)
+GOVERNANCE_GUARD_MAX_TOKENS = env_int("GOVERNANCE_GUARD_MAX_TOKENS", 24, minimum=1)
+GOVERNANCE_GUARD_TIMEOUT_S = env_int("GOVERNANCE_GUARD_TIMEOUT_S", 30, minimum=1)

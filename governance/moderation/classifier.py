@@ -15,7 +15,11 @@ rows and folded into the intercept, so a score of 0.5 is the operating point.
 
 The default model is trained from ``governance/data/cold/train.csv`` on first use and
 cached on disk (``OPENMAAS_CACHE_DIR`` or the system temp dir), keyed by the data's
-hash; each process loads it once. Pure: no Django.
+hash; each process loads it once. A model trained by the platform from an admin's
+dataset replaces it once activated: the governance service downloads its files into a
+directory and names it with :func:`use_model_dir`, and every ``ClassifierChecker()``
+built after that loads it instead (:func:`generation` tells pipeline holders to
+rebuild). Training data may also be JSON Lines (:func:`read_labelled`). Pure: no Django.
 """
 
 from __future__ import annotations
@@ -237,6 +241,79 @@ def read_csv(path: str | os.PathLike[str]) -> LabelledData:
     return LabelledData(texts, labels, topics, hashlib.sha256(raw).hexdigest())
 
 
+def read_jsonl(path: str | os.PathLike[str]) -> LabelledData:
+    """The labelled rows of a JSON Lines file: one object per line with ``text`` and
+    ``label`` (0/1, as a number, a string or a boolean) keys, optionally ``topic``; key
+    names are case-insensitive and blank lines are skipped. Raises
+    :class:`TrainingDataError` naming the line of the first bad row."""
+    raw = Path(path).read_bytes()
+    texts, labels, topics = [], [], []
+    for number, line in enumerate(raw.decode("utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise TrainingDataError(f"{path}: line {number}: not JSON ({exc}).") from exc
+        if not isinstance(row, dict):
+            raise TrainingDataError(f"{path}: line {number}: not a JSON object.")
+        fields = {str(key).strip().lower(): value for key, value in row.items()}
+        text, label = fields.get("text"), _label(fields.get("label"))
+        if not isinstance(text, str) or label is None:
+            raise TrainingDataError(
+                f"{path}: line {number}: needs a string 'text' and a 0/1 'label'."
+            )
+        texts.append(text)
+        labels.append(label)
+        topics.append(str(fields.get("topic") or "").strip().lower())
+    return LabelledData(texts, labels, topics, hashlib.sha256(raw).hexdigest())
+
+
+def _label(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | str) and str(value).strip() in ("0", "1"):
+        return int(str(value).strip())
+    return None
+
+
+def read_labelled(path: str | os.PathLike[str]) -> LabelledData:
+    """:func:`read_jsonl` for ``.jsonl``/``.ndjson`` files, :func:`read_csv` otherwise."""
+    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+        return read_jsonl(path)
+    return read_csv(path)
+
+
+def subset(data: LabelledData, rows: Iterable[int]) -> LabelledData:
+    """The given rows of ``data`` (same source hash)."""
+    picked = list(rows)
+    return LabelledData(
+        [data.texts[i] for i in picked],
+        [data.labels[i] for i in picked],
+        [data.topics[i] for i in picked],
+        data.sha256,
+    )
+
+
+def train_and_measure(data: LabelledData, *, holdout: float = HOLDOUT) -> tuple[Model, Metrics]:
+    """A model fitted on a stratified ``1 - holdout`` of ``data`` (seeded) and its
+    metrics on the rest, which it never saw: the shipped model is the measured one.
+    Raises :class:`TrainingDataError` when either part would lack a label."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(np.asarray(data.labels, dtype=np.int64), minlength=2)
+    if min(counts) < 10:
+        raise TrainingDataError("Training needs at least 10 rows of each label (0 and 1).")
+    fit_rows, held_rows = train_test_split(
+        np.arange(len(data.labels)), test_size=holdout, stratify=data.labels, random_state=SEED
+    )
+    model = train(subset(data, fit_rows))
+    held = subset(data, held_rows)
+    metrics = model.evaluate(held.texts, held.labels)
+    model.params["eval"] = {**metrics.as_dict(), "split": "held-out", "holdout": holdout}
+    return model, metrics
+
+
 def topic_category(topic: str) -> str:
     """The platform category of an offensive text about ``topic``."""
     if topic in TOPIC_CATEGORIES:
@@ -445,28 +522,86 @@ def _load_or_train(source: Path, target: Path) -> Model:
     return model
 
 
+# --- a trained model named by the platform ---------------------------------------------
+
+_configured: Path | None = None
+_generation = 0
+
+
+def use_model_dir(model_dir: str | os.PathLike[str] | None) -> bool:
+    """Make the model saved in ``model_dir`` (None: the shipped default) the one every
+    ``ClassifierChecker()`` built from now on loads; True when that changed (and
+    :func:`generation` moved)."""
+    global _configured, _generation
+    path = Path(model_dir).resolve() if model_dir is not None else None
+    with _lock:
+        if path == _configured:
+            return False
+        _configured = path
+        _generation += 1
+        return True
+
+
+def configured_model_dir() -> Path | None:
+    """The directory :func:`use_model_dir` named, or None for the shipped default."""
+    return _configured
+
+
+def generation() -> int:
+    """A counter that moves whenever :func:`use_model_dir` changes the model; holders of
+    a built pipeline rebuild it when it differs from the value they built it at."""
+    return _generation
+
+
+def saved_model(model_dir: str | os.PathLike[str]) -> Model:
+    """:func:`load_model`, once per process per directory (a saved model never changes:
+    the platform writes each version to a directory of its own)."""
+    path = Path(model_dir).resolve()
+    with _lock:
+        model = _loaded.get((path, path))
+        if model is None:
+            model = load_model(path)
+            _loaded[(path, path)] = model
+        return model
+
+
 class ClassifierChecker:
-    """The ``classifier`` checker: the default model (or ``model``) scoring A2 risks.
+    """The ``classifier`` checker: ``model``, else the saved model in ``model_dir``, else
+    the one :func:`use_model_dir` configured, else the default model, scoring A2 risks.
 
     Construction is cheap; the model loads (or is trained, once) on the first check.
-    Raises ``OSError`` when no model can be had (no cache and no training CSV).
+    Raises ``OSError`` when no model can be had (no saved model, no cache and no
+    training CSV).
     """
 
     name: ClassVar[str] = "classifier"
     cost: ClassVar[int] = 10
 
     def __init__(
-        self, model: Model | None = None, *, train_csv: str | os.PathLike[str] | None = None
+        self,
+        model: Model | None = None,
+        *,
+        train_csv: str | os.PathLike[str] | None = None,
+        model_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._model = model
         self._train_csv = Path(train_csv or DEFAULT_TRAIN_CSV)
-        if model is None and not self._train_csv.is_file():
+        if model is None and model_dir is None and train_csv is None:
+            model_dir = configured_model_dir()
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        if self._model_dir is not None and model is None:
+            if not (self._model_dir / PARAMS).is_file():
+                raise FileNotFoundError(f"No classifier model in {self._model_dir}.")
+        elif model is None and not self._train_csv.is_file():
             raise FileNotFoundError(f"No classifier training data at {self._train_csv}.")
 
     @property
     def model(self) -> Model:
         if self._model is None:
-            self._model = default_model(train_csv=self._train_csv)
+            if self._model_dir is not None:
+                self._model = saved_model(self._model_dir)
+            else:
+                self._model = default_model(train_csv=self._train_csv)
         return self._model
 
     def check(self, text: str) -> CheckResult:
