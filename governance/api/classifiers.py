@@ -1,7 +1,8 @@
 """The classifiers API (``/api/governance/classifiers/``), platform staff only: train a
 moderation classifier from a labelled dataset file, list the versions with their
-held-out metrics, read one, activate one. Anyone else gets 403 (signed in) or 401.
-The work is in :mod:`governance.services.classifiers`."""
+held-out metrics, read one, activate one, or deactivate (back to the shipped model).
+Anyone else gets 403 (signed in) or 401. The work is in
+:mod:`governance.services.classifiers`."""
 
 from __future__ import annotations
 
@@ -119,12 +120,31 @@ class ClassifierViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         row = classifiers.activate(acting_user(request), self.get_object())
         return Response(self.get_serializer(row).data)
 
+    @extend_schema(
+        operation_id="governance_classifiers_deactivate",
+        tags=["governance"],
+        request=None,
+        responses={200: ClassifierSerializer, 204: None},
+    )
+    def deactivate(self, request: Request) -> Response:
+        """Retire the active version: the shipped COLD model classifies again. Answers
+        the retired version, or 204 when none was active."""
+        row = classifiers.deactivate(acting_user(request))
+        if row is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self.get_serializer(row).data)
+
 
 urlpatterns: list[URLPattern] = [
     path(
         "classifiers/",
         ClassifierViewSet.as_view({"get": "list", "post": "create"}),
         name="governance-classifiers",
+    ),
+    path(
+        "classifiers/deactivate",
+        ClassifierViewSet.as_view({"post": "deactivate"}),
+        name="governance-classifiers-deactivate",
     ),
     path(
         "classifiers/<int:number>/",

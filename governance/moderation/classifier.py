@@ -539,6 +539,9 @@ def use_model_dir(model_dir: str | os.PathLike[str] | None) -> bool:
             return False
         _configured = path
         _generation += 1
+        # Only the configured saved model stays loaded (the default models are kept).
+        for key in [k for k in _loaded if k[0] == k[1] and k[0] != path]:
+            del _loaded[key]
         return True
 
 

@@ -5,7 +5,7 @@ Lines with ``TEXT``/``label`` columns, see :mod:`governance.moderation.classifie
 each training is a numbered :class:`ClassifierVersion`, trained in Celery on a
 stratified four fifths of the rows and measured (precision, recall, F1) on the fifth it
 never saw. Its two files (``weights.npz``, ``params.json``: no pickle) go to the object
-store under ``governance/classifiers/v<number>/``. Activating a version makes it the
+store under ``governance/classifiers/v<number>-<random>/``. Activating a version makes it the
 pipeline's classifier in every process: :func:`sync_active` (called by
 ``/v1/moderations`` per request and by the gateway's snapshot on reload) downloads the
 active version's files once into ``$OPENMAAS_CACHE_DIR`` and points the pure loader at
@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -69,8 +70,9 @@ def _require_staff(actor: Any) -> None:
 
 
 def artifact_prefix(number: int) -> str:
-    """Where version ``number``'s files live in the artifacts bucket (platform-built)."""
-    return f"governance/classifiers/v{int(number)}/"
+    """Where version ``number``'s files go in the artifacts bucket (platform-built; the
+    random part keeps a reset database's new v1 from meeting an old v1's files)."""
+    return f"governance/classifiers/v{int(number)}-{secrets.token_hex(4)}/"
 
 
 # --- training ------------------------------------------------------------------------
@@ -287,6 +289,28 @@ def activate(actor: Any, version: ClassifierVersion) -> ClassifierVersion:
     return row
 
 
+def deactivate(actor: Any) -> ClassifierVersion | None:
+    """Retire the active version: the pipeline goes back to the shipped COLD model.
+    Returns the retired version (None when none was active). Audited; the snapshot is
+    bumped once this commits."""
+    _require_staff(actor)
+    with transaction.atomic():
+        row = ClassifierVersion.objects.select_for_update().filter(active=True).first()
+        if row is None:
+            return None
+        ClassifierVersion.objects.filter(active=True).update(active=False)
+        row.active = False
+        audit.record(
+            "classifier.activate",
+            actor=actor,
+            target_type="classifier",
+            target_id="builtin",
+            data={"source": "builtin:cold", "previous": [row.number]},
+        )
+        transaction.on_commit(_bump)
+    return row
+
+
 def _bump() -> None:
     """Tell the gateways (the inline filter's snapshot) that the classifier changed."""
     try:
@@ -324,7 +348,7 @@ def sync_active() -> int | None:
 def local_model_dir(row: ClassifierVersion) -> Path:
     """The version's files in this host's cache (``$OPENMAAS_CACHE_DIR/moderation/
     trained/``), fetched from the object store the first time."""
-    target = classifier.cache_dir() / "trained" / f"v{row.number}-{row.pk}"
+    target = classifier.cache_dir() / "trained" / row.artifact_prefix.rstrip("/").split("/")[-1]
     if (target / classifier.PARAMS).is_file() and (target / classifier.WEIGHTS).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
