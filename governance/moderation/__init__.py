@@ -1,4 +1,4 @@
-"""Moderation: checkers (lexicon, patterns, PII, classifier) and the pipeline that runs them.
+"""Moderation: checkers (lexicon, patterns, PII, classifier, guard model) and the pipeline.
 
 ``CHECKERS`` is the registry of checker classes by name (a ``portal.plugins.Registry``).
 It is built on first access, because ``portal.plugins`` needs a configured Django while
@@ -20,6 +20,8 @@ BUILTIN_CHECKERS: dict[str, str] = {
     "patterns": "governance.moderation.patterns:PatternChecker",
     "pii": "governance.moderation.pii:PiiChecker",
     "classifier": "governance.moderation.classifier:ClassifierChecker",
+    # Needs a ``call`` (how to reach the model): not in the default pipeline.
+    "guard": "governance.moderation.guard:GuardChecker",
 }
 
 _lock = threading.Lock()

@@ -193,6 +193,11 @@ def run_training(version_id: int) -> ClassifierVersion | None:
     except (classifier.TrainingDataError, UnicodeDecodeError, PlatformError, OSError) as exc:
         logger.warning("classifier v%s failed: %s", row.number, exc)
         return _finish(row, ReportStatus.FAILED, error=str(exc)[:2000])
+    except Exception as exc:
+        # Anything else (the object store, a library) must still end the row, or it would
+        # read "running" for ever; the traceback goes to the worker's log.
+        logger.exception("classifier v%s failed", row.number)
+        return _finish(row, ReportStatus.FAILED, error=f"Internal error ({type(exc).__name__}).")
     return _finish(row, ReportStatus.FINISHED, metrics=metrics)
 
 

@@ -109,6 +109,13 @@ class Fixed:
         return self.answer
 
 
+def test_the_guard_is_a_registered_checker_dearer_than_the_classifier() -> None:
+    from governance.moderation import CHECKERS
+
+    assert CHECKERS.get("guard") is GuardChecker
+    assert GuardChecker.cost > CHECKERS.get("classifier").cost
+
+
 def test_an_unsafe_answer_scores_the_named_risk_codes() -> None:
     call = Fixed("unsafe\nA2_d, A4_c")
 
