@@ -11,7 +11,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -141,8 +141,8 @@ def test_safe_no_verdict_and_a_failed_call_score_nothing() -> None:
 class Scored:
     """A cheap checker that gives fixed scores."""
 
-    name = "fixed"
-    cost = 1
+    name: ClassVar[str] = "fixed"
+    cost: ClassVar[int] = 1
 
     def __init__(self, scores: dict[str, float]) -> None:
         self.scores = scores
@@ -244,6 +244,7 @@ def test_the_guard_asks_a_served_model_through_the_gateway_with_a_short_lived_ke
     finally:
         stop(agent, grace_s=20)
 
+    assert result is not None
     assert isinstance(result.detail["answer"], str) and result.detail["answer"]
     assert result.detail["model"] == "acme/guard-tiny"
     # one key per process and model, reused: the checks above, then the moderation's
