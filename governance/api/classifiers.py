@@ -47,7 +47,7 @@ class TrainSerializer(serializers.Serializer):  # type: ignore[type-arg]
         "ready version",
     )
     path = serializers.CharField(
-        max_length=500,
+        max_length=200,
         required=False,
         allow_blank=True,
         default="",

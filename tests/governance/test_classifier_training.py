@@ -224,3 +224,30 @@ def test_only_staff_may_train_list_read_or_activate_classifiers(
     assert admin.client().get(f"{API}99/").status_code == 404
     assert not ClassifierVersion.objects.filter(active=True).exists()
     assert ClassifierVersion.objects.count() == 1
+
+
+def test_json_lines_take_any_key_case_and_label_form_and_name_the_bad_line(
+    tmp_path: Any,
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"TEXT": "a", "Label": 1}\n\n{"text": "b", "label": "0"}\n'
+        '{"text": "c", "label": true, "topic": "Region"}\n',
+        encoding="utf-8",
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n', encoding="utf-8")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "label": 1}\n{"text": \n', encoding="utf-8")
+
+    data = classifier.read_labelled(good)
+
+    assert (data.texts, data.labels, data.topics) == (
+        ["a", "b", "c"],
+        [1, 0, 1],
+        ["", "", "region"],
+    )
+    with pytest.raises(classifier.TrainingDataError, match="line 2: needs a string 'text'"):
+        classifier.read_labelled(bad)
+    with pytest.raises(classifier.TrainingDataError, match="line 2: not JSON"):
+        classifier.read_labelled(broken)
