@@ -53,6 +53,11 @@ ARTIFACTS = "artifacts"  # the object store's bucket kind
 ARTIFACT_FILES = (classifier.WEIGHTS, classifier.PARAMS)
 _DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER = re.compile(r"^v?(\d{1,9})$")
+# The scope that marks the guard's own keys. Not one of the scopes a user may give a
+# key (portal.models.keys.SCOPES): only this module mints it. The gateway's inline
+# filter must let these requests through unmoderated and uncounted — their content is
+# the text under review, and the rubric itself names every risk.
+GUARD_SCOPE = "governance:guard"
 _REVISION = re.compile(r"^[0-9a-f]{8,64}$")
 
 
@@ -440,7 +445,7 @@ def _guard_key(model: str, *, fresh: bool = False) -> str:
             _guard_user(),
             name=f"governance guard {model}"[:100],
             expires_at=timezone.now() + timedelta(seconds=ttl),
-            scopes=["inference"],
+            scopes=["inference", GUARD_SCOPE],
             allowed_models=[model],
             rpm_limit=0,
             tpm_limit=0,

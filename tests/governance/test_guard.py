@@ -252,7 +252,8 @@ def test_the_guard_asks_a_served_model_through_the_gateway_with_a_short_lived_ke
     assert len(keys) == 2
     key = keys[0]
     assert key.user_id == admin.user.pk  # the first superuser: the guard account
-    assert key.allowed_models == ["acme/guard-tiny"] and key.scopes == ["inference"]
+    assert key.allowed_models == ["acme/guard-tiny"]
+    assert key.scopes == [classifiers.GUARD_SCOPE, "inference"]
     assert key.expires_at is not None and key.revoked_at is None
     assert moderated.status_code == 200, moderated.text
     assert len(moderated.json()["results"]) == 2
