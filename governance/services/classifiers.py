@@ -332,6 +332,7 @@ def _bump() -> None:
 
 
 def active_version() -> ClassifierVersion | None:
+    """The version the pipeline uses, or None for the shipped COLD model."""
     return ClassifierVersion.objects.filter(active=True).order_by("-number").first()
 
 
@@ -343,15 +344,17 @@ def sync_active() -> int | None:
     files once into the cache), or back at the shipped model when none is active.
     Returns the active version's number. One small query when nothing changed; an
     active version whose files cannot be fetched leaves the loader as it was (logged)."""
-    row = ClassifierVersion.objects.filter(active=True).order_by("-number").first()
+    row = active_version()
     if row is None:
         classifier.use_model_dir(None)
         return None
     with _sync_lock:
         try:
             classifier.use_model_dir(local_model_dir(row))
-        except (OSError, ValueError) as exc:
-            logger.error("classifier v%s could not be loaded: %s", row.number, exc)
+        except Exception:
+            # The store or the files failing must not stop moderation: the model
+            # loaded before keeps answering, and the next call tries again.
+            logger.exception("classifier v%s could not be loaded", row.number)
     return row.number
 
 
