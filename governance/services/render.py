@@ -69,9 +69,9 @@ def render(
     if fmt == "json":
         return _json(_clean(text), notice, meta or {})
     if fmt in ("txt", "md"):
-        separator = "\n\n" if fmt == "md" else "\n"
+        gap = "\n\n" if fmt == "md" else "\n"
         body = _clean(text)
-        joined = f"{notice}{separator}{body}" if position == "start" else f"{body}{separator}{notice}"
+        joined = f"{notice}{gap}{body}" if position == "start" else f"{body}{gap}{notice}"
         return (joined + "\n").encode()
     if fmt == "docx":
         return _docx(lines)
@@ -151,7 +151,7 @@ _WIDE = ("W", "F", "A")  # East Asian widths drawn a full em wide
 def _pdf(lines: list[str]) -> bytes:
     """A PDF of A4 pages in STSong-Light; lines wrapped by their drawn width."""
     from pypdf import PdfWriter
-    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+    from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
     writer = PdfWriter()
     font = writer._add_object(_pdf_font())
@@ -162,7 +162,7 @@ def _pdf(lines: list[str]) -> bytes:
         page[NameObject("/Resources")] = DictionaryObject(
             {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
         )
-        stream = DecodedStreamObject()
+        stream = ContentStream(None, writer)
         stream.set_data(_pdf_text(wrapped[start : start + per_page]))
         page.replace_contents(stream)
     writer.add_metadata({"/Producer": "openmaas"})
@@ -277,9 +277,7 @@ def _png(lines: list[str], font: str) -> bytes:
     from PIL import Image, ImageDraw, ImageFont
 
     face: Any = (
-        ImageFont.truetype(font, _PNG_SIZE)
-        if font
-        else ImageFont.load_default(size=_PNG_SIZE)
+        ImageFont.truetype(font, _PNG_SIZE) if font else ImageFont.load_default(size=_PNG_SIZE)
     )
     chars = (_PNG_WIDTH - 2 * _PNG_PAD) // (_PNG_SIZE // 2)
     rows = [piece for line in lines for piece in _wrap_cells(line, chars)]
