@@ -38,6 +38,7 @@ from governance.labels.implicit import (
     LabelError,
     label_problem,
     make_label,
+    normalize,
     propagate,
     verify_label,
 )
@@ -327,7 +328,7 @@ def _answer(given: str, row: Provenance | None) -> dict[str, Any]:
         generated_at=row.ts,
         served_name=row.served_name,
         content_sha256=row.content_sha256 or None,
-        label=row.label or None,
+        label=normalize(row.label) if row.label else None,
         status="intact" if registry_intact else "tampered",
         reason="" if registry_intact else "registry_label_invalid",
     )

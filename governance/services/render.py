@@ -72,7 +72,8 @@ def render(
         gap = "\n\n" if fmt == "md" else "\n"
         body = _clean(text)
         joined = f"{notice}{gap}{body}" if position == "start" else f"{body}{gap}{notice}"
-        return (joined + "\n").encode()
+        # The txt label is a line of its own appended after a newline: no blank line before it.
+        return (joined + ("\n" if fmt == "md" else "")).encode()
     if fmt == "docx":
         return _docx(lines)
     if fmt == "pdf":
