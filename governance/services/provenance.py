@@ -221,12 +221,15 @@ def _check_readback(data: bytes, kind: str, label: dict[str, str], digest: str) 
 def verify_text(text: str) -> dict[str, Any]:
     """Whether the platform generated ``text`` (with or without its explicit label): the
     first generation with its fingerprint, and whether the registry's label still verifies."""
-    fingerprint = text_sha256(text)
-    rows = Provenance.objects.filter(text_sha256=fingerprint)
-    row = rows.filter(kind="text").order_by("ts").first() or rows.order_by("ts").first()
-    answer = _answer("text", row)
-    answer.update(text_sha256=fingerprint, explicit_label=has_explicit_label(text))
+    answer = _answer("text", _generated_text(text))
+    answer.update(text_sha256=text_sha256(text), explicit_label=has_explicit_label(text))
     return answer
+
+
+def _generated_text(text: str) -> Provenance | None:
+    """The first registry row of ``text``'s fingerprint (a generation before an export)."""
+    rows = Provenance.objects.filter(text_sha256=text_sha256(text))
+    return rows.filter(kind="text").order_by("ts").first() or rows.order_by("ts").first()
 
 
 def verify_id(content_id: str) -> dict[str, Any]:
@@ -255,6 +258,8 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     except _UNREADABLE as exc:
         raise UnreadableFile(f"Not a readable {name} file: {exc}") from exc
     status, reason, detail, row = _judge(label, digest)
+    if row is None and label is None and name in ("txt", "md"):
+        row = _generated_text(data.decode("utf-8", errors="replace"))
     answer = _answer("file", row)
     verdict, why = classify_upload(data, name, signing_key(), producer=producer())
     answer.update(

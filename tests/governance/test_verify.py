@@ -227,6 +227,13 @@ def test_unlabelled_file_is_reported_as_such(db: Any) -> None:
     assert body["status"] == "unlabelled" and body["found"] is False
 
 
+def test_unlabelled_text_file_holding_a_generated_answer_is_found(owner: Any) -> None:
+    row = generated(owner.user)
+    body = verify_upload(stranger(), add_explicit_label(ANSWER).encode(), "txt")
+    assert body["status"] == "unlabelled" and body["found"] and body["content_id"] == row.content_id
+    assert body["classification"]["verdict"] == "suspected"
+
+
 def test_file_kind_is_taken_from_its_name(owner: Any) -> None:
     generated(owner.user)
     data, _ = exported(owner.user, "docx")
