@@ -42,7 +42,7 @@ from governance.labels.implicit import (
     propagate,
     verify_label,
 )
-from governance.labels.text import text_sha256
+from governance.labels.text import canonical_text, text_sha256
 from governance.models import Provenance
 from governance.services import render
 from portal.errors import NotFound, PlatformError
@@ -154,8 +154,10 @@ def export(
     meta = {"served_name": source.served_name, "generated_at": source.ts.isoformat()}
     font = render.font_path(str(getattr(settings, "GOVERNANCE_EXPORT_FONT", "")))
     try:
+        # Without the notice the answer may already carry: the export adds its own.
+        body = canonical_text(text)
         data = render.render(
-            text, fmt, notice=DEFAULT_TEXT, position=position, meta=meta, font=font
+            body, fmt, notice=DEFAULT_TEXT, position=position, meta=meta, font=font
         )
     except render.RenderError as exc:
         raise PlatformError(str(exc), code="cannot_render", param="format") from exc

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from governance.labels import files
-from governance.labels.explicit import DEFAULT_TEXT, has_explicit_label
+from governance.labels.explicit import DEFAULT_TEXT, add_explicit_label, has_explicit_label
 from governance.labels.implicit import from_json, verify_label
 from governance.models import Provenance
 from governance.services import provenance, render
@@ -72,6 +72,13 @@ def test_export_by_text_alone_finds_the_answer(owner: Any) -> None:
     assert response.status_code == 200, response.content
     row = Provenance.objects.get(content_id=response["x-aigc-content-id"])
     assert row.text_sha256 == source.text_sha256 and row.request_id == source.request_id
+
+
+def test_answer_that_carries_its_notice_gets_it_once(owner: Any) -> None:
+    generated(owner.user)
+    body = {"text": add_explicit_label(ANSWER), "format": "md"}
+    data = owner.client().post(URL, body, format="json").content
+    assert data.decode().count(DEFAULT_TEXT) == 1
 
 
 def test_explicit_label_goes_at_the_end_when_asked(owner: Any) -> None:
