@@ -264,12 +264,15 @@ class JSONLinesRenderer(CSVRenderer):
     format = "jsonl"
 
 
+EXPORT_RENDERERS = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
+
+
 class AuditViewSet(GovernanceViewSet):
     """The append-only audit log: staff see every entry, organisation owners and admins
     their organisations'. ``?format=csv|jsonl`` streams the filtered log, oldest first."""
 
     serializer_class = s.AuditEventSerializer
-    renderer_classes = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
+    renderer_classes = [JSONRenderer]  # the list's route adds the export formats
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
         return scope.visible_audit(self.request.user).select_related("org")
@@ -422,7 +425,11 @@ urlpatterns = [
         DecisionViewSet.as_view({"get": "retrieve"}),
         name="gov-decision-detail",
     ),
-    path("audit/", AuditViewSet.as_view({"get": "list"}), name="gov-audit-list"),
+    path(
+        "audit/",
+        AuditViewSet.as_view({"get": "list"}, renderer_classes=EXPORT_RENDERERS),
+        name="gov-audit-list",
+    ),
     path("audit/verify/", AuditViewSet.as_view({"get": "verify"}), name="gov-audit-verify"),
     re_path(
         r"^audit/(?P<id>[0-9]{1,18})/$",
