@@ -350,10 +350,3 @@ CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
     "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
     "options": {"expires": 120},
 }
-# The review API's choice sets, named once in the schema.
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] |= {
-    "GovernanceSourceEnum": "governance.models.DecisionSource",
-    "ReviewDecisionEnum": "governance.models.ReviewDecision",
-    "ReviewStatusEnum": "governance.models.ReviewStatus",
-    "AppealStatusEnum": "governance.models.AppealStatus",
-}
