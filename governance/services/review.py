@@ -157,11 +157,13 @@ def report(
     The item belongs to the organisation that owns the model (the served name's
     namespace, or the model named by the content id's provenance); a model of a user, or
     none, makes it the platform's. The text is scored by the cheap checkers so the
-    reviewer sees why it might be a violation. Raises PlatformError (400) for an empty
-    or oversized text or context.
+    reviewer sees why it might be a violation. Raises PlatformError: 400 for an empty
+    or oversized text or context, 429 past ``GOVERNANCE_REPORTS_PER_HOUR`` reports of
+    the user in the last hour.
     """
     text = _checked_text(text)
     context = _checked_context(context)
+    _check_report_rate(user)
     if content_id and not served_name:
         found = Provenance.objects.filter(content_id=content_id).values_list("served_name")
         served_name = next(iter(found), ("",))[0]
@@ -190,6 +192,21 @@ def report(
             data={"served_name": served_name, "content_id": content_id, "reason": reason[:500]},
         )
     return item
+
+
+def _check_report_rate(user: Any) -> None:
+    limit = int(getattr(settings, "GOVERNANCE_REPORTS_PER_HOUR", 30))
+    since = timezone.now() - timedelta(hours=1)
+    made = ReviewItem.objects.filter(
+        subject_user_id=user.pk, source=DecisionSource.REPORT, created_at__gte=since
+    )
+    if limit and made.count() >= limit:
+        raise PlatformError(
+            f"At most {limit} reports an hour; try again later.",
+            code="rate_limit_exceeded",
+            status=429,
+            headers={"Retry-After": "600"},
+        )
 
 
 def model_owner_org_id(served_name: str) -> int | None:

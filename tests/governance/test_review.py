@@ -366,6 +366,14 @@ def test_a_report_needs_text_and_a_bounded_context(teammate: Actor) -> None:
     assert huge.status_code == 400
 
 
+def test_reports_are_limited_per_user_and_hour(teammate: Actor, outsider: Actor) -> None:
+    with override_settings(GOVERNANCE_REPORTS_PER_HOUR=2):
+        made = [report(teammate, served_name="").status_code for _ in range(3)]
+        other = report(outsider, served_name="")
+
+    assert made == [201, 201, 429] and other.status_code == 201
+
+
 def test_a_key_without_the_moderation_scope_is_refused(owner: Actor) -> None:
     _, raw = create_api_key(owner.user, name="infer-only", scopes=["inference"])
     client = Actor(owner.user, raw).client()
