@@ -402,3 +402,26 @@ def test_adjust_lexicon_adds_terms_through_the_lists_service(
     assert lexicon.current.items[0]["category"] == "A1_d"
     logged = AuditEvent.objects.get(action="review.decide", target_id=item.item_id)
     assert logged.data["lexicon"]["added"] == ["坏词"]
+
+
+def test_removing_a_false_positive_term_approves_the_item(
+    owner: Actor, org: Any, teammate: Actor, outsider: Actor
+) -> None:
+    lists = pytest.importorskip("governance.services.lists")
+    lexicon = lists.create_list(
+        owner.user, org, "house-terms", "lexicon", items=[{"text": "苹果", "category": "A1_d"}]
+    )
+    theirs = lists.create_list(outsider.user, outsider.user, "oscar-terms", "lexicon")
+    item = review.open_for_decision(decision(org, teammate.user), {})
+    assert item is not None
+
+    with pytest.raises(PlatformError) as refused:
+        review.decide(owner.user, item, "adjust_lexicon", lexicon={"list": theirs.pk, "add": ["x"]})
+    decided = review.decide(
+        owner.user, item, "adjust_lexicon", "fruit", {"list": lexicon.pk, "remove": ["苹果"]}
+    )
+
+    assert refused.value.param == "lexicon.list"
+    assert decided.status == ReviewStatus.APPROVED and decided.resolution == "adjust_lexicon"
+    lexicon.refresh_from_db()
+    assert lexicon.current.items == []
