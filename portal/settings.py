@@ -359,3 +359,22 @@ for _rate in (GOVERNANCE_VERIFY_ANON_RATE, GOVERNANCE_VERIFY_USER_RATE):
     if not (_count.isdigit() and int(_count) > 0 and _unit in ("s", "sec", "min", "hour", "day")):
         raise ImproperlyConfigured(f"a governance verify rate must read like 20/min, not {_rate}")
 GOVERNANCE_EXPORT_FONT = env_str("GOVERNANCE_EXPORT_FONT", "")
+
+# governance: review
+# The time-to-review target of a review item (seconds; default one day): items pending
+# past it are escalated by the beat task below, which runs every few minutes.
+GOVERNANCE_REVIEW_TARGET_S = env_int("GOVERNANCE_REVIEW_TARGET_S", 86400, minimum=60)
+# Reports ("report this answer") a user may file per hour (0: no limit).
+GOVERNANCE_REPORTS_PER_HOUR = env_int("GOVERNANCE_REPORTS_PER_HOUR", 30, minimum=0)
+CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
+    "task": "governance.jobs.review.escalate_overdue",
+    "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
+    "options": {"expires": 120},
+}
+# The review API's choice sets get names of their own in the API schema ("source" and
+# "status" choices of other components would collide with them).
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["GovernanceSourceEnum"] = "governance.models.DecisionSource"
+    _enum_names["ReviewDecisionEnum"] = "governance.models.ReviewDecision"
+    _enum_names["ReviewStatusEnum"] = "governance.models.ReviewStatus"
+    _enum_names["AppealStatusEnum"] = "governance.models.AppealStatus"
