@@ -340,3 +340,16 @@ CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
 # Governance: /v1/moderations limits (inputs per request, characters per input).
 MODERATION_MAX_INPUTS = env_int("MODERATION_MAX_INPUTS", 32, minimum=1)
 MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
+
+# governance: compliance
+# Pending reports start their run once the sampled questions are ingested; running ones
+# collect their checks when the run ends (the finished-hook does it at once; this sweep is
+# the backstop).
+CELERY_BEAT_SCHEDULE["governance-compliance-sweep"] = {
+    "task": "governance.jobs.compliance.sweep_reports",
+    "schedule": 10.0,
+    "options": {"expires": 30},
+}
+# Overrides of TC260-003's minimums, thresholds and sample counts by key (see
+# governance.services.compliance.MINIMUMS), e.g. {"max_age_days": 30}.
+GOVERNANCE_COMPLIANCE: dict[str, float] = {}
