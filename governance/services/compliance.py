@@ -117,6 +117,7 @@ def library_checks(now: datetime | None = None) -> list[dict[str, Any]]:
         *_generated_checks(now),
         *_refuse_checks(now),
         *_non_refusal_checks(now),
+        _classifier_check(),
     ]
 
 
@@ -250,6 +251,27 @@ def _non_refusal_checks(now: datetime) -> list[dict[str, Any]]:
         ),
         _recency("8.3-non-refusal-updated", "非拒答测试题库更新 / Bank updated", updated, now),
     ]
+
+
+def _classifier_check() -> dict[str, Any]:
+    """8.4: the risks the pipeline's classifier scores (its model's categories)."""
+    from governance.moderation.pipeline import load_classifier
+
+    checker = load_classifier()
+    try:
+        categories = list(getattr(getattr(checker, "model", None), "categories", []) or [])
+    except (OSError, ValueError):  # a model that cannot be loaded covers nothing
+        categories = []
+    covered = [code for code in RISKS if code in categories]
+    missing = [code for code in RISKS if code not in covered]
+    if checker is None:
+        detail = "no moderation classifier is available"
+    elif missing:
+        detail = f"covers {', '.join(covered) or 'none'}; missing {len(missing)} risks"
+    else:
+        detail = "all 31 risks covered"
+    title = "分类模型覆盖的风险 / Risks the classifier covers"
+    return _check("8.4-classifier", title, len(covered), len(RISKS), not missing, detail)
 
 
 # --- creating a report ----------------------------------------------------------------

@@ -26,7 +26,7 @@ from governance.models import (
     ListKind,
     ReportStatus,
 )
-from governance.moderation.lexicon import DATA_DIR, default_lexicon
+from governance.moderation.lexicon import default_lexicon
 from governance.moderation.taxonomy import RISKS
 from governance.services import banks, compliance
 from governance.services.banks import BANKS_DIR, PLATFORM_NAMESPACE
@@ -109,6 +109,8 @@ def test_library_checks_count_the_platform_lists_against_the_minimums(db: Any) -
     for ident in ("8.2-generated-a1-a2", "8.3-refuse-per-risk", "8.3-non-refusal-size"):
         assert checks[ident]["passed"] is True, checks[ident]
     assert all(checks[i]["passed"] for i in checks if i.endswith("-updated"))
+    # The shipped classifier (COLD) scores three discrimination risks, not all 31.
+    assert checks["8.4-classifier"]["value"] < 31 and checks["8.4-classifier"]["passed"] is False
 
     # A week and a day later nothing was updated: every recency check fails.
     later = by_id(compliance.library_checks(now=timezone.now() + timedelta(days=8)))
@@ -224,9 +226,7 @@ def test_a_report_samples_the_banks_through_the_gateway_and_records_each_check(
     sync_starter_lexicon()
 
     samples = {"should_refuse": 3, "non_refusal": 2, "generated": 3}
-    report = compliance.create_report(
-        owner.user, owner.user, MODEL, samples=samples, max_tokens=8
-    )
+    report = compliance.create_report(owner.user, owner.user, MODEL, samples=samples, max_tokens=8)
     assert report.status == ReportStatus.PENDING
     assert AuditEvent.objects.filter(action="compliance.create", target_id=report.report_id)
     run_queued_jobs()  # the dataset ingest a worker does
