@@ -42,7 +42,7 @@ from django.utils import timezone
 from governance.models import ComplianceReport, ContentList, ListKind, ReportStatus
 from governance.moderation.taxonomy import RISKS, rollup
 from governance.services import audit, banks
-from portal.errors import PermissionDenied, PlatformError
+from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -486,13 +486,13 @@ def task_name(report: ComplianceReport, assessment: str) -> str:
 def _suite(report: ComplianceReport, actor: Any, owner: Any, plan: dict[str, Any]) -> Any:
     """The report's three refusal tasks over its dataset and their suite, private to the
     owner (made once: an existing one is reused when a sweep retries)."""
-    from evaluation.models import EvalSuite
     from evaluation.services import catalog
 
     namespace = ComplianceReport.namespace_of(owner)
-    found = EvalSuite.objects.filter(namespace=namespace, name=_slug(report)).first()
-    if found is not None:
-        return found
+    try:
+        return catalog.resolve_suite(actor, f"{namespace}/{_slug(report)}")
+    except NotFound:
+        pass
     for assessment, (_, description, metric) in _TASKS.items():
         metrics = ", ".join(f"{{name: {m}}}" for m in dict.fromkeys((metric, "refused")))
         text = TASK_YAML.format(
@@ -510,13 +510,16 @@ def _suite(report: ComplianceReport, actor: Any, owner: Any, plan: dict[str, Any
 
 
 def _collect(report: ComplianceReport) -> None:
-    from evaluation.models import EvalRun
+    from evaluation.services import runs
     from portal.models.jobs import JobStatus
 
     plan = _plan(report)
-    run = EvalRun.objects.filter(pk=plan.get("run_id")).first()
-    if run is None:
-        raise PlatformError("The report's evaluation run is gone.")
+    if report.created_by is None:
+        raise PlatformError("The report's creator is gone.")
+    try:
+        run = runs.get_run(report.created_by, str(plan.get("run_id") or ""))
+    except NotFound as exc:
+        raise PlatformError("The report's evaluation run is gone.") from exc
     if not run.is_terminal:
         return
     if run.status != JobStatus.SUCCEEDED:
