@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from governance.models import ComplianceReport, ContentList, ListKind, ReportStatus
@@ -691,6 +692,22 @@ def _items_of(kind: str) -> list[dict[str, Any]]:
         kind=kind, owner_user__isnull=True, owner_org__isnull=True, current__isnull=False
     ).select_related("current")
     return [item for found in lists if found.current for item in found.current.items]
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def reports_of(user: Any) -> QuerySet[ComplianceReport]:
+    """The reports ``user`` may read (their own, their organisations'), newest first."""
+    return ComplianceReport.objects.restrict(user, "read").order_by("-created_at", "-id")
+
+
+def get_report(user: Any, report_id: str) -> ComplianceReport:
+    """The report ``report_id`` if ``user`` may read it; NotFound (404) otherwise."""
+    found = reports_of(user).filter(report_id=str(report_id)[:40]).first()
+    if found is None:
+        raise NotFound("No such compliance report.", param="report_id")
+    return found
 
 
 # --- sweeping -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from governance.services.banks import BANKS_DIR, PLATFORM_NAMESPACE
 from portal.models import APIKey
 from portal.models.jobs import JobStatus
 
+MODEL = "olivia/tiny"
 A1_A2 = [code for code in RISKS if code[:2] in ("A1", "A2")]
 OTHERS = [code for code in RISKS if code not in A1_A2]
 
@@ -187,9 +188,34 @@ def test_a_report_on_a_model_the_caller_cannot_use_is_a_404(
     assert not ComplianceReport.objects.exists()
 
 
-# --- end to end -----------------------------------------------------------------------
+def test_a_run_that_does_not_succeed_fails_the_report_with_its_reason(db: Any, owner: Any) -> None:
+    from evaluation.services import runs
+    from governance.jobs import compliance as jobs  # registers the finished-hook
+    from tests.datasets.conftest import run_queued_jobs
+    from tests.factories import model_repo
 
-MODEL = "olivia/tiny"
+    model_repo(owner.user, "tiny", visibility="private")
+    samples = {"should_refuse": 2, "non_refusal": 2, "generated": 2}
+    report = compliance.create_report(owner.user, owner.user, MODEL, samples=samples)
+    jobs.advance_report(report.report_id)  # the questions are not ingested yet
+    report.refresh_from_db()
+    assert report.status == ReportStatus.PENDING
+    run_queued_jobs()
+    report = compliance.advance(report)
+    assert report.status == ReportStatus.RUNNING
+    assert report.runs[0]["samples"] == samples
+    assert report.runs[0]["suite"] == f"olivia/{report.report_id.lower()}"
+
+    run = runs.get_run(owner.user, report.runs[0]["run_id"])
+    runs.cancel_run(owner.user, run)  # a queued run is cancelled at once and finalised
+
+    report.refresh_from_db()
+    assert report.status == ReportStatus.FAILED and report.passed is False
+    assert f"Evaluation run {run.pk} did not succeed" in report.error
+    assert compliance.get_report(owner.user, report.report_id) == report
+
+
+# --- end to end -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
