@@ -378,3 +378,16 @@ if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
     _enum_names["ReviewDecisionEnum"] = "governance.models.ReviewDecision"
     _enum_names["ReviewStatusEnum"] = "governance.models.ReviewStatus"
     _enum_names["AppealStatusEnum"] = "governance.models.AppealStatus"
+
+# governance: compliance
+# Pending reports start their run once the sampled questions are ingested; running ones
+# collect their checks when the run ends (the finished-hook does it at once; this sweep is
+# the backstop).
+CELERY_BEAT_SCHEDULE["governance-compliance-sweep"] = {
+    "task": "governance.jobs.compliance.sweep_reports",
+    "schedule": 10.0,
+    "options": {"expires": 30},
+}
+# Overrides of TC260-003's minimums, thresholds and sample counts by key (see
+# governance.services.compliance.MINIMUMS), e.g. {"max_age_days": 30}.
+GOVERNANCE_COMPLIANCE: dict[str, float] = {}
