@@ -357,3 +357,54 @@ GOVERNANCE_GUARD_USER = env_str("GOVERNANCE_GUARD_USER", "")
 GOVERNANCE_GUARD_KEY_TTL_S = env_int("GOVERNANCE_GUARD_KEY_TTL_S", 900, minimum=60)
 GOVERNANCE_GUARD_MAX_TOKENS = env_int("GOVERNANCE_GUARD_MAX_TOKENS", 24, minimum=1)
 GOVERNANCE_GUARD_TIMEOUT_S = env_int("GOVERNANCE_GUARD_TIMEOUT_S", 30, minimum=1)
+
+# governance: registry
+# AIGC labels and the provenance registry: the ContentProducer named in labels and the
+# key that signs them (SECRET_KEY when unset; the gateway signs with the same pair); the
+# largest file /api/governance/verify and uploads/check accept; the longest answer an
+# export renders; verify's throttle rates (DRF "<n>/<s|min|hour|day>") for anonymous
+# callers per address and signed-in ones per user; the font of PNG exports (a TrueType
+# file with CJK glyphs; "" = the first one installed).
+GOVERNANCE_PRODUCER = env_str("GOVERNANCE_PRODUCER", "openmaas")
+GOVERNANCE_LABEL_KEY = env_str("GOVERNANCE_LABEL_KEY", "")
+GOVERNANCE_UPLOAD_MAX_BYTES = env_int("GOVERNANCE_UPLOAD_MAX_BYTES", 20 * 1024**2, minimum=1)
+GOVERNANCE_EXPORT_MAX_CHARS = env_int("GOVERNANCE_EXPORT_MAX_CHARS", 200_000, minimum=1)
+GOVERNANCE_VERIFY_ANON_RATE = env_str("GOVERNANCE_VERIFY_ANON_RATE", "20/min")
+GOVERNANCE_VERIFY_USER_RATE = env_str("GOVERNANCE_VERIFY_USER_RATE", "300/min")
+for _rate in (GOVERNANCE_VERIFY_ANON_RATE, GOVERNANCE_VERIFY_USER_RATE):
+    _count, _, _unit = _rate.partition("/")
+    if not (_count.isdigit() and int(_count) > 0 and _unit in ("s", "sec", "min", "hour", "day")):
+        raise ImproperlyConfigured(f"a governance verify rate must read like 20/min, not {_rate}")
+GOVERNANCE_EXPORT_FONT = env_str("GOVERNANCE_EXPORT_FONT", "")
+
+# governance: review
+# The time-to-review target of a review item (seconds; default one day): items pending
+# past it are escalated by the beat task below, which runs every few minutes.
+GOVERNANCE_REVIEW_TARGET_S = env_int("GOVERNANCE_REVIEW_TARGET_S", 86400, minimum=60)
+# Reports ("report this answer") a user may file per hour (0: no limit).
+GOVERNANCE_REPORTS_PER_HOUR = env_int("GOVERNANCE_REPORTS_PER_HOUR", 30, minimum=0)
+CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
+    "task": "governance.jobs.review.escalate_overdue",
+    "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
+    "options": {"expires": 120},
+}
+# The review API's choice sets get names of their own in the API schema ("source" and
+# "status" choices of other components would collide with them).
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["GovernanceSourceEnum"] = "governance.models.DecisionSource"
+    _enum_names["ReviewDecisionEnum"] = "governance.models.ReviewDecision"
+    _enum_names["ReviewStatusEnum"] = "governance.models.ReviewStatus"
+    _enum_names["AppealStatusEnum"] = "governance.models.AppealStatus"
+
+# governance: compliance
+# Pending reports start their run once the sampled questions are ingested; running ones
+# collect their checks when the run ends (the finished-hook does it at once; this sweep is
+# the backstop).
+CELERY_BEAT_SCHEDULE["governance-compliance-sweep"] = {
+    "task": "governance.jobs.compliance.sweep_reports",
+    "schedule": 10.0,
+    "options": {"expires": 30},
+}
+# Overrides of TC260-003's minimums, thresholds and sample counts by key (see
+# governance.services.compliance.MINIMUMS), e.g. {"max_age_days": 30}.
+GOVERNANCE_COMPLIANCE: dict[str, float] = {}
