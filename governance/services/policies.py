@@ -149,7 +149,7 @@ def _assign(row: Policy, data: dict[str, Any]) -> None:
 def _served_name(row: Policy, served_name: str) -> str:
     if served_name and model_namespace(served_name) != row.namespace:
         raise PlatformError(
-            f"'{served_name[:200]}' is not a model of '{row.namespace}': a deployment policy "
+            f"served_name: '{served_name[:200]}' is not a model of '{row.namespace}': a deployment policy "
             "belongs to the model's owner.",
             code="invalid_policy",
             param="served_name",
@@ -170,7 +170,7 @@ def _key_of(row: Policy, key_id: Any) -> APIKey | None:
         key = APIKey.objects.filter(mine, pk=key_id).first()
     if key is None:
         raise PlatformError(
-            f"No API key {str(key_id)[:20]} of '{row.namespace}'.",
+            f"api_key: no API key {str(key_id)[:20]} of '{row.namespace}'.",
             code="invalid_policy",
             param="api_key",
         )
