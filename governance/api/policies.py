@@ -221,7 +221,13 @@ class ListViewSet(GovernanceViewSet):
         return Response(s.VersionDetailSerializer(self._version(pk, number)).data)
 
     def _version(self, pk: str, number: str) -> Any:
-        return _get(self.named(pk).versions.select_related("created_by"), number, "version")
+        versions = self.named(pk).versions.select_related("created_by")
+        found = None
+        if number.isascii() and number.isdigit() and int(number) <= s.MAX_ID:
+            found = versions.filter(number=int(number)).first()
+        if found is None:
+            raise NotFound("No such version.", param="number")
+        return found
 
     @extend_schema(
         parameters=ID,

@@ -252,7 +252,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
         line, start = start, reader.line_num + 1
         if not row or not any(cell.strip() for cell in row) or row[0].startswith("#"):
             continue
-        if columns is None and row[0].strip().lower() in TEXT_COLUMNS:
+        if columns is None and any(cell.strip().lower() in TEXT_COLUMNS for cell in row):
             columns = _header(row)
             continue
         if columns is None:
@@ -433,7 +433,7 @@ def add_items(
 ) -> ContentListVersion:
     """A new version with ``items`` (strings or objects, see :func:`parse_items`) added;
     an item already there (same text and category) is kept as it was."""
-    return change_items(actor, content_list, add=items, note=note or "added")
+    return change_items(actor, content_list, add=items, note=note)
 
 
 def remove_items(
@@ -441,7 +441,7 @@ def remove_items(
 ) -> ContentListVersion:
     """A new version without ``items``: a string removes every item with that text, an
     object ``{"text", "category"}`` only that pair. Items not in the list are ignored."""
-    return change_items(actor, content_list, remove=items, note=note or "removed")
+    return change_items(actor, content_list, remove=items, note=note)
 
 
 def change_items(
@@ -456,6 +456,10 @@ def change_items(
         path="add",
     )
     texts, pairs = _removals(remove if remove is not None else [])
+    if not note:
+        note = " and ".join(
+            w for w, given in (("added", added), ("removed", texts | pairs)) if given
+        )
     with transaction.atomic():
         locked = _locked(content_list)
         kept = [
@@ -471,7 +475,11 @@ def change_items(
 def _locked(content_list: ContentList) -> ContentList:
     """The list's row, locked until the transaction ends (edits based on the current
     version do not lose each other's changes)."""
-    return ContentList.objects.select_for_update().select_related("current").get(pk=content_list.pk)
+    return (
+        ContentList.objects.select_for_update(of=("self",))
+        .select_related("current")
+        .get(pk=content_list.pk)
+    )
 
 
 def _removals(items: Any) -> tuple[set[str], set[tuple[str, str]]]:

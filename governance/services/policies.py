@@ -149,8 +149,8 @@ def _assign(row: Policy, data: dict[str, Any]) -> None:
 def _served_name(row: Policy, served_name: str) -> str:
     if served_name and model_namespace(served_name) != row.namespace:
         raise PlatformError(
-            f"served_name: '{served_name[:200]}' is not a model of '{row.namespace}': a deployment policy "
-            "belongs to the model's owner.",
+            f"served_name: '{served_name[:200]}' is not a model of '{row.namespace}' "
+            "(a deployment's policy belongs to the model's owner).",
             code="invalid_policy",
             param="served_name",
         )

@@ -203,9 +203,7 @@ def test_offender_suspension_is_applied_once_and_lifted_by_staff(owner: Any, adm
     assert actions_for("suspension", first.pk) == ["suspension.create"]
     # staff see it; olivia herself and others do not
     listed = admin.client().get(SUSPENSIONS, {"active": True}).json()["results"]
-    assert [(r["user"], r["level"], r["active"]) for r in listed] == [
-        ("olivia", "suspended", True)
-    ]
+    assert [(r["user"], r["level"], r["active"]) for r in listed] == [("olivia", "suspended", True)]
     assert owner.client().get(f"{SUSPENSIONS}{first.pk}/").status_code == 404
     assert owner.client().post(f"{SUSPENSIONS}{first.pk}/lift").status_code == 404
     # when staff lift it
