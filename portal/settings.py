@@ -340,3 +340,8 @@ CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
 # Governance: /v1/moderations limits (inputs per request, characters per input).
 MODERATION_MAX_INPUTS = env_int("MODERATION_MAX_INPUTS", 32, minimum=1)
 MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
+
+# governance: policies
+# The governance lists' kind (lexicon, allow-list, question banks) gets its own enum name
+# in the API schema (another component's "kind" choices would collide with it).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ListKindEnum"] = "governance.models.ListKind"

@@ -108,7 +108,7 @@ class PolicyQuerySerializer(Serializer):
 # --- lists --------------------------------------------------------------------------------
 
 
-class ItemSerializer(Serializer):
+class ListItemSerializer(Serializer):
     text = serializers.CharField()
     category = serializers.CharField(allow_blank=True)
     weight = serializers.FloatField(required=False, help_text="0..1; absent: 1")
@@ -158,7 +158,7 @@ class ListQuerySerializer(Serializer):
     )
 
 
-class VersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class ListVersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
 
     class Meta:
@@ -167,15 +167,15 @@ class VersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
-class VersionDetailSerializer(VersionSerializer):
-    items = ItemSerializer(many=True, read_only=True)
+class ListVersionDetailSerializer(ListVersionSerializer):
+    items = ListItemSerializer(many=True, read_only=True)
 
-    class Meta(VersionSerializer.Meta):
-        fields = [*VersionSerializer.Meta.fields, "items"]
+    class Meta(ListVersionSerializer.Meta):
+        fields = [*ListVersionSerializer.Meta.fields, "items"]
         read_only_fields = fields
 
 
-class VersionCreateSerializer(Serializer):
+class ListVersionCreateSerializer(Serializer):
     items = serializers.JSONField(
         help_text='The whole new list: strings, or {"text", "category"?, "weight"?} objects'
     )
