@@ -344,4 +344,5 @@ MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
 # governance: policies
 # The governance lists' kind (lexicon, allow-list, question banks) gets its own enum name
 # in the API schema (another component's "kind" choices would collide with it).
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ListKindEnum"] = "governance.models.ListKind"
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["ListKindEnum"] = "governance.models.ListKind"
