@@ -324,7 +324,8 @@ class ListExportViewSet(ListViewSet):
         form the import reads back."""
         query = s.ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fmt = query.validated_data["format"]
+        asked = request.accepted_renderer.format
+        fmt = query.validated_data.get("format") or (asked if asked in lists.FORMATS else "txt")
         version = self._version(pk, number)
         body = lists.export_items(version.items, fmt)
         kind = "text/csv" if fmt == "csv" else "text/plain"

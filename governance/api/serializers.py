@@ -101,7 +101,10 @@ class PolicyCreateSerializer(PolicyWriteSerializer):
 
 class PolicyQuerySerializer(Serializer):
     owner = serializers.CharField(
-        required=False, max_length=64, help_text="Only this owner's (a namespace)"
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Only this owner's (a namespace)",
     )
 
 
@@ -151,7 +154,9 @@ class ContentListCreateSerializer(Serializer):
 
 
 class ListQuerySerializer(Serializer):
-    owner = serializers.CharField(required=False, max_length=64, help_text="A namespace")
+    owner = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="A namespace"
+    )
     kind = serializers.ChoiceField(ListKind.choices, required=False)
     platform = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Only platform lists, or none"
@@ -214,7 +219,11 @@ class ImportSerializer(Serializer):
 
 
 class ExportQuerySerializer(Serializer):
-    format = serializers.ChoiceField([(f, f) for f in lists.FORMATS], default="txt")
+    format = serializers.ChoiceField(
+        [(f, f) for f in lists.FORMATS],
+        required=False,
+        help_text="txt or csv; default: what the Accept header asks for, else txt",
+    )
 
 
 # --- suspensions --------------------------------------------------------------------------
@@ -252,4 +261,6 @@ class SuspensionQuerySerializer(Serializer):
     active = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Only those in force (or not)"
     )
-    user = serializers.CharField(required=False, max_length=150, help_text="A username")
+    user = serializers.CharField(
+        required=False, allow_blank=True, max_length=150, help_text="A username"
+    )
