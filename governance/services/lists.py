@@ -7,9 +7,9 @@ kept unique per (text, category) and sorted by category, then text; a version's
 ``sha256`` is over that canonical form, so an edit that changes nothing makes no version.
 
 Import formats (both UTF-8): text, one item per line ``text[<TAB>category[<TAB>weight]]``
-(blank lines and lines starting with ``#`` skipped); CSV ``text,category[,weight]``
-(a header row naming ``text``, ``term`` or ``question`` maps columns by name). Errors
-name their line. An item's text is one line (no tabs or line breaks), at most
+(blank lines and comments — ``#`` then a space — skipped; a hashtag ``#term`` is an item);
+CSV ``text,category[,weight]`` (a header row naming ``text``, ``term`` or ``question``
+maps columns by name). Errors name their line. An item's text is one line (no tabs or line breaks), at most
 :data:`MAX_TEXT` characters; its category a platform category (a risk like ``A1_d``, a
 class like ``A1`` or a detector like ``PII_ID_CARD``), required except in allow-lists.
 
@@ -233,7 +233,7 @@ def import_items(
 def _txt_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if line and not line.startswith("#"):
+        if line and line != "#" and not line.startswith("# "):
             yield number, line.split("\t")
 
 
@@ -250,7 +250,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
             yield reader.line_num, f"not valid CSV ({exc})"
             return
         line, start = start, reader.line_num + 1
-        if not row or not any(cell.strip() for cell in row) or row[0].startswith("#"):
+        if not any(cell.strip() for cell in row):
             continue
         if columns is None and any(cell.strip().lower() in TEXT_COLUMNS for cell in row):
             columns = _header(row)

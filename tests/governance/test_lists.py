@@ -284,7 +284,13 @@ def test_sync_builtin_adds_a_version_only_when_the_file_changes(
 @pytest.mark.parametrize(
     ("content", "fmt", "expected"),
     [
-        (b"a\tA1_a\n# note\n\n", "txt", [{"text": "a", "category": "A1_a"}]),
+        (b"a\tA1_a\n# note\n#\n\n", "txt", [{"text": "a", "category": "A1_a"}]),
+        (
+            "#台独\tA1_c\n".encode(),
+            "txt",
+            [{"text": "#台独", "category": "A1_c"}],
+        ),
+        (b"#tag,A1_c\n", "csv", [{"text": "#tag", "category": "A1_c"}]),
         (
             b"term,category,weight\na,A1_a,0.5\n",
             "csv",
