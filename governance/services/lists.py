@@ -378,13 +378,14 @@ def new_version(
         require_category=requires_category(content_list.kind),
     )
     with transaction.atomic():
-        locked = ContentList.objects.select_for_update().get(pk=content_list.pk)
+        locked = _locked(content_list)
         current = locked.current
         if current is not None and current.sha256 == items_sha256(parsed):
             return current
         before = {(i["text"], i["category"]) for i in (current.items if current else [])}
         after = {(i["text"], i["category"]) for i in parsed}
         number = (locked.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        note = note or "edited"
         version = _save_version(actor, locked, parsed, note, number=number)
         audit.record(
             "list.version",
