@@ -9,9 +9,10 @@ kept unique per (text, category) and sorted by category, then text; a version's
 Import formats (both UTF-8): text, one item per line ``text[<TAB>category[<TAB>weight]]``
 (blank lines and comments — ``#`` then a space — skipped; a hashtag ``#term`` is an item);
 CSV ``text,category[,weight]`` (a header row naming ``text``, ``term`` or ``question``
-maps columns by name). Errors name their line. An item's text is one line (no tabs or line breaks), at most
-:data:`MAX_TEXT` characters; its category a platform category (a risk like ``A1_d``, a
-class like ``A1`` or a detector like ``PII_ID_CARD``), required except in allow-lists.
+maps columns by name). Errors name their line. An item's text is one line (no tabs or
+line breaks), at most :data:`MAX_TEXT` characters; its category a platform category (a
+risk like ``A1_d``, a class like ``A1`` or a detector like ``PII_ID_CARD``), required
+except in allow-lists.
 
 Platform lists (no owner, ``namespace`` ``""``) are the staff's: the gateway's snapshot
 compiles the lexicons and allow-lists among them (:func:`active_terms`);

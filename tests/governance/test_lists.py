@@ -226,8 +226,11 @@ def test_platform_lists_are_staff_only(owner: Any, admin: Any) -> None:
     pk = response.json()["id"]
     assert response.json()["owner"] is None
     assert owner.client().get(f"{LISTS}{pk}/").status_code == 404
+    create(admin, name="own")
     listed = admin.client().get(LISTS, {"platform": True}).json()["results"]
     assert [row["name"] for row in listed] == ["global"]
+    listed = admin.client().get(LISTS, {"platform": False}).json()["results"]
+    assert [row["name"] for row in listed] == ["own"]
     assert lists.active_terms("lexicon") == lists.canonical(lists.parse_items(TERMS))
 
 
