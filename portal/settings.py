@@ -408,3 +408,11 @@ CELERY_BEAT_SCHEDULE["governance-compliance-sweep"] = {
 # Overrides of TC260-003's minimums, thresholds and sample counts by key (see
 # governance.services.compliance.MINIMUMS), e.g. {"max_age_days": 30}.
 GOVERNANCE_COMPLIANCE: dict[str, float] = {}
+
+# governance: policies
+# The governance lists' kind (lexicon, allow-list, question banks) and the labelled file
+# kinds of /verify each get an enum name of their own in the API schema (several
+# components' "kind" choices would otherwise collide).
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["ListKindEnum"] = "governance.models.ListKind"
+    _enum_names["LabelledFileKindEnum"] = "governance.labels.files.KINDS"
