@@ -340,3 +340,13 @@ CELERY_BEAT_SCHEDULE["evaluation-sweep"] = {
 # Governance: /v1/moderations limits (inputs per request, characters per input).
 MODERATION_MAX_INPUTS = env_int("MODERATION_MAX_INPUTS", 32, minimum=1)
 MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
+
+# governance: review
+# The time-to-review target of a review item (seconds; default one day): items pending
+# past it are escalated by the beat task below, which runs every few minutes.
+GOVERNANCE_REVIEW_TARGET_S = env_int("GOVERNANCE_REVIEW_TARGET_S", 86400, minimum=60)
+CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
+    "task": "governance.jobs.review.escalate_overdue",
+    "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
+    "options": {"expires": 120},
+}
