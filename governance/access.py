@@ -11,22 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from governance.services import scope
 from portal.models import Organization
-from portal.models.accounts import Membership, Role
+from portal.models.accounts import Role
 from portal.views import not_found
 
-M = TypeVar("M")
 View = Callable[..., HttpResponse]
-
-
-def is_staff(user: Any) -> bool:
-    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
 
 
 def managed_orgs(user: Any) -> QuerySet[Organization]:
@@ -38,17 +34,13 @@ def managed_orgs(user: Any) -> QuerySet[Organization]:
 
 def can_govern(user: Any) -> bool:
     """Staff, or the owner or an admin of at least one organisation."""
-    if not getattr(user, "is_authenticated", False):
-        return False
-    if is_staff(user):
-        return True
-    return Membership.objects.filter(user=user, role__in=Role.managers()).exists()
+    return scope.is_reviewer(user)
 
 
 def owned(model: Any, user: Any) -> Any:
     """The rows of an ``OwnedModel`` that ``user`` governs: all for staff (platform rows
     included), else those of the user and of the organisations they manage."""
-    if is_staff(user):
+    if scope.is_staff(user):
         return model.objects.all()
     return model.objects.restrict(user, "write")
 

@@ -60,7 +60,7 @@ class OwnerForm(forms.Form):
         assert isinstance(field, forms.ChoiceField)
         field.choices = owner_choices(user, orgs)
 
-    def owner(self) -> Organization | Any | None:
+    def chosen_owner(self) -> Organization | Any | None:
         return owner_of(self.cleaned_data["owner"], self.user, self.orgs)
 
     def show_error(self, param: str | None, message: str) -> None:
@@ -125,11 +125,12 @@ class DecideForm(forms.Form):
         data = self.cleaned_data
         if data["decision"] != ReviewDecision.ADJUST_LEXICON:
             return None
+        category = data.get("category") or ""
+        added = lines(data.get("add_terms"))
         return {
-            "list_id": int(data["content_list"]),
-            "add": lines(data.get("add_terms")),
+            "list": int(data["content_list"]),
+            "add": [{"text": t, "category": category} for t in added] if category else added,
             "remove": lines(data.get("remove_terms")),
-            "category": data.get("category") or "",
         }
 
 
@@ -150,9 +151,7 @@ class PolicyForm(OwnerForm):
 
     name = forms.SlugField(label=_("名称"), max_length=96)
     description = forms.CharField(label=_("说明"), required=False, widget=forms.TextInput)
-    served_name = forms.CharField(
-        label=_("仅限部署（模型名）"), required=False, max_length=200
-    )
+    served_name = forms.CharField(label=_("仅限部署（模型名）"), required=False, max_length=200)
     api_key = forms.CharField(label=_("仅限 API 密钥（前缀）"), required=False, max_length=16)
     enabled = forms.BooleanField(label=_("启用"), required=False, initial=True)
     rules = forms.CharField(

@@ -12,6 +12,7 @@ field it names, or as a message.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from governance.access import governor_required, is_staff, managed_orgs, owned
+from governance.access import governor_required, managed_orgs, owned
 from governance.forms import (
     AppealDecideForm,
     AuditFilter,
@@ -47,12 +48,9 @@ from governance.models import (
     ListKind,
     Policy,
     ReviewItem,
-    ReviewStatus,
 )
 from governance.moderation.taxonomy import CLASSES, RISKS
-from governance.services import audit, lists, policies, review, scope, suspensions
-from governance.services import compliance as compliance_service
-from governance.services import provenance
+from governance.services import audit, review, scope
 from portal.auth import acting_user
 from portal.errors import NotFound, PlatformError
 from portal.views import not_found
@@ -62,6 +60,12 @@ AUDIT_PER_PAGE = 50
 LIST_ITEMS_SHOWN = 500
 VERSIONS_SHOWN = 50
 EDITABLE_KINDS = (ListKind.LEXICON, ListKind.ALLOW)
+
+
+def _service(name: str) -> Any:
+    """A service module of another governance piece (``policies``, ``lists``,
+    ``suspensions``, ``compliance``, ``provenance``), imported when a page uses it."""
+    return importlib.import_module(f"governance.services.{name}")
 
 
 def _page(request: HttpRequest, rows: Any, per_page: int = PER_PAGE) -> Any:
@@ -80,10 +84,10 @@ def _risk_name(code: str) -> str:
 def home(request: HttpRequest) -> HttpResponse:
     """What waits for the admin: pending and overdue items, and the sections."""
     user = acting_user(request)
-    pending = scope.visible_items(user).filter(status=ReviewStatus.PENDING)
+    pending = scope.visible_items(user).filter(status__in=review.OPEN)
     context = {
         "pending": pending.count(),
-        "overdue": pending.filter(due_at__lt=timezone.now()).count(),
+        "overdue": review.overdue(pending).count(),
         "mine": pending.filter(assigned_to=user).count(),
         "policies": owned(Policy, user).count(),
         "lists": owned(ContentList, user).count(),
@@ -109,7 +113,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         if chosen["source"]:
             items = items.filter(source=chosen["source"])
         if chosen["overdue"]:
-            items = items.filter(status=ReviewStatus.PENDING, due_at__lt=now)
+            items = review.overdue(items, now)
         if chosen["mine"]:
             items = items.filter(assigned_to=user)
     page = _page(request, items)
@@ -120,7 +124,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _overdue(item: ReviewItem, now: Any) -> bool:
-    return item.status == ReviewStatus.PENDING and item.due_at < now
+    return item.status in review.OPEN and item.due_at < now
 
 
 def _visible_item(request: HttpRequest, item_id: str) -> ReviewItem:
@@ -173,7 +177,7 @@ def _item_page(
         "categories": [_risk_name(code) for code in item.categories or []],
         "form": form,
         "appeals": appeals,
-        "pending": item.status == ReviewStatus.PENDING,
+        "pending": item.status in review.OPEN,
         "open_status": AppealStatus.OPEN,
     }
     return render(request, "governance/item.html", context, status=status)
@@ -215,8 +219,6 @@ def item_decide(request: HttpRequest, item_id: str) -> HttpResponse:
     if not form.is_valid():
         return _item_page(request, item, form, status=400)
     lexicon = form.lexicon()
-    if lexicon is not None and not owned(ContentList, user).filter(pk=lexicon["list_id"]):
-        return not_found(request)
     try:
         review.decide(
             user, item, form.cleaned_data["decision"], form.cleaned_data["notes"], lexicon
@@ -272,7 +274,9 @@ def policy_new(request: HttpRequest) -> HttpResponse:
     form = PolicyForm(user, managed_orgs(user), request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            policy = policies.create_policy(user, form.owner(), form.data_for_service())
+            policy = _service("policies").create_policy(
+                user, form.chosen_owner(), form.data_for_service()
+            )
         except NotFound:
             return not_found(request)
         except PlatformError as exc:
@@ -296,12 +300,10 @@ def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "enabled": policy.enabled,
         **{name: as_json(getattr(policy, name)) for name in ("rules", "offenders", "labels")},
     }
-    form = PolicyForm(
-        user, managed_orgs(user), request.POST or None, initial=initial, editing=True
-    )
+    form = PolicyForm(user, managed_orgs(user), request.POST or None, initial=initial, editing=True)
     if request.method == "POST" and form.is_valid():
         try:
-            policy = policies.update_policy(user, policy, form.data_for_service())
+            policy = _service("policies").update_policy(user, policy, form.data_for_service())
         except PlatformError as exc:
             form.show_error(exc.param, exc.message)
         else:
@@ -316,7 +318,7 @@ def policy_delete(request: HttpRequest, pk: int) -> HttpResponse:
     user = acting_user(request)
     policy = get_object_or_404(owned(Policy, user), pk=pk)
     try:
-        policies.delete_policy(user, policy)
+        _service("policies").delete_policy(user, policy)
     except PlatformError as exc:
         messages.error(request, exc.message)
         return redirect("governance-policy", pk=pk)
@@ -335,9 +337,9 @@ def list_index(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            created = lists.create_list(
+            created = _service("lists").create_list(
                 user,
-                form.owner(),
+                form.chosen_owner(),
                 data["name"],
                 data["kind"],
                 description=data["description"],
@@ -418,11 +420,11 @@ def list_items(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         added = _parse_items(data["add"], category)
         if added:
-            lists.add_items(user, content_list, added, note)
+            _service("lists").add_items(user, content_list, added, note)
             content_list.refresh_from_db()
         removed = lines(data["remove"])
         if removed:
-            lists.remove_items(user, content_list, removed, note)
+            _service("lists").remove_items(user, content_list, removed, note)
     except PlatformError as exc:
         form.add_error(None, exc.message)
         return _list_page(request, content_list, form, ImportForm(), status=exc.status)
@@ -443,11 +445,11 @@ def list_import(request: HttpRequest, pk: int) -> HttpResponse:
     category = data["category"] or content_list.default_category
     note = data["note"] or str(_("导入 %(name)s") % {"name": data["file"].name})
     try:
-        items = lists.import_items(data["file"].read(), data["fmt"], category)
+        items = _service("lists").import_items(data["file"].read(), data["fmt"], category)
         if data["replace"]:
-            lists.new_version(user, content_list, items, note)
+            _service("lists").new_version(user, content_list, items, note)
         else:
-            lists.add_items(user, content_list, items, note)
+            _service("lists").add_items(user, content_list, items, note)
     except PlatformError as exc:
         form.add_error("file", exc.message)
         return _list_page(request, content_list, ItemsForm(), form, status=exc.status)
@@ -492,7 +494,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "query": urlencode(query),
         "export_csv": "/api/governance/audit/?" + urlencode({**params, "format": "csv"}),
         "export_jsonl": "/api/governance/audit/?" + urlencode({**params, "format": "jsonl"}),
-        "staff": is_staff(user),
+        "staff": scope.is_staff(user),
     }
     return render(request, "governance/audit.html", context)
 
@@ -521,7 +523,7 @@ def suspension_lift(request: HttpRequest, pk: int) -> HttpResponse:
     user = acting_user(request)
     suspension = get_object_or_404(scope.visible_suspensions(user), pk=pk)
     try:
-        suspensions.lift(user, suspension)
+        _service("suspensions").lift(user, suspension)
     except PlatformError as exc:
         messages.error(request, exc.message)
     else:
@@ -539,8 +541,8 @@ def compliance_list(request: HttpRequest) -> HttpResponse:
     form = ComplianceForm(user, managed_orgs(user), request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            report = compliance_service.create_report(
-                user, form.owner(), form.cleaned_data["served_name"]
+            report = _service("compliance").create_report(
+                user, form.chosen_owner(), form.cleaned_data["served_name"]
             )
         except PlatformError as exc:
             form.show_error(exc.param, exc.message)
@@ -577,9 +579,9 @@ def verify(request: HttpRequest) -> HttpResponse:
         try:
             if upload is not None:
                 kind = (upload.name.rsplit(".", 1)[-1] if "." in upload.name else "").lower()
-                result = provenance.verify_file(upload.read(), kind)
+                result = _service("provenance").verify_file(upload.read(), kind)
             else:
-                result = provenance.verify_text(form.cleaned_data["text"])
+                result = _service("provenance").verify_text(form.cleaned_data["text"])
         except PlatformError as exc:
             form.add_error(None, exc.message)
             status = exc.status
@@ -589,4 +591,7 @@ def verify(request: HttpRequest) -> HttpResponse:
 
 def _result_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
     """A verification answer as label/value rows (nested values shown as JSON)."""
-    return [(key, as_json(value) if isinstance(value, dict | list) else value) for key, value in result.items()]
+    return [
+        (key, as_json(value) if isinstance(value, dict | list) else value)
+        for key, value in result.items()
+    ]
