@@ -318,8 +318,6 @@ def _status_for(decision: str, change: dict[str, Any] | None) -> str:
 
 def _adjust_lexicon(actor: Any, item: ReviewItem, lexicon: dict[str, Any] | None) -> dict[str, Any]:
     """Apply ``lexicon`` to the named list through the lists service; what changed."""
-    # The policies helper's module, imported when used (it may land after this one).
-    lists = importlib.import_module("governance.services.lists")
     given = lexicon or {}
     target = _writable_list(actor, given.get("list"))
     category = item.categories[0] if item.categories else target.default_category
@@ -328,6 +326,8 @@ def _adjust_lexicon(actor: Any, item: ReviewItem, lexicon: dict[str, Any] | None
     if not add and not remove:
         raise PlatformError("Name terms to add or remove.", param="lexicon")
     note = f"review {item.item_id}"
+    # The policies helper's module, imported when used (it may land after this one).
+    lists = importlib.import_module("governance.services.lists")
     if add:
         lists.add_items(actor, target, add, note=note)
     if remove:
