@@ -350,3 +350,22 @@ CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
     "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
     "options": {"expires": 120},
 }
+
+# governance: registry
+# AIGC labels and the provenance registry: the ContentProducer named in labels and the
+# key that signs them (SECRET_KEY when unset; the gateway signs with the same pair); the
+# largest file /api/governance/verify and uploads/check accept; the longest answer an
+# export renders; verify's throttle rates (DRF "<n>/<s|min|hour|day>") for anonymous
+# callers per address and signed-in ones per user; the font of PNG exports (a TrueType
+# file with CJK glyphs; "" = the first one installed).
+GOVERNANCE_PRODUCER = env_str("GOVERNANCE_PRODUCER", "openmaas")
+GOVERNANCE_LABEL_KEY = env_str("GOVERNANCE_LABEL_KEY", "")
+GOVERNANCE_UPLOAD_MAX_BYTES = env_int("GOVERNANCE_UPLOAD_MAX_BYTES", 20 * 1024**2, minimum=1)
+GOVERNANCE_EXPORT_MAX_CHARS = env_int("GOVERNANCE_EXPORT_MAX_CHARS", 200_000, minimum=1)
+GOVERNANCE_VERIFY_ANON_RATE = env_str("GOVERNANCE_VERIFY_ANON_RATE", "20/min")
+GOVERNANCE_VERIFY_USER_RATE = env_str("GOVERNANCE_VERIFY_USER_RATE", "300/min")
+for _rate in (GOVERNANCE_VERIFY_ANON_RATE, GOVERNANCE_VERIFY_USER_RATE):
+    _count, _, _unit = _rate.partition("/")
+    if not (_count.isdigit() and int(_count) > 0 and _unit in ("s", "sec", "min", "hour", "day")):
+        raise ImproperlyConfigured(f"a governance verify rate must read like 20/min, not {_rate}")
+GOVERNANCE_EXPORT_FONT = env_str("GOVERNANCE_EXPORT_FONT", "")
