@@ -369,3 +369,16 @@ for _rate in (GOVERNANCE_VERIFY_ANON_RATE, GOVERNANCE_VERIFY_USER_RATE):
     if not (_count.isdigit() and int(_count) > 0 and _unit in ("s", "sec", "min", "hour", "day")):
         raise ImproperlyConfigured(f"a governance verify rate must read like 20/min, not {_rate}")
 GOVERNANCE_EXPORT_FONT = env_str("GOVERNANCE_EXPORT_FONT", "")
+
+# governance: compliance
+# Pending reports start their run once the sampled questions are ingested; running ones
+# collect their checks when the run ends (the finished-hook does it at once; this sweep is
+# the backstop).
+CELERY_BEAT_SCHEDULE["governance-compliance-sweep"] = {
+    "task": "governance.jobs.compliance.sweep_reports",
+    "schedule": 10.0,
+    "options": {"expires": 30},
+}
+# Overrides of TC260-003's minimums, thresholds and sample counts by key (see
+# governance.services.compliance.MINIMUMS), e.g. {"max_age_days": 30}.
+GOVERNANCE_COMPLIANCE: dict[str, float] = {}
