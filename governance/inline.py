@@ -34,7 +34,7 @@ from governance.policy import SEVERITY, ActionName, DirectionName, Policy
 
 LOOKBACK_CHARS = 64
 MASK = "*"
-NOTICE = "抱歉，该内容因违反内容安全政策已被拦截。(This content was withheld by the content policy.)"
+NOTICE = "抱歉，该内容因违反内容安全政策已被拦截。(Withheld by the content policy.)"
 CHEAP_COST = 1  # stages at or below this cost run per chunk (lexicon, patterns, PII)
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -114,8 +114,10 @@ def redact_spans(spans: Iterable[Span], scores: Mapping[str, float], policy: Pol
     chosen = []
     for span in spans:
         rule = policy.rule(span.category, "output")
-        if rule is not None and rule.action == "redact" and scores.get(span.category, 0) >= (
-            rule.threshold
+        if (
+            rule is not None
+            and rule.action == "redact"
+            and scores.get(span.category, 0) >= (rule.threshold)
         ):
             chosen.append(span)
     return chosen
@@ -344,7 +346,11 @@ class StreamFilter:
         return True
 
     def _note(
-        self, action: ActionName, categories: Iterable[str], scores: Mapping[str, float], spans: list[Span]
+        self,
+        action: ActionName,
+        categories: Iterable[str],
+        scores: Mapping[str, float],
+        spans: list[Span],
     ) -> None:
         self.action = worse(self.action, action)
         self.categories.update(categories)

@@ -52,6 +52,7 @@ PACKED = "e"
 MAXLEN = 1_000_000
 RECLAIM_AFTER_MS = 60_000
 BATCH_SIZE = 500
+KINDS = ("decision", "provenance", "offender")
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -128,12 +129,12 @@ def _read_new(client: Any, me: str, count: int) -> list[Entry]:
 
 
 def _decode(entry_id: bytes, fields: dict[Any, Any]) -> dict[str, Any] | None:
-    raw = fields.get(PACKED.encode(), fields.get(PACKED))
+    raw: Any = fields.get(PACKED.encode(), fields.get(PACKED))
     try:
         event = json.loads(raw)
     except (TypeError, ValueError):
         event = None
-    if not isinstance(event, dict) or event.get("kind") not in ("decision", "provenance", "offender"):
+    if not isinstance(event, dict) or event.get("kind") not in KINDS:
         logger.warning("Malformed governance event %r skipped", entry_id)
         return None
     return event
@@ -178,11 +179,13 @@ class _Known:
                         found.add(value)
             return found
 
-        user_model = get_user_model()
-        self.users = set(user_model.objects.filter(pk__in=ids("user_id")).values_list("pk", flat=True))
-        self.orgs = set(Organization.objects.filter(pk__in=ids("org_id")).values_list("pk", flat=True))
-        self.keys = set(APIKey.objects.filter(pk__in=ids("key_id")).values_list("pk", flat=True))
-        self.policies = set(Policy.objects.filter(pk__in=ids("policy_id")).values_list("pk", flat=True))
+        def existing(model: Any, name: str) -> set[int]:
+            return set(model.objects.filter(pk__in=ids(name)).values_list("pk", flat=True))
+
+        self.users = existing(get_user_model(), "user_id")
+        self.orgs = existing(Organization, "org_id")
+        self.keys = existing(APIKey, "key_id")
+        self.policies = existing(Policy, "policy_id")
 
     @staticmethod
     def pick(value: Any, known: set[int]) -> int | None:
@@ -232,7 +235,7 @@ def _provenance_row(e: dict[str, Any], known: _Known) -> Provenance | None:
     return Provenance(
         content_id=_text(e["content_id"], 64),
         ts=_ts(e.get("ts")),
-        kind=_text(e.get("type") or e.get("content_kind") or "text", 8),
+        kind=e["kind"] if e.get("kind") in ("text", "file") else "text",
         served_name=_text(e.get("served_name"), 200),
         request_id=_text(e.get("request_id"), 64),
         user_id=known.pick(e.get("user_id"), known.users),
