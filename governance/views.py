@@ -13,6 +13,7 @@ field it names, or as a message.
 from __future__ import annotations
 
 import importlib
+from datetime import datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -468,22 +469,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     filters = AuditFilter(request.GET or None)
     params: dict[str, str] = {}
     if filters.is_valid():
-        chosen = filters.cleaned_data
-        if chosen["action"]:
-            events = events.filter(action__startswith=chosen["action"])
-            params["action"] = chosen["action"]
-        if chosen["actor"]:
-            events = events.filter(actor_name=chosen["actor"])
-            params["actor"] = chosen["actor"]
-        if chosen["target"]:
-            events = events.filter(target_id=chosen["target"])
-            params["target"] = chosen["target"]
-        if chosen["since"]:
-            events = events.filter(ts__date__gte=chosen["since"])
-            params["since"] = chosen["since"].isoformat()
-        if chosen["until"]:
-            events = events.filter(ts__date__lte=chosen["until"])
-            params["until"] = chosen["until"].isoformat()
+        events, params = _audit_filtered(events, filters.cleaned_data)
     page = _page(request, events, AUDIT_PER_PAGE)
     chain = audit.verify_chain() if request.GET.get("verify") else None
     query = {k: v for k, v in request.GET.items() if k not in ("page", "verify")}
@@ -497,6 +483,34 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "staff": scope.is_staff(user),
     }
     return render(request, "governance/audit.html", context)
+
+
+def _audit_filtered(events: Any, chosen: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """The log narrowed as ``GET /api/governance/audit/`` narrows it (an action, or a
+    prefix ending in "."; a target id or ``type:id``; whole days, inclusive), and that
+    API's query for the same rows (the export links)."""
+    params: dict[str, str] = {}
+    if action := chosen["action"]:
+        prefix = action.endswith(".")
+        events = events.filter(**{"action__startswith" if prefix else "action": action})
+        params["action"] = action
+    if chosen["actor"]:
+        events = events.filter(actor_name=chosen["actor"])
+        params["actor"] = chosen["actor"]
+    if target := chosen["target"]:
+        kind, _colon, ident = target.rpartition(":")
+        events = events.filter(target_id=ident, **({"target_type": kind} if kind else {}))
+        params["target"] = target
+    zone = timezone.get_current_timezone()
+    if since := chosen["since"]:
+        start = datetime.combine(since, time.min, zone)
+        events = events.filter(ts__gte=start)
+        params["since"] = start.isoformat()
+    if until := chosen["until"]:
+        end = datetime.combine(until + timedelta(days=1), time.min, zone)
+        events = events.filter(ts__lt=end)
+        params["until"] = end.isoformat()
+    return events, params
 
 
 # ---------------------------------------------------------------- suspensions
