@@ -51,11 +51,11 @@ def sign_in_admin(page: Page) -> str:
             username=username, password=PASSWORD, is_staff=True, is_superuser=True
         )
     )
-    page.goto("/login/")
+    page.goto("/accounts/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("form:not(#language-switch) button[type=submit]")
-    page.wait_for_load_state()
+    page.wait_for_url(lambda url: "/login/" not in url)
     return username
 
 
@@ -69,7 +69,6 @@ def test_a_reported_answer_is_removed_by_an_admin_and_audited(
 
     page = new_context(locale="zh-CN").new_page()
     admin = sign_in_admin(page)
-    page.goto("/")
     page.click("#nav-governance")
     page.wait_for_url("**/governance/")
     page.click("#gv-nav-queue")
