@@ -14,6 +14,7 @@ from compute.models import Deployment, DeploymentStatus, Node
 from compute.services.deployments import deploy_model
 from compute.services.nodes import create_node, rotate_node_token
 from evaluation.services.catalog import sync_builtin
+from governance.services import lists as governance_lists
 from portal.models import ModelRepo
 from portal.services.keys import create_api_key, lookup_key
 from portal.storage import store
@@ -46,6 +47,7 @@ class Command(BaseCommand):
         self._deployment(admin)
         # The built-in evaluation tasks and suites, public under the openmaas organisation.
         sync_builtin()
+        governance_lists.sync_builtin()  # the shipped lexicons, as platform lists
 
     @staticmethod
     def _write_secret(path: Path, value: str) -> None:
