@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from governance.models import (
@@ -17,7 +18,7 @@ from governance.models import (
     ReviewDecision,
     ReviewStatus,
 )
-from portal.models import Organization
+from portal.models import APIKey, Organization
 
 PLATFORM = "platform"
 SELF = "self"
@@ -27,11 +28,11 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 JSON_FIELDS = ("rules", "offenders", "labels")
 
 
-def owner_choices(user: Any, orgs: Any) -> list[tuple[str, str]]:
-    """Who a new policy, list or report may belong to: the platform (staff only), the
-    organisations ``user`` manages, and the user."""
+def owner_choices(user: Any, orgs: Any, platform: bool) -> list[tuple[str, str]]:
+    """Who a new policy, list or report may belong to: the platform (staff only, where
+    ``platform``), the organisations ``user`` manages, and the user."""
     choices: list[tuple[str, str]] = []
-    if user.is_staff or user.is_superuser:
+    if platform and (user.is_staff or user.is_superuser):
         choices.append((PLATFORM, str(_("平台（所有请求）"))))
     choices += [(f"{ORG_PREFIX}{org.pk}", str(org)) for org in orgs]
     choices.append((SELF, str(user.get_username())))
@@ -47,8 +48,31 @@ def owner_of(value: str, user: Any, orgs: Any) -> Any:
     return user
 
 
-class OwnerForm(forms.Form):
+class ServiceErrors(forms.Form):
+    """A form that shows a service's error next to the field its ``param`` names."""
+
+    # A service's param → the form field showing it, where the names differ.
+    PARAMS: dict[str, str] = {}
+
+    def show_error(self, param: str | None, message: str) -> None:
+        """``rules.A1.input.action`` shows on ``rules``, with the path unless the message
+        starts with it already; an unknown param shows on the form."""
+        path = param or ""
+        head = path.split(".", 1)[0].split("[", 1)[0]
+        field = self.PARAMS.get(head, head)
+        if field not in self.fields:
+            self.add_error(None, message)
+        elif path and path != head and not message.startswith(path):
+            self.add_error(field, f"{path}: {message}")
+        else:
+            self.add_error(field, message)
+
+
+class OwnerForm(ServiceErrors):
     """A form whose ``owner`` choices depend on who is asking."""
+
+    # Whether the platform (no owner) may own the thing.
+    PLATFORM_OWNED = False
 
     owner = forms.ChoiceField(label=_("所有者"))
 
@@ -58,19 +82,10 @@ class OwnerForm(forms.Form):
         self.orgs = orgs
         field = self.fields["owner"]
         assert isinstance(field, forms.ChoiceField)
-        field.choices = owner_choices(user, orgs)
+        field.choices = owner_choices(user, orgs, self.PLATFORM_OWNED)
 
     def chosen_owner(self) -> Organization | Any | None:
         return owner_of(self.cleaned_data["owner"], self.user, self.orgs)
-
-    def show_error(self, param: str | None, message: str) -> None:
-        """A service's error next to the field its ``param`` names (``rules.A1.input``
-        shows on ``rules`` with the path), else on the form."""
-        head = (param or "").split(".", 1)[0].split("[", 1)[0]
-        if head in self.fields:
-            self.add_error(head, f"{param}: {message}" if param != head else message)
-        else:
-            self.add_error(None, message)
 
 
 class QueueFilter(forms.Form):
@@ -152,7 +167,7 @@ class PolicyForm(OwnerForm):
     name = forms.SlugField(label=_("名称"), max_length=96)
     description = forms.CharField(label=_("说明"), required=False, widget=forms.TextInput)
     served_name = forms.CharField(label=_("仅限部署（模型名）"), required=False, max_length=200)
-    api_key = forms.CharField(label=_("仅限 API 密钥（前缀）"), required=False, max_length=16)
+    api_key = forms.ChoiceField(label=_("仅限 API 密钥"), required=False)
     enabled = forms.BooleanField(label=_("启用"), required=False, initial=True)
     rules = forms.CharField(
         label=_("规则（JSON）"),
@@ -175,6 +190,9 @@ class PolicyForm(OwnerForm):
 
     def __init__(self, *args: Any, editing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        field = self.fields["api_key"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", "—"), *key_choices(self.user, self.orgs)]
         if editing:  # the owner and the name of a policy do not change
             del self.fields["owner"]
             self.fields["name"].disabled = True
@@ -208,8 +226,23 @@ class PolicyForm(OwnerForm):
         out: dict[str, Any] = {name: data[name] for name in fields}
         if "name" in data and not self.fields["name"].disabled:
             out["name"] = data["name"]
-        out["api_key"] = data.get("api_key") or None
+        out["api_key"] = int(data["api_key"]) if data.get("api_key") else None
         return out
+
+
+def key_choices(user: Any, orgs: Any) -> list[tuple[str, str]]:
+    """The active API keys a policy may narrow to: the user's own and those whose usage
+    counts against an organisation they manage (the service checks the policy's owner)."""
+    keys = (
+        APIKey.objects.active()
+        .filter(Q(user=user, organization__isnull=True) | Q(organization__in=orgs))
+        .select_related("organization")
+        .order_by("prefix")
+    )
+    return [
+        (str(key.pk), f"{key.prefix}… {key.name} ({key.organization or user.get_username()})")
+        for key in keys[:500]
+    ]
 
 
 def as_json(value: Any) -> str:
@@ -217,13 +250,15 @@ def as_json(value: Any) -> str:
 
 
 class ListForm(OwnerForm):
+    PLATFORM_OWNED = True
+
     name = forms.SlugField(label=_("名称"), max_length=96)
     kind = forms.ChoiceField(label=_("类型"), choices=ListKind.choices)
     description = forms.CharField(label=_("说明"), required=False)
     default_category = forms.CharField(label=_("默认类别"), required=False, max_length=16)
 
 
-class ItemsForm(forms.Form):
+class ItemsForm(ServiceErrors):
     """Add or remove items of a list (one per line; ``text<TAB>category`` names one)."""
 
     add = forms.CharField(
@@ -241,8 +276,12 @@ class ItemsForm(forms.Form):
             raise forms.ValidationError(_("请填写要加入或移除的条目。"))
         return data
 
+    PARAMS = {"default_category": "category"}
 
-class ImportForm(forms.Form):
+
+class ImportForm(ServiceErrors):
+    PARAMS = {"format": "fmt", "default_category": "category"}
+
     file = forms.FileField(label=_("文件（txt 或 csv）"))
     fmt = forms.ChoiceField(label=_("格式"), choices=[("txt", "txt"), ("csv", "csv")])
     category = forms.CharField(label=_("默认类别"), required=False, max_length=16)
@@ -269,6 +308,8 @@ class AuditFilter(forms.Form):
 
 
 class ComplianceForm(OwnerForm):
+    PARAMS = {"model": "served_name"}
+
     served_name = forms.CharField(label=_("部署的模型名"), max_length=200)
 
 

@@ -12,7 +12,6 @@ field it names, or as a message.
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -47,11 +46,19 @@ from governance.models import (
     ComplianceReport,
     ContentList,
     ListKind,
-    Policy,
     ReviewItem,
 )
 from governance.moderation.taxonomy import CLASSES, RISKS
-from governance.services import audit, review, scope
+from governance.services import (
+    audit,
+    compliance,
+    lists,
+    policies,
+    provenance,
+    review,
+    scope,
+    suspensions,
+)
 from portal.auth import acting_user
 from portal.errors import NotFound, PlatformError
 from portal.views import not_found
@@ -61,12 +68,6 @@ AUDIT_PER_PAGE = 50
 LIST_ITEMS_SHOWN = 500
 VERSIONS_SHOWN = 50
 EDITABLE_KINDS = (ListKind.LEXICON, ListKind.ALLOW)
-
-
-def _service(name: str) -> Any:
-    """A service module of another governance piece (``policies``, ``lists``,
-    ``suspensions``, ``compliance``, ``provenance``), imported when a page uses it."""
-    return importlib.import_module(f"governance.services.{name}")
 
 
 def _page(request: HttpRequest, rows: Any, per_page: int = PER_PAGE) -> Any:
@@ -90,8 +91,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "pending": pending.count(),
         "overdue": review.overdue(pending).count(),
         "mine": pending.filter(assigned_to=user).count(),
-        "policies": owned(Policy, user).count(),
-        "lists": owned(ContentList, user).count(),
+        "policies": policies.visible_policies(user, "write").count(),
+        "lists": lists.visible_lists(user, "write").count(),
         "active_suspensions": _active(scope.visible_suspensions(user)).count(),
     }
     return render(request, "governance/home.html", context)
@@ -139,7 +140,7 @@ def _visible_item(request: HttpRequest, item_id: str) -> ReviewItem:
 
 def _list_choices(user: Any) -> list[tuple[str, str]]:
     """The lexicons and allow-lists a reviewer may adjust from an item's page."""
-    rows = owned(ContentList, user).filter(kind__in=EDITABLE_KINDS)
+    rows = lists.visible_lists(user, "write").filter(kind__in=EDITABLE_KINDS)
     return [(str(row.pk), f"{row} · {row.get_kind_display()}") for row in rows[:500]]
 
 
@@ -264,7 +265,7 @@ def appeal_decide(request: HttpRequest, appeal_id: str) -> HttpResponse:
 @governor_required
 def policy_list(request: HttpRequest) -> HttpResponse:
     user = acting_user(request)
-    rows = owned(Policy, user).select_related("api_key")
+    rows = policies.visible_policies(user, "write").select_related("api_key")
     return render(request, "governance/policies.html", {"policies": rows})
 
 
@@ -275,9 +276,7 @@ def policy_new(request: HttpRequest) -> HttpResponse:
     form = PolicyForm(user, managed_orgs(user), request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            policy = _service("policies").create_policy(
-                user, form.chosen_owner(), form.data_for_service()
-            )
+            policy = policies.create_policy(user, form.chosen_owner(), form.data_for_service())
         except NotFound:
             return not_found(request)
         except PlatformError as exc:
@@ -292,19 +291,19 @@ def policy_new(request: HttpRequest) -> HttpResponse:
 def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a policy (its version grows by one on every saved change)."""
     user = acting_user(request)
-    policy = get_object_or_404(owned(Policy, user), pk=pk)
+    policy = get_object_or_404(policies.visible_policies(user, "write"), pk=pk)
     initial = {
         "name": policy.name,
         "description": policy.description,
         "served_name": policy.served_name,
-        "api_key": policy.api_key.prefix if policy.api_key else "",
+        "api_key": str(policy.api_key_id or ""),
         "enabled": policy.enabled,
         **{name: as_json(getattr(policy, name)) for name in ("rules", "offenders", "labels")},
     }
     form = PolicyForm(user, managed_orgs(user), request.POST or None, initial=initial, editing=True)
     if request.method == "POST" and form.is_valid():
         try:
-            policy = _service("policies").update_policy(user, policy, form.data_for_service())
+            policy = policies.update_policy(user, policy, form.data_for_service())
         except PlatformError as exc:
             form.show_error(exc.param, exc.message)
         else:
@@ -317,9 +316,9 @@ def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def policy_delete(request: HttpRequest, pk: int) -> HttpResponse:
     user = acting_user(request)
-    policy = get_object_or_404(owned(Policy, user), pk=pk)
+    policy = get_object_or_404(policies.visible_policies(user, "write"), pk=pk)
     try:
-        _service("policies").delete_policy(user, policy)
+        policies.delete_policy(user, policy)
     except PlatformError as exc:
         messages.error(request, exc.message)
         return redirect("governance-policy", pk=pk)
@@ -338,7 +337,7 @@ def list_index(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            created = _service("lists").create_list(
+            created = lists.create_list(
                 user,
                 form.chosen_owner(),
                 data["name"],
@@ -351,7 +350,7 @@ def list_index(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("已创建。"))
             return redirect("governance-list", pk=created.pk)
-    rows = owned(ContentList, user).select_related("current")
+    rows = lists.visible_lists(user, "write").select_related("current")
     kind = request.GET.get("kind", "")
     if kind:
         rows = rows.filter(kind=kind)
@@ -361,7 +360,7 @@ def list_index(request: HttpRequest) -> HttpResponse:
 
 def _governed_list(request: HttpRequest, pk: int) -> ContentList:
     return get_object_or_404(
-        owned(ContentList, acting_user(request)).select_related("current"), pk=pk
+        lists.visible_lists(acting_user(request), "write").select_related("current"), pk=pk
     )
 
 
@@ -398,7 +397,7 @@ def _list_page(
 
 
 def _parse_items(text: str | None, category: str) -> list[dict[str, str]]:
-    """Lines ``text`` or ``text<TAB>category`` as items."""
+    """Lines ``text`` or ``text<TAB>category`` as items (validated by the service)."""
     items = []
     for line in lines(text):
         term, _tab, own = line.partition("\t")
@@ -417,15 +416,14 @@ def list_items(request: HttpRequest, pk: int) -> HttpResponse:
         return _list_page(request, content_list, form, ImportForm(), status=400)
     data = form.cleaned_data
     category = data["category"] or content_list.default_category
-    note = data["note"]
     try:
-        added = _parse_items(data["add"], category)
-        if added:
-            _service("lists").add_items(user, content_list, added, note)
-            content_list.refresh_from_db()
-        removed = lines(data["remove"])
-        if removed:
-            _service("lists").remove_items(user, content_list, removed, note)
+        lists.change_items(
+            user,
+            content_list,
+            add=_parse_items(data["add"], category),
+            remove=lines(data["remove"]),
+            note=data["note"],
+        )
     except PlatformError as exc:
         form.add_error(None, exc.message)
         return _list_page(request, content_list, form, ImportForm(), status=exc.status)
@@ -443,18 +441,20 @@ def list_import(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _list_page(request, content_list, ItemsForm(), form, status=400)
     data = form.cleaned_data
-    category = data["category"] or content_list.default_category
-    note = data["note"] or str(_("导入 %(name)s") % {"name": data["file"].name})
     try:
-        items = _service("lists").import_items(data["file"].read(), data["fmt"], category)
-        if data["replace"]:
-            _service("lists").new_version(user, content_list, items, note)
-        else:
-            _service("lists").add_items(user, content_list, items, note)
+        version = lists.import_into(
+            user,
+            content_list,
+            data["file"].read(),
+            data["fmt"],
+            replace=data["replace"],
+            default_category=data["category"],
+            note=data["note"] or str(_("导入 %(name)s") % {"name": data["file"].name}),
+        )
     except PlatformError as exc:
-        form.add_error("file", exc.message)
+        form.show_error(exc.param, exc.message)
         return _list_page(request, content_list, ItemsForm(), form, status=exc.status)
-    messages.success(request, _("已导入 %(n)s 条。") % {"n": len(items)})
+    messages.success(request, _("已保存为新版本 v%(n)s。") % {"n": version.number})
     return redirect("governance-list", pk=content_list.pk)
 
 
@@ -537,7 +537,7 @@ def suspension_lift(request: HttpRequest, pk: int) -> HttpResponse:
     user = acting_user(request)
     suspension = get_object_or_404(scope.visible_suspensions(user), pk=pk)
     try:
-        _service("suspensions").lift(user, suspension)
+        suspensions.lift(user, suspension)
     except PlatformError as exc:
         messages.error(request, exc.message)
     else:
@@ -555,7 +555,7 @@ def compliance_list(request: HttpRequest) -> HttpResponse:
     form = ComplianceForm(user, managed_orgs(user), request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            report = _service("compliance").create_report(
+            report = compliance.create_report(
                 user, form.chosen_owner(), form.cleaned_data["served_name"]
             )
         except PlatformError as exc:
@@ -592,10 +592,10 @@ def verify(request: HttpRequest) -> HttpResponse:
         upload = form.cleaned_data.get("file")
         try:
             if upload is not None:
-                kind = (upload.name.rsplit(".", 1)[-1] if "." in upload.name else "").lower()
-                result = _service("provenance").verify_file(upload.read(), kind)
+                data = upload.read()
+                result = provenance.verify_file(data, provenance.guess_kind(upload.name, data))
             else:
-                result = _service("provenance").verify_text(form.cleaned_data["text"])
+                result = provenance.verify_text(form.cleaned_data["text"])
         except PlatformError as exc:
             form.add_error(None, exc.message)
             status = exc.status

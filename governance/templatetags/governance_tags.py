@@ -41,6 +41,11 @@ LABELS: dict[str, Any] = {
     "bank_generated": _("生成内容测试题库"),
     "bank_refuse": _("应拒答测试题库"),
     "bank_non_refusal": _("非拒答测试题库"),
+    # uploads (GB 45438-2025's three outcomes)
+    "is": _("属于人工智能生成"),
+    "may": _("可能为人工智能生成"),
+    "suspected": _("疑似人工智能生成"),
+    "none": _("未发现生成标识"),
     # suspensions
     "throttled": _("限流"),
     "suspended": _("封禁"),

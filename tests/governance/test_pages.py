@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
@@ -295,3 +296,95 @@ def test_playground_page_carries_the_aigc_label_and_report_texts(outsider: Any) 
     english = browser(outsider, "en").get("/playground/").content.decode()
     assert 'data-aigc-label="AI-generated"' in english
     assert 'data-report="Report"' in english
+
+
+def test_policy_form_shows_an_invalid_rule_on_its_path(owner: Any, org: Organization) -> None:
+    client = browser(owner)
+    rules = '{"A1": {"input": {"threshold": 0.5, "action": "explode"}}}'
+    response = client.post(
+        "/governance/policies/new/", {"owner": f"org:{org.pk}", "name": "odd", "rules": rules}
+    )
+    assert response.status_code == 200
+    field = response.content.decode().split('id="gv-field-rules"', 1)[1].split("</p>", 1)[0]
+    assert "rules.A1.input.action" in field
+    assert not Policy.objects.filter(name="odd").exists()
+
+
+def test_policy_is_created_then_edited_to_a_new_version(owner: Any, org: Organization) -> None:
+    client = browser(owner)
+    rules = '{"A2": {"output": {"threshold": 0.4, "action": "flag"}}}'
+    response = client.post(
+        "/governance/policies/new/",
+        {"owner": f"org:{org.pk}", "name": "careful", "rules": rules, "enabled": "on"},
+    )
+    assert response.status_code == 302
+    policy = Policy.objects.get(name="careful")
+    assert policy.owner_org == org and policy.rules["A2"]["output"]["action"] == "flag"
+    edit = client.post(
+        f"/governance/policies/{policy.pk}/",
+        {"name": "careful", "rules": rules, "labels": '{"explicit": "end"}', "enabled": "on"},
+    )
+    assert edit.status_code == 302
+    policy.refresh_from_db()
+    assert policy.version == 2 and policy.labels == {"explicit": "end"}
+    assert AuditEvent.objects.filter(action="policy.update", target_id=str(policy.pk)).exists()
+
+
+def test_list_edits_and_imports_are_new_versions(owner: Any, rows: dict[str, Any]) -> None:
+    client = browser(owner)
+    target = rows["list"]
+    response = client.post(
+        f"/governance/lists/{target.pk}/items/",
+        {"add": "新词一\n新词二\tA2_d", "remove": "坏词", "note": "review"},
+    )
+    assert response.status_code == 302
+    target.refresh_from_db()
+    assert target.current is not None and target.current.number == 2
+    assert {(i["text"], i["category"]) for i in target.current.items} == {
+        ("新词一", "A1_f"),
+        ("新词二", "A2_d"),
+    }
+    upload = SimpleUploadedFile("words.txt", "第三个词\n# comment\n第四个词\tA3_a\n".encode())
+    imported = client.post(f"/governance/lists/{target.pk}/import/", {"file": upload, "fmt": "txt"})
+    assert imported.status_code == 302
+    target.refresh_from_db()
+    assert target.current is not None and target.current.number == 3
+    assert target.current.item_count == 4
+    page = client.get(f"/governance/lists/{target.pk}/").content.decode()
+    assert "第四个词" in page and "v3" in page
+
+
+def test_a_bad_import_names_its_line(owner: Any, rows: dict[str, Any]) -> None:
+    target = rows["list"]
+    upload = SimpleUploadedFile("words.txt", "好词\tNOT_A_RISK\n".encode())
+    response = browser(owner).post(
+        f"/governance/lists/{target.pk}/import/", {"file": upload, "fmt": "txt"}
+    )
+    assert response.status_code == 400
+    field = response.content.decode().split('id="gv-field-file"', 1)[1].split("</p>", 1)[0]
+    assert "line 1" in field
+
+
+def test_an_active_suspension_is_lifted(owner: Any, rows: dict[str, Any]) -> None:
+    suspension = rows["suspension"]
+    response = browser(owner).post(f"/governance/suspensions/{suspension.pk}/lift/")
+    assert response.status_code == 302
+    suspension.refresh_from_db()
+    assert suspension.lifted_by == owner.user and suspension.lifted_at is not None
+    assert AuditEvent.objects.filter(action="suspension.lift").exists()
+
+
+def test_verify_page_answers_for_a_pasted_text(client: Client) -> None:
+    response = client.post("/governance/verify/", {"text": "一段从未生成过的文字"})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="gv-verify-verdict"' in body and "没有找到本平台生成这段内容的记录" in body
+
+
+def test_compliance_form_shows_why_a_model_cannot_be_checked(owner: Any, org: Organization) -> None:
+    response = browser(owner).post(
+        "/governance/compliance/", {"owner": f"org:{org.pk}", "served_name": "nobody/nothing"}
+    )
+    assert response.status_code == 200
+    assert 'class="gv-error" role="alert"' in response.content.decode()
+    assert not ComplianceReport.objects.filter(served_name="nobody/nothing").exists()
