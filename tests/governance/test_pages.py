@@ -8,6 +8,7 @@ report control."""
 
 from __future__ import annotations
 
+import gettext
 from datetime import timedelta
 from typing import Any
 
@@ -388,3 +389,57 @@ def test_compliance_form_shows_why_a_model_cannot_be_checked(owner: Any, org: Or
     assert response.status_code == 200
     assert 'class="gv-error" role="alert"' in response.content.decode()
     assert not ComplianceReport.objects.filter(served_name="nobody/nothing").exists()
+
+
+def test_english_catalog_is_complete_and_compiled() -> None:
+    from tests.portal.test_locale import ROOT, entries, translate
+
+    catalog = ROOT / "governance/locale/en/LC_MESSAGES"
+    po = entries(catalog)
+    assert len(po) > 100
+    assert all(po.values()), [k for k, v in po.items() if not v]
+    with (catalog / "django.mo").open("rb") as mo:
+        compiled = gettext.GNUTranslations(mo)
+    assert {key: translate(compiled, key) for key in po} == po
+
+
+def test_adjusting_a_lexicon_from_an_item_adds_the_terms(admin: Any, rows: dict[str, Any]) -> None:
+    target, words = rows["org_item"], rows["list"]
+    response = browser(admin).post(
+        f"/governance/review/{target.item_id}/decide/",
+        {
+            "decision": "adjust_lexicon",
+            "content_list": str(words.pk),
+            "add_terms": "漏掉的词",
+            "notes": "补充词库",
+        },
+    )
+    assert response.status_code == 302
+    target.refresh_from_db()
+    words.refresh_from_db()
+    assert target.status == ReviewStatus.REMOVED
+    assert words.current is not None
+    assert "漏掉的词" in {item["text"] for item in words.current.items}
+
+
+def test_an_appeal_is_decided_from_the_item_page(
+    admin: Any, teammate: Any, rows: dict[str, Any]
+) -> None:
+    from governance.models import Appeal, AppealStatus
+
+    target = rows["org_item"]
+    target.status, target.subject_user = ReviewStatus.REMOVED, teammate.user
+    target.save(update_fields=["status", "subject_user"])
+    appeal = Appeal.objects.create(item=target, user=teammate.user, reason="这不是违规内容")
+    client = browser(admin)
+    page = client.get(f"/governance/review/{target.item_id}/").content.decode()
+    assert "这不是违规内容" in page
+    response = client.post(
+        f"/governance/appeals/{appeal.appeal_id}/decide/",
+        {f"{appeal.appeal_id}-upheld": "0", f"{appeal.appeal_id}-response": "已恢复"},
+    )
+    assert response.status_code == 302
+    appeal.refresh_from_db()
+    target.refresh_from_db()
+    assert appeal.status == AppealStatus.OVERTURNED and appeal.response == "已恢复"
+    assert target.status == ReviewStatus.APPROVED
