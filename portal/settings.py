@@ -345,6 +345,8 @@ MODERATION_MAX_CHARS = env_int("MODERATION_MAX_CHARS", 32_000, minimum=1)
 # The time-to-review target of a review item (seconds; default one day): items pending
 # past it are escalated by the beat task below, which runs every few minutes.
 GOVERNANCE_REVIEW_TARGET_S = env_int("GOVERNANCE_REVIEW_TARGET_S", 86400, minimum=60)
+# Reports ("report this answer") a user may file per hour (0: no limit).
+GOVERNANCE_REPORTS_PER_HOUR = env_int("GOVERNANCE_REPORTS_PER_HOUR", 30, minimum=0)
 CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
     "task": "governance.jobs.review.escalate_overdue",
     "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),

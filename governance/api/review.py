@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import path, re_path
@@ -264,12 +266,15 @@ class JSONLinesRenderer(CSVRenderer):
     format = "jsonl"
 
 
+EXPORT_RENDERERS = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
+
+
 class AuditViewSet(GovernanceViewSet):
     """The append-only audit log: staff see every entry, organisation owners and admins
     their organisations'. ``?format=csv|jsonl`` streams the filtered log, oldest first."""
 
     serializer_class = s.AuditEventSerializer
-    renderer_classes = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
+    renderer_classes = [JSONRenderer]  # the list's route adds the export formats
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
         return scope.visible_audit(self.request.user).select_related("org")
@@ -312,7 +317,7 @@ class AuditViewSet(GovernanceViewSet):
         rows = self.filtered(given)
         fmt = request.accepted_renderer.format
         if fmt in ("csv", "jsonl"):
-            return _download(rows.order_by("id"), fmt)
+            return _download(request, rows, fmt)
         return self.page(rows.order_by("-id"))
 
     @extend_schema(parameters=AUDIT_PATH)
@@ -356,28 +361,42 @@ class _Echo:
         return value
 
 
-def _download(rows: QuerySet[AuditEvent], fmt: str) -> StreamingHttpResponse:
-    events = rows.iterator(chunk_size=EXPORT_CHUNK)
-    if fmt == "csv":
-        body, content_type = _csv_lines(audit.export_rows(events)), "text/csv; charset=utf-8"
-    else:
-        body = (json.dumps(row, ensure_ascii=False) + "\n" for row in audit.export_rows(events))
-        content_type = "application/x-ndjson; charset=utf-8"
-    response = StreamingHttpResponse(body, content_type=content_type)
+def _download(request: Request, rows: QuerySet[AuditEvent], fmt: str) -> StreamingHttpResponse:
+    lines = _export_lines(rows, fmt)
+    # Under ASGI a synchronous iterator would be read whole into memory before sending.
+    asgi = isinstance(request._request, ASGIRequest)
+    body: Iterator[str] | AsyncIterator[str] = _async_lines(lines) if asgi else lines
+    content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    response = StreamingHttpResponse(body, content_type=f"{content_type}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="audit-log.{fmt}"'
     return response
 
 
-def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+def _export_lines(rows: QuerySet[AuditEvent], fmt: str) -> Iterator[str]:
+    """The log as CSV (with a header) or JSON Lines, oldest first, one string per page
+    of rows read by id (no cursor is held open between pages)."""
     writer = csv.writer(_Echo())
-    header = False
-    for row in rows:
-        if not header:
-            header = True
-            yield writer.writerow(list(row))
-        yield writer.writerow(list(row.values()))
-    if not header:
+    if fmt == "csv":
         yield writer.writerow(AUDIT_COLUMNS)
+    last = 0
+    while page := list(rows.filter(id__gt=last).order_by("id")[:EXPORT_CHUNK]):
+        lines = audit.export_rows(page)
+        if fmt == "csv":
+            yield "".join(writer.writerow(row.values()) for row in lines)
+        else:
+            yield "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines)
+        last = page[-1].pk
+
+
+def _next_line(lines: Iterator[str]) -> str | None:
+    return next(lines, None)
+
+
+async def _async_lines(lines: Iterator[str]) -> AsyncIterator[str]:
+    # Thread-sensitive: every page is read on the request's own thread and connection.
+    step = sync_to_async(_next_line)
+    while (line := await step(lines)) is not None:
+        yield line
 
 
 AUDIT_COLUMNS = [
@@ -422,7 +441,11 @@ urlpatterns = [
         DecisionViewSet.as_view({"get": "retrieve"}),
         name="gov-decision-detail",
     ),
-    path("audit/", AuditViewSet.as_view({"get": "list"}), name="gov-audit-list"),
+    path(
+        "audit/",
+        AuditViewSet.as_view({"get": "list"}, renderer_classes=EXPORT_RENDERERS),
+        name="gov-audit-list",
+    ),
     path("audit/verify/", AuditViewSet.as_view({"get": "verify"}), name="gov-audit-verify"),
     re_path(
         r"^audit/(?P<id>[0-9]{1,18})/$",

@@ -25,6 +25,7 @@ from governance.services import review
 # The checks behind these limits live in the review service; here they bound the input.
 MAX_NOTES = 5000
 MAX_TERM = 200
+RESOLUTION_HELP = "approve, remove, escalate or adjust_lexicon; empty until decided"
 
 
 class Serializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -46,6 +47,7 @@ class ReviewItemSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
     assigned_to = serializers.SerializerMethodField()
     decided_by = serializers.SerializerMethodField()
     decision_id = serializers.SerializerMethodField()
+    resolution = serializers.CharField(read_only=True, help_text=RESOLUTION_HELP)
     overdue = serializers.SerializerMethodField()
 
     class Meta:
@@ -97,6 +99,7 @@ class ReviewItemSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
 class MyReviewSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """A review item as the affected user (or reporter) sees it: no reviewer notes."""
 
+    resolution = serializers.CharField(read_only=True, help_text=RESOLUTION_HELP)
     appealable = serializers.SerializerMethodField()
 
     class Meta:

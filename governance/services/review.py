@@ -157,11 +157,13 @@ def report(
     The item belongs to the organisation that owns the model (the served name's
     namespace, or the model named by the content id's provenance); a model of a user, or
     none, makes it the platform's. The text is scored by the cheap checkers so the
-    reviewer sees why it might be a violation. Raises PlatformError (400) for an empty
-    or oversized text or context.
+    reviewer sees why it might be a violation. Raises PlatformError: 400 for an empty
+    or oversized text or context, 429 past ``GOVERNANCE_REPORTS_PER_HOUR`` reports of
+    the user in the last hour.
     """
     text = _checked_text(text)
     context = _checked_context(context)
+    _check_report_rate(user)
     if content_id and not served_name:
         found = Provenance.objects.filter(content_id=content_id).values_list("served_name")
         served_name = next(iter(found), ("",))[0]
@@ -190,6 +192,21 @@ def report(
             data={"served_name": served_name, "content_id": content_id, "reason": reason[:500]},
         )
     return item
+
+
+def _check_report_rate(user: Any) -> None:
+    limit = int(getattr(settings, "GOVERNANCE_REPORTS_PER_HOUR", 30))
+    since = timezone.now() - timedelta(hours=1)
+    made = ReviewItem.objects.filter(
+        subject_user_id=user.pk, source=DecisionSource.REPORT, created_at__gte=since
+    )
+    if limit and made.count() >= limit:
+        raise PlatformError(
+            f"At most {limit} reports an hour; try again later.",
+            code="rate_limit_exceeded",
+            status=429,
+            headers={"Retry-After": "600"},
+        )
 
 
 def model_owner_org_id(served_name: str) -> int | None:
@@ -317,33 +334,24 @@ def _status_for(decision: str, change: dict[str, Any] | None) -> str:
 
 
 def _adjust_lexicon(actor: Any, item: ReviewItem, lexicon: dict[str, Any] | None) -> dict[str, Any]:
-    """Apply ``lexicon`` to the named list through the lists service; what changed."""
-    given = lexicon or {}
-    target = _writable_list(actor, given.get("list"))
-    category = item.categories[0] if item.categories else target.default_category
-    add = [_term(term, category) for term in _terms(given, "add")]
-    remove = [_term(term, category)["text"] for term in _terms(given, "remove")]
-    if not add and not remove:
-        raise PlatformError("Name terms to add or remove.", param="lexicon")
-    note = f"review {item.item_id}"
+    """Apply ``lexicon`` to the named list (one new version); what changed."""
     # The policies helper's module, imported when used (it may land after this one).
     lists = importlib.import_module("governance.services.lists")
-    if add:
-        lists.add_items(actor, target, add, note=note)
-    if remove:
-        target.refresh_from_db()
-        lists.remove_items(actor, target, remove, note=note)
-    return {"list": target.pk, "added": [t["text"] for t in add], "removed": remove}
+    given = lexicon or {}
+    target = _writable_list(lists, actor, given.get("list"))
+    category = item.categories[0] if item.categories else target.default_category
+    add = [_term(term, category) for term in _terms(given, "add")]
+    remove = _terms(given, "remove")
+    if not add and not remove:
+        raise PlatformError("Name terms to add or remove.", param="lexicon")
+    lists.change_items(actor, target, add=add, remove=remove, note=f"review {item.item_id}")
+    added = [term.get("text") for term in add]
+    return {"list": target.pk, "name": target.name, "added": added, "removed": remove}
 
 
-def _writable_list(actor: Any, list_id: Any) -> ContentList:
-    kinds = (ListKind.LEXICON, ListKind.ALLOW)
-    rows: QuerySet[ContentList] = (
-        ContentList.objects.all()
-        if scope.is_staff(actor)
-        else ContentList.objects.restrict(actor, "write")
-    )
-    rows = rows.filter(kind__in=kinds)
+def _writable_list(lists: Any, actor: Any, list_id: Any) -> ContentList:
+    rows = lists.visible_lists(actor, "write").filter(kind__in=(ListKind.LEXICON, ListKind.ALLOW))
+    found: ContentList | None
     try:
         found = rows.filter(pk=int(list_id)).first()
     except (TypeError, ValueError, OverflowError):
@@ -360,14 +368,11 @@ def _terms(given: dict[str, Any], key: str) -> list[Any]:
     return terms
 
 
-def _term(term: Any, category: str) -> dict[str, str]:
+def _term(term: Any, category: str) -> dict[str, Any]:
+    # A bare term takes the item's category; the lists service validates the rest.
     if isinstance(term, dict):
-        text, category = term.get("text"), str(term.get("category") or category)
-    else:
-        text = term
-    if not isinstance(text, str) or not text.strip() or "\x00" in text or len(text) > 200:
-        raise PlatformError("A term is 1 to 200 characters of text.", param="lexicon")
-    return {"text": text.strip(), "category": category}
+        return {"category": category, **term}
+    return {"text": term, "category": category}
 
 
 # --- appeals --------------------------------------------------------------------------

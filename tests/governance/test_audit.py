@@ -11,10 +11,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from governance.api import review as review_api
 from governance.models import AppendOnly, AuditEvent
 from governance.services import audit
 from tests.conftest import Actor
@@ -142,6 +144,22 @@ def test_export_streams_csv_and_jsonl_oldest_first(
     assert as_jsonl["Content-Type"].startswith("application/x-ndjson")
     assert [json.loads(line)["action"] for line in lines] == ["review.decide"]
     assert unknown.status_code == 400 and unknown["Content-Type"] == "application/json"
+
+
+def test_export_streams_page_by_page_over_asgi(
+    live_portal: str, events: list[AuditEvent], admin: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review_api, "EXPORT_CHUNK", 3)
+    headers = {"Authorization": f"Bearer {admin.key}"}
+
+    with httpx.stream(
+        "GET", f"{live_portal}{API}/audit/", params={"format": "jsonl"}, headers=headers
+    ) as response:
+        assert response.status_code == 200
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+
+    assert [line["id"] for line in lines] == [e.pk for e in events]
+    assert [line["hash"] for line in lines] == [e.hash for e in events]
 
 
 def test_verify_endpoint(

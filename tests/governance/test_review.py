@@ -346,8 +346,6 @@ def test_services_refuse_a_reviewer_of_another_organisation(
         review.assign(outsider.user, item, outsider.user)
     with pytest.raises(PlatformError):
         review.decide(owner.user, item, "adjust_lexicon", lexicon=None)
-    with pytest.raises(PlatformError):
-        review.decide(owner.user, item, "adjust_lexicon", lexicon={"list": 999999, "add": ["x"]})
     review.decide(owner.user, item, "approve")
     with pytest.raises(Conflict):
         review.decide(owner.user, item, "remove")
@@ -364,6 +362,14 @@ def test_a_report_needs_text_and_a_bounded_context(teammate: Actor) -> None:
     assert empty.status_code == 400
     assert nul.status_code == 400 and nul.json()["param"] == "context"
     assert huge.status_code == 400
+
+
+def test_reports_are_limited_per_user_and_hour(teammate: Actor, outsider: Actor) -> None:
+    with override_settings(GOVERNANCE_REPORTS_PER_HOUR=2):
+        made = [report(teammate, served_name="").status_code for _ in range(3)]
+        other = report(outsider, served_name="")
+
+    assert made == [201, 201, 429] and other.status_code == 201
 
 
 def test_a_key_without_the_moderation_scope_is_refused(owner: Actor) -> None:
@@ -391,7 +397,31 @@ def test_adjust_lexicon_adds_terms_through_the_lists_service(
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "removed"
     lexicon.refresh_from_db()
+    assert lexicon.current.number == 2
     assert [i["text"] for i in lexicon.current.items] == ["坏词"]
     assert lexicon.current.items[0]["category"] == "A1_d"
     logged = AuditEvent.objects.get(action="review.decide", target_id=item.item_id)
     assert logged.data["lexicon"]["added"] == ["坏词"]
+
+
+def test_removing_a_false_positive_term_approves_the_item(
+    owner: Actor, org: Any, teammate: Actor, outsider: Actor
+) -> None:
+    lists = pytest.importorskip("governance.services.lists")
+    lexicon = lists.create_list(
+        owner.user, org, "house-terms", "lexicon", items=[{"text": "苹果", "category": "A1_d"}]
+    )
+    theirs = lists.create_list(outsider.user, outsider.user, "oscar-terms", "lexicon")
+    item = review.open_for_decision(decision(org, teammate.user), {})
+    assert item is not None
+
+    with pytest.raises(PlatformError) as refused:
+        review.decide(owner.user, item, "adjust_lexicon", lexicon={"list": theirs.pk, "add": ["x"]})
+    decided = review.decide(
+        owner.user, item, "adjust_lexicon", "fruit", {"list": lexicon.pk, "remove": ["苹果"]}
+    )
+
+    assert refused.value.param == "lexicon.list"
+    assert decided.status == ReviewStatus.APPROVED and decided.resolution == "adjust_lexicon"
+    lexicon.refresh_from_db()
+    assert lexicon.current.items == []
