@@ -409,3 +409,9 @@ CELERY_BEAT_SCHEDULE["governance-retention"] = {
     "schedule": 86400.0,
     "options": {"expires": 3600},
 }
+
+# governance: policies
+# The governance lists' kind (lexicon, allow-list, question banks) gets its own enum name
+# in the API schema (another component's "kind" choices would collide with it).
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["ListKindEnum"] = "governance.models.ListKind"

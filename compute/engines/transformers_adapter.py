@@ -15,6 +15,8 @@ adapter loads, unlike vLLM, hence on by default; ``enable_lora=False`` turns it 
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from compute.engines.base import (
@@ -54,6 +56,20 @@ SCHEMA: dict[str, Option] = {
     "enable_lora": Option("", bool),
 }
 API_KEY_ENV = "OPENMAAS_ENGINE_API_KEY"  # compute.engines.transformers.api reads it
+
+
+def api_key_from_env() -> str | None:
+    """The replica's secret from the environment; None (after saying why on stderr) when
+    it is empty: without it ``/v1`` would answer anyone who reaches the port."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        print(
+            f"error: {API_KEY_ENV} is empty or not set; the engine never serves without an "
+            "API key (the node agent sets it to the replica's secret)",
+            file=sys.stderr,
+        )
+        return None
+    return key
 
 
 class TransformersEngine:

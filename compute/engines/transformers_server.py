@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from compute.engines.transformers.server import main
+from compute.engines.transformers_adapter import api_key_from_env
+
+
+def main() -> int:
+    # Refuse before importing the engine (torch takes seconds to import).
+    if api_key_from_env() is None:
+        return 2
+    from compute.engines.transformers.server import main as serve
+
+    return serve()
+
 
 if __name__ == "__main__":
     sys.exit(main())

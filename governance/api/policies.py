@@ -193,32 +193,34 @@ class ListViewSet(GovernanceViewSet):
         lists.delete_list(acting_user(request), self.named(pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(parameters=ID, responses={200: s.VersionSerializer(many=True), 404: ERRORS[404]})
+    @extend_schema(
+        parameters=ID, responses={200: s.ListVersionSerializer(many=True), 404: ERRORS[404]}
+    )
     def versions(self, request: Request, pk: str) -> Response:
         """The list's history, newest first."""
         row = self.named(pk)
         history = row.versions.select_related("created_by").defer("items").order_by("-number")
         page = self.paginate_queryset(history)
-        return self.get_paginated_response(s.VersionSerializer(page, many=True).data)
+        return self.get_paginated_response(s.ListVersionSerializer(page, many=True).data)
 
     @extend_schema(
         parameters=ID,
-        request=s.VersionCreateSerializer,
-        responses={201: s.VersionSerializer, **ERRORS},
+        request=s.ListVersionCreateSerializer,
+        responses={201: s.ListVersionSerializer, **ERRORS},
     )
     def new_version(self, request: Request, pk: str) -> Response:
         """Save the whole item list as a new version (the current one when unchanged)."""
         row = self.named(pk)
-        data = s.VersionCreateSerializer(data=request.data)
+        data = s.ListVersionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         given = data.validated_data
         version = lists.new_version(acting_user(request), row, given["items"], given["note"])
-        return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(s.ListVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(parameters=VERSION, responses={200: s.VersionDetailSerializer, **ERRORS})
+    @extend_schema(parameters=VERSION, responses={200: s.ListVersionDetailSerializer, **ERRORS})
     def version(self, request: Request, pk: str, number: str) -> Response:
         """One version with its items."""
-        return Response(s.VersionDetailSerializer(self._version(pk, number)).data)
+        return Response(s.ListVersionDetailSerializer(self._version(pk, number)).data)
 
     def _version(self, pk: str, number: str) -> Any:
         versions = self.named(pk).versions.select_related("created_by")
@@ -232,7 +234,7 @@ class ListViewSet(GovernanceViewSet):
     @extend_schema(
         parameters=ID,
         request=s.ItemsChangeSerializer,
-        responses={201: s.VersionSerializer, **ERRORS},
+        responses={201: s.ListVersionSerializer, **ERRORS},
     )
     def change(self, request: Request, pk: str) -> Response:
         """Add and/or remove items: one new version."""
@@ -247,7 +249,7 @@ class ListViewSet(GovernanceViewSet):
             remove=given.get("remove"),
             note=given["note"],
         )
-        return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(s.ListVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class ListImportViewSet(ListViewSet):
@@ -258,7 +260,7 @@ class ListImportViewSet(ListViewSet):
     @extend_schema(
         parameters=ID,
         request={"multipart/form-data": s.ImportSerializer},
-        responses={201: s.VersionSerializer, **ERRORS},
+        responses={201: s.ListVersionSerializer, **ERRORS},
     )
     def import_file(self, request: Request, pk: str) -> Response:
         """A new version with the file's items added (or, ``replace``, instead); errors
@@ -278,7 +280,7 @@ class ListImportViewSet(ListViewSet):
             default_category=given["default_category"],
             note=given["note"],
         )
-        return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(s.ListVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class _FileRenderer(renderers.BaseRenderer):
@@ -322,7 +324,8 @@ class ListExportViewSet(ListViewSet):
         form the import reads back."""
         query = s.ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fmt = query.validated_data["format"]
+        asked = request.accepted_renderer.format
+        fmt = query.validated_data.get("format") or (asked if asked in lists.FORMATS else "txt")
         version = self._version(pk, number)
         body = lists.export_items(version.items, fmt)
         kind = "text/csv" if fmt == "csv" else "text/plain"

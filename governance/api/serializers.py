@@ -101,14 +101,17 @@ class PolicyCreateSerializer(PolicyWriteSerializer):
 
 class PolicyQuerySerializer(Serializer):
     owner = serializers.CharField(
-        required=False, max_length=64, help_text="Only this owner's (a namespace)"
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Only this owner's (a namespace)",
     )
 
 
 # --- lists --------------------------------------------------------------------------------
 
 
-class ItemSerializer(Serializer):
+class ListItemSerializer(Serializer):
     text = serializers.CharField()
     category = serializers.CharField(allow_blank=True)
     weight = serializers.FloatField(required=False, help_text="0..1; absent: 1")
@@ -151,14 +154,16 @@ class ContentListCreateSerializer(Serializer):
 
 
 class ListQuerySerializer(Serializer):
-    owner = serializers.CharField(required=False, max_length=64, help_text="A namespace")
+    owner = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="A namespace"
+    )
     kind = serializers.ChoiceField(ListKind.choices, required=False)
     platform = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Only platform lists, or none"
     )
 
 
-class VersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class ListVersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
 
     class Meta:
@@ -167,15 +172,15 @@ class VersionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         read_only_fields = fields
 
 
-class VersionDetailSerializer(VersionSerializer):
-    items = ItemSerializer(many=True, read_only=True)
+class ListVersionDetailSerializer(ListVersionSerializer):
+    items = ListItemSerializer(many=True, read_only=True)
 
-    class Meta(VersionSerializer.Meta):
-        fields = [*VersionSerializer.Meta.fields, "items"]
+    class Meta(ListVersionSerializer.Meta):
+        fields = [*ListVersionSerializer.Meta.fields, "items"]
         read_only_fields = fields
 
 
-class VersionCreateSerializer(Serializer):
+class ListVersionCreateSerializer(Serializer):
     items = serializers.JSONField(
         help_text='The whole new list: strings, or {"text", "category"?, "weight"?} objects'
     )
@@ -214,7 +219,11 @@ class ImportSerializer(Serializer):
 
 
 class ExportQuerySerializer(Serializer):
-    format = serializers.ChoiceField([(f, f) for f in lists.FORMATS], default="txt")
+    format = serializers.ChoiceField(
+        [(f, f) for f in lists.FORMATS],
+        required=False,
+        help_text="txt or csv; default: what the Accept header asks for, else txt",
+    )
 
 
 # --- suspensions --------------------------------------------------------------------------
@@ -252,4 +261,6 @@ class SuspensionQuerySerializer(Serializer):
     active = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Only those in force (or not)"
     )
-    user = serializers.CharField(required=False, max_length=150, help_text="A username")
+    user = serializers.CharField(
+        required=False, allow_blank=True, max_length=150, help_text="A username"
+    )

@@ -127,10 +127,16 @@ def delete_policy(actor: Any, policy: Policy) -> None:
         bump_on_commit()
 
 
+def compiled(row: Policy) -> policy_doc.Policy:
+    """The policy the gateway applies for ``row``: its documents over the defaults."""
+    return policy_doc.build(row.rules, row.offenders, row.labels, ident=row.pk, version=row.version)
+
+
 def _assign(row: Policy, data: dict[str, Any]) -> None:
     for name, parse in DOCUMENTS.items():
         if name in data:
             try:
+                _no_nul(data[name], name)
                 parse(data[name])
             except policy_doc.PolicyError as exc:
                 raise PlatformError(
@@ -144,6 +150,19 @@ def _assign(row: Policy, data: dict[str, Any]) -> None:
         row.served_name = _served_name(row, data["served_name"] or "")
     if "api_key" in data:
         row.api_key = _key_of(row, data["api_key"])
+
+
+def _no_nul(value: Any, path: str) -> None:
+    """PostgreSQL's JSON cannot hold U+0000; refuse it where it is, not with a 500."""
+    if isinstance(value, str) and "\x00" in value:
+        raise policy_doc.PolicyError(path, "must not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, path)
+            _no_nul(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nul(item, f"{path}[{index}]")
 
 
 def _served_name(row: Policy, served_name: str) -> str:

@@ -38,10 +38,11 @@ from governance.labels.implicit import (
     LabelError,
     label_problem,
     make_label,
+    normalize,
     propagate,
     verify_label,
 )
-from governance.labels.text import text_sha256
+from governance.labels.text import canonical_text, text_sha256
 from governance.models import Provenance
 from governance.services import render
 from portal.errors import NotFound, PlatformError
@@ -153,8 +154,10 @@ def export(
     meta = {"served_name": source.served_name, "generated_at": source.ts.isoformat()}
     font = render.font_path(str(getattr(settings, "GOVERNANCE_EXPORT_FONT", "")))
     try:
+        # Without the notice the answer may already carry: the export adds its own.
+        body = canonical_text(text)
         data = render.render(
-            text, fmt, notice=DEFAULT_TEXT, position=position, meta=meta, font=font
+            body, fmt, notice=DEFAULT_TEXT, position=position, meta=meta, font=font
         )
     except render.RenderError as exc:
         raise PlatformError(str(exc), code="cannot_render", param="format") from exc
@@ -220,12 +223,15 @@ def _check_readback(data: bytes, kind: str, label: dict[str, str], digest: str) 
 def verify_text(text: str) -> dict[str, Any]:
     """Whether the platform generated ``text`` (with or without its explicit label): the
     first generation with its fingerprint, and whether the registry's label still verifies."""
-    fingerprint = text_sha256(text)
-    rows = Provenance.objects.filter(text_sha256=fingerprint)
-    row = rows.filter(kind="text").order_by("ts").first() or rows.order_by("ts").first()
-    answer = _answer("text", row)
-    answer.update(text_sha256=fingerprint, explicit_label=has_explicit_label(text))
+    answer = _answer("text", _generated_text(text))
+    answer.update(text_sha256=text_sha256(text), explicit_label=has_explicit_label(text))
     return answer
+
+
+def _generated_text(text: str) -> Provenance | None:
+    """The first registry row of ``text``'s fingerprint (a generation before an export)."""
+    rows = Provenance.objects.filter(text_sha256=text_sha256(text))
+    return rows.filter(kind="text").order_by("ts").first() or rows.order_by("ts").first()
 
 
 def verify_id(content_id: str) -> dict[str, Any]:
@@ -254,6 +260,8 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     except _UNREADABLE as exc:
         raise UnreadableFile(f"Not a readable {name} file: {exc}") from exc
     status, reason, detail, row = _judge(label, digest)
+    if row is None and label is None and name in ("txt", "md"):
+        row = _generated_text(data.decode("utf-8", errors="replace"))
     answer = _answer("file", row)
     verdict, why = classify_upload(data, name, signing_key(), producer=producer())
     answer.update(
@@ -327,7 +335,7 @@ def _answer(given: str, row: Provenance | None) -> dict[str, Any]:
         generated_at=row.ts,
         served_name=row.served_name,
         content_sha256=row.content_sha256 or None,
-        label=row.label or None,
+        label=normalize(row.label) if row.label else None,
         status="intact" if registry_intact else "tampered",
         reason="" if registry_intact else "registry_label_invalid",
     )

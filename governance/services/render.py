@@ -65,14 +65,15 @@ def render(
     """
     if fmt not in FORMATS:
         raise RenderError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    lines = _with_notice(_clean(text).split("\n"), notice, position)
+    body = _clean(text)
     if fmt == "json":
-        return _json(_clean(text), notice, meta or {})
+        return _json(body, notice, meta or {})
     if fmt in ("txt", "md"):
         gap = "\n\n" if fmt == "md" else "\n"
-        body = _clean(text)
         joined = f"{notice}{gap}{body}" if position == "start" else f"{body}{gap}{notice}"
-        return (joined + "\n").encode()
+        # The txt label is a line of its own appended after a newline: no blank line before it.
+        return (joined + ("\n" if fmt == "md" else "")).encode()
+    lines = _with_notice(body.split("\n"), notice, position)
     if fmt == "docx":
         return _docx(lines)
     if fmt == "pdf":

@@ -191,6 +191,9 @@ def test_export_reads_back_as_the_same_items(owner: Any) -> None:
         assert lists.import_items(response.content, fmt) == lists.canonical(
             lists.parse_items(items)
         )
+    by_accept = client.get(f"{LISTS}{pk}/versions/1/export", HTTP_ACCEPT="text/csv")
+    assert by_accept["Content-Type"].startswith("text/csv")
+    assert client.get(f"{LISTS}{pk}/versions/1/export")["Content-Type"].startswith("text/plain")
     missing = client.get(f"{LISTS}{pk}/versions/9/export", {"format": "csv"})
     assert missing.status_code == 404 and missing["Content-Type"] == "application/json"
     assert client.get(f"{LISTS}{pk}/versions/1/export", {"format": "xml"}).status_code == 400

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from governance.models import AuditEvent, Policy, Suspension
-from governance.services import audit, suspensions
+from governance.services import audit, policies, suspensions
 from portal.models import Role
 from portal.services.keys import create_api_key
 
@@ -54,6 +54,12 @@ def test_owner_creates_reads_updates_and_deletes_a_policy_with_audit_events(owne
     # then each change is a new version
     row = Policy.objects.get(pk=pk)
     assert (row.version, row.enabled, row.offenders) == (3, False, {"suspend_after": 3})
+    # and what the gateway applies is the documents over the platform default
+    applied = policies.compiled(row)
+    assert (applied.ident, applied.version) == (pk, 3)
+    assert applied.outcome("input", {"A2_c": 0.4}).action == "block"  # A2 input: 0.3, block
+    assert applied.outcome("output", {"A2_c": 0.6}).action == "block"  # the default's
+    assert applied.offenders["suspend_after"] == 3 and applied.offenders["window_s"] == 3600
     # when she deletes it
     assert client.delete(f"{POLICIES}{pk}/").status_code == 204
     # then it is gone, and every change is in the audit log, chained
@@ -115,6 +121,7 @@ def test_duplicate_name_is_a_conflict(owner: Any) -> None:
         ({"offenders": {"jail_s": 1}}, "offenders.jail_s"),
         ({"labels": {"explicit": "middle"}}, "labels.explicit"),
         ({"labels": {"text": ""}}, "labels.text"),
+        ({"labels": {"text": "AI\u0000"}}, "labels.text"),
         ({"served_name": "someone-else/model"}, "served_name"),
         ({"api_key": 2**40}, "api_key"),
     ],

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from compute.engines import transformers_adapter
 from compute.engines.transformers.engine import Engine
 from compute.engines.transformers.errors import ApiError
 from compute.engines.transformers.lora import ServedAdapter
@@ -177,7 +178,7 @@ async def error_middleware(
         return ApiError(500, "Internal engine error.", type_="server_error").response()
 
 
-API_KEY_ENV = "OPENMAAS_ENGINE_API_KEY"
+API_KEY_ENV = transformers_adapter.API_KEY_ENV
 
 
 def auth_middleware(api_key: str) -> Any:

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ import torch
 from aiohttp import web
 
 from compute.engines.optional_imports import skip_unneeded_imports
-from compute.engines.transformers.api import API_KEY_ENV, build_app
+from compute.engines.transformers.api import build_app
 from compute.engines.transformers.engine import Engine
+from compute.engines.transformers_adapter import api_key_from_env
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Never reach for the Hub: the model directory is all there is.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
-    api_key = os.environ.get(API_KEY_ENV, "").strip()
-    if not api_key:
-        # Without a key /v1 would answer anyone who reaches the port: refuse to start.
-        print(
-            f"error: {API_KEY_ENV} is empty or not set; the engine never serves without an "
-            "API key (the node agent sets it to the replica's secret)",
-            file=sys.stderr,
-        )
+    api_key = api_key_from_env()
+    if api_key is None:
         return 2
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
