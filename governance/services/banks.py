@@ -113,7 +113,6 @@ def _sync_bank(bank: Bank, items: list[dict[str, str]]) -> int:
         found = (
             ContentList.objects.select_for_update()
             .filter(namespace=PLATFORM_NAMESPACE, name=bank.name)
-            .select_related("current")
             .first()
         )
         if found is None:
