@@ -435,7 +435,9 @@ async def _count_violation(grant: Any, policy: Policy, snapshot: snapshots.Snaps
     except RedisError:
         logger.warning("Redis unreachable: a content policy violation was not counted")
         return
-    snapshot.offenders[grant.user_id] = snapshots.Offender(level, until, rpm, now)
+    for held in {id(snapshot): snapshot, id(state.snapshot): state.snapshot}.values():
+        if held is not None:  # the one in use now, too, if it was reloaded meanwhile
+            held.offenders[grant.user_id] = snapshots.Offender(level, until, rpm, now)
     from portal.gateway.ledger import send_governance
 
     reason = f"{count} requests blocked by the content policy within {rules['window_s']} s"
