@@ -136,7 +136,8 @@ def test_a_blocked_input_never_reaches_the_engine_and_a_clean_one_is_labelled(
     decision = drained(
         lambda: ModerationDecision.objects.filter(request_id=rid).first(), "the decision row"
     )
-    assert (decision.direction, decision.action, decision.user_id) == ("input", "block", owner.user.pk)
+    assert (decision.direction, decision.action) == ("input", "block")
+    assert decision.user_id == owner.user.pk
     assert "A1_a" in decision.categories and VIOLATION in decision.excerpt
     provenance = drained(
         lambda: Provenance.objects.filter(content_id=label["ProduceID"]).first(), "provenance"
