@@ -27,7 +27,8 @@ from governance.moderation.patterns import PatternChecker
 from governance.moderation.pii import PiiChecker
 from governance.moderation.pipeline import Pipeline, load_classifier
 from governance.moderation.types import Checker
-from governance.policy import DEFAULT_POLICY, Policy, PolicyError, build
+from governance.policy import DEFAULT_POLICY, Policy, PolicyError
+from governance.policy import build as build_policy
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +112,17 @@ def load(version: int | None = None) -> Snapshot:
 
     close_old_connections()
     try:
-        seen = current_version() if version is None else version
-        snapshot = Snapshot(version=seen, pipeline=build_pipeline(), offenders=offenders())
-        _add_policies(snapshot)
-        return snapshot
+        return build(version)
     finally:
         close_old_connections()
+
+
+def build(version: int | None = None) -> Snapshot:
+    """:func:`load` on the caller's database connection."""
+    seen = current_version() if version is None else version
+    snapshot = Snapshot(version=seen, pipeline=build_pipeline(), offenders=offenders())
+    _add_policies(snapshot)
+    return snapshot
 
 
 def build_pipeline() -> Pipeline:
@@ -170,7 +176,9 @@ def _add_policies(snapshot: Snapshot) -> None:
 
     for row in PolicyRow.objects.filter(enabled=True).order_by("pk"):
         try:
-            policy = build(row.rules, row.offenders, row.labels, ident=row.pk, version=row.version)
+            policy = build_policy(
+                row.rules, row.offenders, row.labels, ident=row.pk, version=row.version
+            )
         except PolicyError as exc:
             logger.warning("Policy %s skipped: %s", row.pk, exc)
             continue
