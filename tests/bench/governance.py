@@ -498,8 +498,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.gateway_only:
-        latency = measure_gateway(args.requests, args.answer_bytes, args.chunk_chars)
-        lines = gateway_lines(latency)
+        lines = gateway_lines(measure_gateway(args.requests, args.answer_bytes, args.chunk_chars))
         print("\n".join(lines))
         if args.output:
             put_lines(args.output, "## Governance checkers", lines)
