@@ -105,27 +105,29 @@ def current_version() -> int:
         return 0
 
 
-def load(version: int | None = None) -> Snapshot:
+def load(version: int | None = None, *, classifier: bool = True) -> Snapshot:
     """A fresh snapshot from the database and Redis (runs in a worker thread of the
-    gateway; manages its own connection)."""
+    gateway; manages its own connection). ``classifier=False`` leaves the classifier
+    out (a gateway's first snapshot: loading it may mean training it)."""
     from django.db import close_old_connections
 
     close_old_connections()
     try:
-        return build(version)
+        return build(version, classifier=classifier)
     finally:
         close_old_connections()
 
 
-def build(version: int | None = None) -> Snapshot:
+def build(version: int | None = None, *, classifier: bool = True) -> Snapshot:
     """:func:`load` on the caller's database connection."""
     seen = current_version() if version is None else version
-    snapshot = Snapshot(version=seen, pipeline=build_pipeline(), offenders=offenders())
+    pipeline = build_pipeline(classifier=classifier)
+    snapshot = Snapshot(version=seen, pipeline=pipeline, offenders=offenders())
     _add_policies(snapshot)
     return snapshot
 
 
-def build_pipeline() -> Pipeline:
+def build_pipeline(*, classifier: bool = True) -> Pipeline:
     """The default checkers, the lexicon extended by the platform's lists (current
     versions of its lexicons and allow-lists), and the classifier when one is available."""
     extra, allow = platform_terms()
@@ -133,9 +135,9 @@ def build_pipeline() -> Pipeline:
     if extra or allow:
         lexicon = lexicon.merged(Lexicon(extra, allow))
     checkers: list[Checker] = [LexiconChecker(lexicon), PatternChecker(), PiiChecker()]
-    classifier = load_classifier()
-    if classifier is not None:
-        checkers.append(classifier)
+    loaded = load_classifier() if classifier else None
+    if loaded is not None:
+        checkers.append(loaded)
     return Pipeline(checkers)
 
 

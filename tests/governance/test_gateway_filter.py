@@ -262,9 +262,11 @@ def test_repeat_offenders_are_throttled_then_suspended(live_portal, owner, outsi
     assert refused.json()["error"]["code"] == "account_suspended"
 
     rows = drained(
-        lambda: list(Suspension.objects.values_list("user_id", "level"))
-        if Suspension.objects.count() >= 3
-        else None,
+        lambda: (
+            list(Suspension.objects.values_list("user_id", "level"))
+            if Suspension.objects.count() >= 3
+            else None
+        ),
         "suspension rows",
     )
     assert (outsider.user.pk, "throttled") in rows
