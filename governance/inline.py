@@ -38,7 +38,8 @@ MASK = "*"
 NOTICE = "抱歉，该内容因违反内容安全政策已被拦截。(Withheld by the content policy.)"
 CHEAP_COST = 1  # stages at or below this cost run per chunk (lexicon, patterns, PII)
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_scanstring = json.decoder.scanstring  # a JSON string's value (C), without json.loads' wrappers
+# A JSON string literal's value (C), without json.loads' encoding detection and wrappers.
+_scanstring: Callable[[str, int], tuple[str, int]] = vars(json.decoder)["scanstring"]
 _INDEX = re.compile(rb'"index":\s*(\d+)')
 _CHAT_TEXT = re.compile(rb'"content":\s*("(?:[^"\\]|\\.)*")')
 _COMPLETION_TEXT = re.compile(rb'"text":\s*("(?:[^"\\]|\\.)*")')
