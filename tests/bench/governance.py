@@ -122,8 +122,18 @@ class _Client:
         self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
         self.path, self.body = path, body
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        self.reconnects = 0
 
     def once(self) -> tuple[float, int, bytes, dict[str, str]]:
+        try:
+            return self._once()
+        except (ConnectionError, http.client.HTTPException):
+            # The server closed the idle keep-alive connection: once more on a new one.
+            self.conn.close()
+            self.reconnects += 1
+            return self._once()
+
+    def _once(self) -> tuple[float, int, bytes, dict[str, str]]:
         started = time.perf_counter()
         self.conn.request("POST", self.path, self.body, self.headers)
         response = self.conn.getresponse()
