@@ -23,6 +23,7 @@ held events.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,12 @@ MASK = "*"
 NOTICE = "抱歉，该内容因违反内容安全政策已被拦截。(Withheld by the content policy.)"
 CHEAP_COST = 1  # stages at or below this cost run per chunk (lexicon, patterns, PII)
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A JSON string literal's value (C), without json.loads' encoding detection and wrappers.
+_scanstring: Callable[[str, int], tuple[str, int]] = vars(json.decoder)["scanstring"]
+_INDEX = re.compile(rb'"index":\s*(\d+)')
+_CHAT_TEXT = re.compile(rb'"content":\s*("(?:[^"\\]|\\.)*")')
+_COMPLETION_TEXT = re.compile(rb'"text":\s*("(?:[^"\\]|\\.)*")')
+_FINISHED = re.compile(rb'"finish_reason":\s*"')
 
 
 def request_text(payload: Mapping[str, Any], kind: str) -> str:
@@ -177,7 +184,7 @@ def _text_slot(choice: dict[str, Any], kind: str) -> tuple[dict[str, Any] | None
     return choice, "text"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Event:
     """One SSE event, held until it may be sent."""
 
@@ -187,7 +194,7 @@ class _Event:
     dirty: bool = False  # content changed: serialise ``data`` again
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lane:
     """One choice index of a streamed answer."""
 
@@ -227,6 +234,7 @@ class StreamFilter:
         )
         self.place = policy.labels.get("explicit", "none")
         self.label = policy.labels.get("text", "")
+        self._text = _CHAT_TEXT if kind == "chat" else _COMPLETION_TEXT
         self.lanes: dict[int, _Lane] = {}
         self.queue: list[_Event] = []
         self.template: dict[str, Any] = {}
@@ -242,25 +250,30 @@ class StreamFilter:
         return "".join(lane.sent) if lane else ""
 
     def feed(self, events: bytes) -> bytes:
+        """The bytes to send for these whole events. Their new content is checked
+        together, one window per lane: a reader that fell behind pays one check for
+        what arrived meanwhile, not one per event."""
         if self.blocked or self.done or not events:
             return b""
-        out: list[bytes] = []
+        batch: list[_Event] = []
+        finished = False
         for raw in events.split(b"\n\n"):
             if not raw:
                 continue
             if self._is_done(raw):
-                out.append(self._flush())
-                if self.trailer is not None:
-                    out.append(self.trailer(self))
-                out.append(raw + b"\n\n")
-                self.done = True
+                finished = True
                 break
-            event = self._parse(raw)
-            if not self._admit(event):
-                out.append(self._end_blocked())
-                break
-            self.queue.append(event)
-            out.append(self._release())
+            batch.append(self._parse(raw))
+        if batch and not self._admit(batch):
+            return self._end_blocked()
+        self.queue.extend(batch)
+        if not finished:
+            return self._release()
+        out = [self._flush()]
+        if self.trailer is not None:
+            out.append(self.trailer(self))
+        out.append(b"data: [DONE]\n\n")
+        self.done = True
         return b"".join(out)
 
     def close(self, rest: bytes) -> bytes:
@@ -277,6 +290,31 @@ class StreamFilter:
         return raw.strip() in (b"data: [DONE]", b"data:[DONE]")
 
     def _parse(self, raw: bytes) -> _Event:
+        """The event's content per lane. The common event (one ``data:`` line, one
+        choice of a lane already started, no finish) is read with byte searches and only
+        its content string decoded; anything else is parsed whole."""
+        if (
+            self.template
+            and raw.startswith(b"data:")
+            and raw.count(b'"index"') == 1
+            and b"\n" not in raw
+            and not _FINISHED.search(raw)
+        ):
+            found = _INDEX.search(raw)
+            index = int(found.group(1)) if found else -1
+            lane = self.lanes.get(index)
+            if lane is not None and (lane.started or self.place != "start"):
+                event = _Event(raw)
+                text = self._text.search(raw)
+                if text is not None:
+                    content = _scanstring(text.group(1).decode(), 1)[0]
+                    if content:
+                        lane.started = True
+                        event.parts[index] = content
+                return event
+        return self._parse_full(raw)
+
+    def _parse_full(self, raw: bytes) -> _Event:
         event = _Event(raw)
         line = next((x for x in raw.split(b"\n") if x.startswith(b"data:")), None)
         if line is None:
@@ -320,14 +358,14 @@ class StreamFilter:
             return delta, "content"
         return choice, "text"
 
-    def _admit(self, event: _Event) -> bool:
-        """Check the event's new content in its lanes' windows; False when blocked."""
-        for index, part in event.parts.items():
+    def _admit(self, batch: list[_Event]) -> bool:
+        """Check the batch's new content in its lanes' windows; False when blocked."""
+        for index in {i for event in batch for i in event.parts}:
             lane = self.lanes[index]
             held = self._held_text(index)
             keep = max(self.lookback - len(held), 0)
             prefix = (lane.tail[-keep:] if keep else "") + held
-            window = prefix + part
+            window = prefix + "".join(e.parts[index] for e in batch if index in e.parts)
             verdict = self.pipeline.run(window)
             fresh = [s for s in verdict.spans if s.end > len(prefix)]
             if not fresh:
@@ -342,7 +380,7 @@ class StreamFilter:
                 return False
             if outcome.action == "redact":
                 chosen = redact_spans(fresh, scores, self.policy)
-                self._mask(index, event, chosen, len(prefix) - len(held))
+                self._mask(index, batch, chosen, len(prefix) - len(held))
         return True
 
     def _note(
@@ -361,19 +399,23 @@ class StreamFilter:
     def _held_text(self, index: int) -> str:
         return "".join(e.parts[index] for e in self.queue if index in e.parts)
 
-    def _mask(self, index: int, event: _Event, spans: list[Span], start: int) -> None:
+    def _mask(self, index: int, batch: list[_Event], spans: list[Span], start: int) -> None:
         """Mask ``spans`` (window positions; the held text begins at ``start``) in the
-        held events of lane ``index`` and in ``event``."""
+        held and the new events of lane ``index``."""
         at = start
-        for held in [*(e for e in self.queue if index in e.parts), event]:
-            part = held.parts[index]
+        for event in [*self.queue, *batch]:
+            part = event.parts.get(index)
+            if part is None:
+                continue
             masked = mask(part, spans, at)
             if masked != part:
-                held.parts[index] = masked
-                self._set_content(held, index, masked)
+                event.parts[index] = masked
+                self._set_content(event, index, masked)
             at += len(part)
 
     def _set_content(self, event: _Event, index: int, content: str) -> None:
+        if event.data is None:  # read by the fast path: parse it now
+            event.data = json.loads(event.raw[event.raw.index(b"{") :])
         assert event.data is not None
         for choice in event.data["choices"]:
             if isinstance(choice, dict) and choice.get("index", 0) == index:

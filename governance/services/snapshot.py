@@ -27,7 +27,8 @@ from governance.moderation.patterns import PatternChecker
 from governance.moderation.pii import PiiChecker
 from governance.moderation.pipeline import Pipeline, load_classifier
 from governance.moderation.types import Checker
-from governance.policy import DEFAULT_POLICY, Policy, PolicyError, build
+from governance.policy import DEFAULT_POLICY, Policy, PolicyError
+from governance.policy import build as build_policy
 
 logger = logging.getLogger(__name__)
 
@@ -104,22 +105,29 @@ def current_version() -> int:
         return 0
 
 
-def load(version: int | None = None) -> Snapshot:
+def load(version: int | None = None, *, classifier: bool = True) -> Snapshot:
     """A fresh snapshot from the database and Redis (runs in a worker thread of the
-    gateway; manages its own connection)."""
+    gateway; manages its own connection). ``classifier=False`` leaves the classifier
+    out (a gateway's first snapshot: loading it may mean training it)."""
     from django.db import close_old_connections
 
     close_old_connections()
     try:
-        seen = current_version() if version is None else version
-        snapshot = Snapshot(version=seen, pipeline=build_pipeline(), offenders=offenders())
-        _add_policies(snapshot)
-        return snapshot
+        return build(version, classifier=classifier)
     finally:
         close_old_connections()
 
 
-def build_pipeline() -> Pipeline:
+def build(version: int | None = None, *, classifier: bool = True) -> Snapshot:
+    """:func:`load` on the caller's database connection."""
+    seen = current_version() if version is None else version
+    pipeline = build_pipeline(classifier=classifier)
+    snapshot = Snapshot(version=seen, pipeline=pipeline, offenders=offenders())
+    _add_policies(snapshot)
+    return snapshot
+
+
+def build_pipeline(*, classifier: bool = True) -> Pipeline:
     """The default checkers, the lexicon extended by the platform's lists (current
     versions of its lexicons and allow-lists), and the classifier when one is available."""
     extra, allow = platform_terms()
@@ -127,9 +135,9 @@ def build_pipeline() -> Pipeline:
     if extra or allow:
         lexicon = lexicon.merged(Lexicon(extra, allow))
     checkers: list[Checker] = [LexiconChecker(lexicon), PatternChecker(), PiiChecker()]
-    classifier = load_classifier()
-    if classifier is not None:
-        checkers.append(classifier)
+    loaded = load_classifier() if classifier else None
+    if loaded is not None:
+        checkers.append(loaded)
     return Pipeline(checkers)
 
 
@@ -170,7 +178,9 @@ def _add_policies(snapshot: Snapshot) -> None:
 
     for row in PolicyRow.objects.filter(enabled=True).order_by("pk"):
         try:
-            policy = build(row.rules, row.offenders, row.labels, ident=row.pk, version=row.version)
+            policy = build_policy(
+                row.rules, row.offenders, row.labels, ident=row.pk, version=row.version
+            )
         except PolicyError as exc:
             logger.warning("Policy %s skipped: %s", row.pk, exc)
             continue

@@ -27,7 +27,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -85,6 +87,16 @@ class Throttled(PlatformError):
     code = "rate_limit_exceeded"
 
 
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def background(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` in a task of its own, kept referenced until it ends."""
+    task = asyncio.get_running_loop().create_task(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 class _State:
     """This process's snapshot and guard."""
 
@@ -106,21 +118,26 @@ class _State:
                 self.first = asyncio.Lock()
             async with self.first:
                 if self.snapshot is None:
+                    # Policies and the cheap stages now; the classifier (which may have
+                    # to be trained first) joins in the background.
                     loop = asyncio.get_running_loop()
-                    self.install(await loop.run_in_executor(self.executor, snapshots.load))
+                    first = partial(snapshots.load, classifier=False)
+                    self.install(await loop.run_in_executor(self.executor, first))
                     self.checked = time.monotonic()
+                    self.checking = True
+                    background(self._refresh(force=True))
         elif not self.checking and time.monotonic() - self.checked >= CHECK_EVERY_S:
             self.checking = True
-            asyncio.get_running_loop().create_task(self._refresh())
+            background(self._refresh())
         assert self.snapshot is not None and self.guard is not None
         return self.snapshot, self.guard
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, force: bool = False) -> None:
         try:
             (raw,) = await wire().execute(("GET", snapshots.VERSION_KEY))
             version = int(raw or 0) if not isinstance(raw, Exception) else None
             old = self.snapshot
-            if version is not None and old is not None and version != old.version:
+            if version is not None and old is not None and (force or version != old.version):
                 loop = asyncio.get_running_loop()
                 self.install(await loop.run_in_executor(self.executor, snapshots.load, version))
         except (RedisError, ValueError):
@@ -381,7 +398,7 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
     # Redacting a request would change what the user asked: it is logged like a flag.
     gov.decided(check, "flag" if check.action == "redact" else None)
     if check.action == "block":
-        asyncio.get_running_loop().create_task(_count_violation(grant, policy, snapshot))
+        background(_count_violation(grant, policy, snapshot))
         raise ContentPolicyViolation(
             "Your request was rejected by the content policy"
             f" ({', '.join(check.categories) or 'policy'}).",
@@ -435,7 +452,9 @@ async def _count_violation(grant: Any, policy: Policy, snapshot: snapshots.Snaps
     except RedisError:
         logger.warning("Redis unreachable: a content policy violation was not counted")
         return
-    snapshot.offenders[grant.user_id] = snapshots.Offender(level, until, rpm, now)
+    for held in {id(snapshot): snapshot, id(state.snapshot): state.snapshot}.values():
+        if held is not None:  # the one in use now, too, if it was reloaded meanwhile
+            held.offenders[grant.user_id] = snapshots.Offender(level, until, rpm, now)
     from portal.gateway.ledger import send_governance
 
     reason = f"{count} requests blocked by the content policy within {rules['window_s']} s"
