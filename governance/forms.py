@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from governance.models import (
     DecisionSource,
@@ -24,6 +25,56 @@ PLATFORM = "platform"
 SELF = "self"
 ORG_PREFIX = "org:"
 MAX_TERMS = 10_000
+# The shown names of the governance records' status, source, direction and kind values
+# (the models' choices are English; pages show these).
+LABELS: dict[str, Any] = {
+    # review items
+    "pending": _("待审核"),
+    "approved": _("已通过"),
+    "removed": _("已删除"),
+    "escalated": _("已升级"),
+    # decisions
+    "approve": _("审核通过"),
+    "remove": _("删除"),
+    "escalate": _("升级处理"),
+    "adjust_lexicon": _("调整词库"),
+    # sources and directions
+    "gateway": _("网关"),
+    "moderation_api": _("审核接口"),
+    "report": _("用户举报"),
+    "upload": _("上传检测"),
+    "input": _("输入"),
+    "output": _("输出"),
+    # appeals
+    "open": _("待处理"),
+    "upheld": _("维持原决定"),
+    "overturned": _("已撤销原决定"),
+    # lists
+    "lexicon": _("词库"),
+    "allow": _("白名单"),
+    "bank_generated": _("生成内容测试题库"),
+    "bank_refuse": _("应拒答测试题库"),
+    "bank_non_refusal": _("非拒答测试题库"),
+    # uploads (GB 45438-2025's three outcomes)
+    "is": _("属于人工智能生成"),
+    "may": _("可能为人工智能生成"),
+    "suspected": _("疑似人工智能生成"),
+    "none": _("未发现生成标识"),
+    # suspensions
+    "throttled": _("限流"),
+    "suspended": _("封禁"),
+    # compliance reports
+    "running": pgettext_lazy("governance", "进行中"),
+    "finished": _("已完成"),
+    "failed": _("失败"),
+}
+
+
+def shown(choices: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """A model's choices with the pages' names."""
+    return [(value, LABELS.get(value, label)) for value, label in choices]
+
+
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 JSON_FIELDS = ("rules", "offenders", "labels")
 
@@ -92,12 +143,14 @@ class QueueFilter(forms.Form):
     """The review queue's filters (all optional)."""
 
     status = forms.ChoiceField(
-        label=_("状态"),
+        label=pgettext_lazy("governance", "状态"),
         required=False,
-        choices=[("", _("全部")), *ReviewStatus.choices],
+        choices=[("", _("全部")), *shown(ReviewStatus.choices)],
     )
     source = forms.ChoiceField(
-        label=_("来源"), required=False, choices=[("", _("全部")), *DecisionSource.choices]
+        label=pgettext_lazy("governance", "来源"),
+        required=False,
+        choices=[("", _("全部")), *shown(DecisionSource.choices)],
     )
     overdue = forms.BooleanField(label=_("仅超时"), required=False)
     mine = forms.BooleanField(label=_("仅分配给我"), required=False)
@@ -107,7 +160,7 @@ class DecideForm(forms.Form):
     """A reviewer's decision on an item; ``adjust_lexicon`` also adds or removes terms
     of one lexicon or allow-list."""
 
-    decision = forms.ChoiceField(label=_("处理结果"), choices=ReviewDecision.choices)
+    decision = forms.ChoiceField(label=_("处理结果"), choices=shown(ReviewDecision.choices))
     notes = forms.CharField(
         label=_("备注"), required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
@@ -165,7 +218,7 @@ class PolicyForm(OwnerForm):
     on its field here, one that does not validate is the service's error on its path."""
 
     name = forms.SlugField(label=_("名称"), max_length=96)
-    description = forms.CharField(label=_("说明"), required=False, widget=forms.TextInput)
+    description = forms.CharField(label=_("描述"), required=False, widget=forms.TextInput)
     served_name = forms.CharField(label=_("仅限部署（模型名）"), required=False, max_length=200)
     api_key = forms.ChoiceField(label=_("仅限 API 密钥"), required=False)
     enabled = forms.BooleanField(label=_("启用"), required=False, initial=True)
@@ -253,8 +306,8 @@ class ListForm(OwnerForm):
     PLATFORM_OWNED = True
 
     name = forms.SlugField(label=_("名称"), max_length=96)
-    kind = forms.ChoiceField(label=_("类型"), choices=ListKind.choices)
-    description = forms.CharField(label=_("说明"), required=False)
+    kind = forms.ChoiceField(label=_("类型"), choices=shown(ListKind.choices))
+    description = forms.CharField(label=_("描述"), required=False)
     default_category = forms.CharField(label=_("默认类别"), required=False, max_length=16)
 
 

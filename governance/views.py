@@ -27,6 +27,7 @@ from django.views.decorators.http import require_POST
 
 from governance.access import governor_required, managed_orgs, owned
 from governance.forms import (
+    LABELS,
     AppealDecideForm,
     AuditFilter,
     ComplianceForm,
@@ -141,7 +142,13 @@ def _visible_item(request: HttpRequest, item_id: str) -> ReviewItem:
 def _list_choices(user: Any) -> list[tuple[str, str]]:
     """The lexicons and allow-lists a reviewer may adjust from an item's page."""
     rows = lists.visible_lists(user, "write").filter(kind__in=EDITABLE_KINDS)
-    return [(str(row.pk), f"{row} · {row.get_kind_display()}") for row in rows[:500]]
+    return [
+        (
+            str(row.pk),
+            f"{row.name if not row.namespace else row} · {LABELS.get(row.kind, row.kind)}",
+        )
+        for row in rows[:500]
+    ]
 
 
 @governor_required
