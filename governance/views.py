@@ -215,7 +215,7 @@ def item_assign(request: HttpRequest, item_id: str) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, _("已分配给你。"))
-    return redirect("governance-item", item_id=item.item_id)
+    return redirect("gv-item", item_id=item.item_id)
 
 
 @governor_required
@@ -238,7 +238,7 @@ def item_decide(request: HttpRequest, item_id: str) -> HttpResponse:
         form.add_error(None, exc.message)
         return _item_page(request, item, form, status=exc.status)
     messages.success(request, _("已处理。"))
-    return redirect("governance-item", item_id=item.item_id)
+    return redirect("gv-item", item_id=item.item_id)
 
 
 @governor_required
@@ -263,7 +263,7 @@ def appeal_decide(request: HttpRequest, appeal_id: str) -> HttpResponse:
             messages.success(request, _("申诉已处理。"))
     else:
         messages.error(request, _("请选择申诉结果。"))
-    return redirect("governance-item", item_id=appeal.item.item_id)
+    return redirect("gv-item", item_id=appeal.item.item_id)
 
 
 # ---------------------------------------------------------------- policies
@@ -290,7 +290,7 @@ def policy_new(request: HttpRequest) -> HttpResponse:
             form.show_error(exc.param, exc.message)
         else:
             messages.success(request, _("策略已创建。"))
-            return redirect("governance-policy", pk=policy.pk)
+            return redirect("gv-policy", pk=policy.pk)
     return render(request, "governance/policy_form.html", {"form": form, "policy": None})
 
 
@@ -315,7 +315,7 @@ def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
             form.show_error(exc.param, exc.message)
         else:
             messages.success(request, _("策略已保存（版本 %(v)s）。") % {"v": policy.version})
-            return redirect("governance-policy", pk=policy.pk)
+            return redirect("gv-policy", pk=policy.pk)
     return render(request, "governance/policy_form.html", {"form": form, "policy": policy})
 
 
@@ -328,9 +328,9 @@ def policy_delete(request: HttpRequest, pk: int) -> HttpResponse:
         policies.delete_policy(user, policy)
     except PlatformError as exc:
         messages.error(request, exc.message)
-        return redirect("governance-policy", pk=pk)
+        return redirect("gv-policy", pk=pk)
     messages.success(request, _("策略已删除。"))
-    return redirect("governance-policies")
+    return redirect("gv-policies")
 
 
 # ---------------------------------------------------------------- lists
@@ -356,7 +356,7 @@ def list_index(request: HttpRequest) -> HttpResponse:
             form.show_error(exc.param, exc.message)
         else:
             messages.success(request, _("已创建。"))
-            return redirect("governance-list", pk=created.pk)
+            return redirect("gv-list", pk=created.pk)
     rows = lists.visible_lists(user, "write").select_related("current")
     kind = request.GET.get("kind", "")
     if kind:
@@ -435,7 +435,7 @@ def list_items(request: HttpRequest, pk: int) -> HttpResponse:
         form.add_error(None, exc.message)
         return _list_page(request, content_list, form, ImportForm(), status=exc.status)
     messages.success(request, _("已保存为新版本。"))
-    return redirect("governance-list", pk=content_list.pk)
+    return redirect("gv-list", pk=content_list.pk)
 
 
 @governor_required
@@ -462,7 +462,7 @@ def list_import(request: HttpRequest, pk: int) -> HttpResponse:
         form.show_error(exc.param, exc.message)
         return _list_page(request, content_list, ItemsForm(), form, status=exc.status)
     messages.success(request, _("已保存为新版本 v%(n)s。") % {"n": version.number})
-    return redirect("governance-list", pk=content_list.pk)
+    return redirect("gv-list", pk=content_list.pk)
 
 
 # ---------------------------------------------------------------- audit log
@@ -549,7 +549,7 @@ def suspension_lift(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, _("已解除。"))
-    return redirect("governance-suspensions")
+    return redirect("gv-suspensions")
 
 
 # ---------------------------------------------------------------- compliance
@@ -568,7 +568,7 @@ def compliance_list(request: HttpRequest) -> HttpResponse:
         except PlatformError as exc:
             form.show_error(exc.param, exc.message)
         else:
-            return redirect("governance-report", report_id=report.report_id)
+            return redirect("gv-report", report_id=report.report_id)
     page = _page(request, owned(ComplianceReport, user))
     return render(request, "governance/compliance.html", {"form": form, "page": page})
 

@@ -9,6 +9,7 @@ report control."""
 from __future__ import annotations
 
 import gettext
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -443,3 +444,17 @@ def test_an_appeal_is_decided_from_the_item_page(
     target.refresh_from_db()
     assert appeal.status == AppealStatus.OVERTURNED and appeal.response == "已恢复"
     assert target.status == ReviewStatus.APPROVED
+
+
+def test_section_nav_links_to_the_pages_not_the_api(admin: Any) -> None:
+    body = browser(admin).get("/governance/").content.decode()
+    nav = body.split('id="gv-nav"', 1)[1].split("</nav>", 1)[0]
+    links = re.findall(r'href="([^"]+)"', nav)
+    assert len(links) == 8
+    assert all(link.startswith("/governance/") for link in links), links
+    assert 'id="nav-governance"' in body
+
+
+def test_verify_page_shows_no_section_nav_to_who_governs_nothing(outsider: Any) -> None:
+    body = browser(outsider).get("/governance/verify/").content.decode()
+    assert 'id="gv-verify-form"' in body and 'id="gv-nav"' not in body
