@@ -18,10 +18,10 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
@@ -76,8 +76,11 @@ def _page(request: HttpRequest, rows: Any, per_page: int = PER_PAGE) -> Any:
 
 
 def _risk_name(code: str) -> str:
+    """``A1_f 宣扬暴力、淫秽色情`` (the English name on English pages)."""
     risk = RISKS.get(code) or CLASSES.get(code)
-    return f"{code} {risk.zh}" if risk else code
+    if risk is None:
+        return code
+    return f"{code} {risk.en if get_language() == 'en' else risk.zh}"
 
 
 # ---------------------------------------------------------------- overview
@@ -94,7 +97,9 @@ def home(request: HttpRequest) -> HttpResponse:
         "mine": pending.filter(assigned_to=user).count(),
         "policies": policies.visible_policies(user, "write").count(),
         "lists": lists.visible_lists(user, "write").count(),
-        "active_suspensions": _active(scope.visible_suspensions(user)).count(),
+        "active_suspensions": scope.visible_suspensions(user)
+        .filter(suspensions.active_q())
+        .count(),
     }
     return render(request, "governance/home.html", context)
 
@@ -523,18 +528,12 @@ def _audit_filtered(events: Any, chosen: dict[str, Any]) -> tuple[Any, dict[str,
 # ---------------------------------------------------------------- suspensions
 
 
-def _active(rows: Any) -> Any:
-    now = timezone.now()
-    return rows.filter(lifted_at__isnull=True).filter(Q(until__isnull=True) | Q(until__gt=now))
-
-
 @governor_required
 def suspension_list(request: HttpRequest) -> HttpResponse:
     user = acting_user(request)
     rows = scope.visible_suspensions(user).select_related("user", "org", "lifted_by")
-    active_ids = set(_active(rows).values_list("pk", flat=True))
     page = _page(request, rows)
-    context = {"page": page, "rows": [(row, row.pk in active_ids) for row in page]}
+    context = {"page": page, "rows": [(row, suspensions.is_active(row)) for row in page]}
     return render(request, "governance/suspensions.html", context)
 
 
