@@ -352,6 +352,13 @@ CELERY_BEAT_SCHEDULE["governance-review-overdue"] = {
     "schedule": float(env_int("GOVERNANCE_REVIEW_SWEEP_S", 300, minimum=5)),
     "options": {"expires": 120},
 }
+# The review API's choice sets get names of their own in the API schema ("source" and
+# "status" choices of other components would collide with them).
+if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
+    _enum_names["GovernanceSourceEnum"] = "governance.models.DecisionSource"
+    _enum_names["ReviewDecisionEnum"] = "governance.models.ReviewDecision"
+    _enum_names["ReviewStatusEnum"] = "governance.models.ReviewStatus"
+    _enum_names["AppealStatusEnum"] = "governance.models.AppealStatus"
 
 # governance: registry
 # AIGC labels and the provenance registry: the ContentProducer named in labels and the

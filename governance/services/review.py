@@ -96,6 +96,7 @@ def open_for_decision(decision: ModerationDecision, context: dict[str, Any]) -> 
     if decision.action not in (Action.FLAG, Action.BLOCK):
         return None
     with transaction.atomic():
+        # Locks the decision: a concurrent call waits here, then finds the item.
         ModerationDecision.objects.select_for_update().filter(pk=decision.pk).first()
         existing = ReviewItem.objects.filter(decision=decision).first()
         if existing is not None:
@@ -165,8 +166,8 @@ def report(
     context = _checked_context(context)
     _check_report_rate(user)
     if content_id and not served_name:
-        found = Provenance.objects.filter(content_id=content_id).values_list("served_name")
-        served_name = next(iter(found), ("",))[0]
+        found = Provenance.objects.filter(content_id=content_id)
+        served_name = found.values_list("served_name", flat=True).first() or ""
     verdict = _pipeline().run(text)
     scores = {code: round(score, 4) for code, score in verdict.scores.items() if score > 0}
     with transaction.atomic():

@@ -16,6 +16,7 @@ from governance.jobs.review import escalate_overdue
 from governance.models import (
     AuditEvent,
     ModerationDecision,
+    Provenance,
     ReviewItem,
     ReviewStatus,
 )
@@ -425,3 +426,17 @@ def test_removing_a_false_positive_term_approves_the_item(
     assert decided.status == ReviewStatus.APPROVED and decided.resolution == "adjust_lexicon"
     lexicon.refresh_from_db()
     assert lexicon.current.items == []
+
+
+def test_a_report_by_content_id_finds_the_model_in_the_provenance_registry(
+    owner: Actor, teammate: Actor, chat: Any
+) -> None:
+    Provenance.objects.create(
+        content_id="aigc-req-42", ts=timezone.now(), served_name="acme-lab/chat"
+    )
+    body = {"content_id": "aigc-req-42", "text": ANSWER, "reason": "wrong"}
+
+    response = teammate.client().post(f"{API}/reports/", body, format="json")
+
+    assert response.status_code == 201 and response.json()["served_name"] == "acme-lab/chat"
+    assert owner.client().get(f"{API}/review/").json()["count"] == 1
