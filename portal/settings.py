@@ -418,7 +418,9 @@ CELERY_BEAT_SCHEDULE["governance-retention"] = {
 }
 
 # governance: policies
-# The governance lists' kind (lexicon, allow-list, question banks) gets its own enum name
-# in the API schema (another component's "kind" choices would collide with it).
+# The governance lists' kind (lexicon, allow-list, question banks) and the labelled file
+# kinds of /verify each get an enum name of their own in the API schema (several
+# components' "kind" choices would otherwise collide).
 if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
     _enum_names["ListKindEnum"] = "governance.models.ListKind"
+    _enum_names["LabelledFileKindEnum"] = "governance.labels.files.KINDS"

@@ -163,8 +163,8 @@ class ListViewSet(GovernanceViewSet):
         if given.get("kind"):
             rows = rows.filter(kind=given["kind"])
         if given.get("platform") is not None:
-            platform = rows.filter(owner_user=None, owner_org=None)
-            rows = platform if given["platform"] else rows.exclude(pk__in=platform.values("pk"))
+            platform = {"owner_user": None, "owner_org": None}
+            rows = rows.filter(**platform) if given["platform"] else rows.exclude(**platform)
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(s.ContentListSerializer(page, many=True).data)
 

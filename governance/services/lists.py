@@ -7,11 +7,12 @@ kept unique per (text, category) and sorted by category, then text; a version's
 ``sha256`` is over that canonical form, so an edit that changes nothing makes no version.
 
 Import formats (both UTF-8): text, one item per line ``text[<TAB>category[<TAB>weight]]``
-(blank lines and lines starting with ``#`` skipped); CSV ``text,category[,weight]``
-(a header row naming ``text``, ``term`` or ``question`` maps columns by name). Errors
-name their line. An item's text is one line (no tabs or line breaks), at most
-:data:`MAX_TEXT` characters; its category a platform category (a risk like ``A1_d``, a
-class like ``A1`` or a detector like ``PII_ID_CARD``), required except in allow-lists.
+(blank lines and comments — ``#`` then a space — skipped; a hashtag ``#term`` is an item);
+CSV ``text,category[,weight]`` (a header row naming ``text``, ``term`` or ``question``
+maps columns by name). Errors name their line. An item's text is one line (no tabs or
+line breaks), at most :data:`MAX_TEXT` characters; its category a platform category (a
+risk like ``A1_d``, a class like ``A1`` or a detector like ``PII_ID_CARD``), required
+except in allow-lists.
 
 Platform lists (no owner, ``namespace`` ``""``) are the staff's: the gateway's snapshot
 compiles the lexicons and allow-lists among them (:func:`active_terms`);
@@ -233,7 +234,7 @@ def import_items(
 def _txt_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if line and not line.startswith("#"):
+        if line and line != "#" and not line.startswith("# "):
             yield number, line.split("\t")
 
 
@@ -250,7 +251,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
             yield reader.line_num, f"not valid CSV ({exc})"
             return
         line, start = start, reader.line_num + 1
-        if not row or not any(cell.strip() for cell in row) or row[0].startswith("#"):
+        if not any(cell.strip() for cell in row):
             continue
         if columns is None and any(cell.strip().lower() in TEXT_COLUMNS for cell in row):
             columns = _header(row)
@@ -378,13 +379,14 @@ def new_version(
         require_category=requires_category(content_list.kind),
     )
     with transaction.atomic():
-        locked = ContentList.objects.select_for_update().get(pk=content_list.pk)
+        locked = _locked(content_list)
         current = locked.current
         if current is not None and current.sha256 == items_sha256(parsed):
             return current
         before = {(i["text"], i["category"]) for i in (current.items if current else [])}
         after = {(i["text"], i["category"]) for i in parsed}
         number = (locked.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        note = note or "edited"
         version = _save_version(actor, locked, parsed, note, number=number)
         audit.record(
             "list.version",

@@ -226,8 +226,11 @@ def test_platform_lists_are_staff_only(owner: Any, admin: Any) -> None:
     pk = response.json()["id"]
     assert response.json()["owner"] is None
     assert owner.client().get(f"{LISTS}{pk}/").status_code == 404
+    create(admin, name="own")
     listed = admin.client().get(LISTS, {"platform": True}).json()["results"]
     assert [row["name"] for row in listed] == ["global"]
+    listed = admin.client().get(LISTS, {"platform": False}).json()["results"]
+    assert [row["name"] for row in listed] == ["own"]
     assert lists.active_terms("lexicon") == lists.canonical(lists.parse_items(TERMS))
 
 
@@ -284,7 +287,13 @@ def test_sync_builtin_adds_a_version_only_when_the_file_changes(
 @pytest.mark.parametrize(
     ("content", "fmt", "expected"),
     [
-        (b"a\tA1_a\n# note\n\n", "txt", [{"text": "a", "category": "A1_a"}]),
+        (b"a\tA1_a\n# note\n#\n\n", "txt", [{"text": "a", "category": "A1_a"}]),
+        (
+            "#台独\tA1_c\n".encode(),
+            "txt",
+            [{"text": "#台独", "category": "A1_c"}],
+        ),
+        (b"#tag,A1_c\n", "csv", [{"text": "#tag", "category": "A1_c"}]),
         (
             b"term,category,weight\na,A1_a,0.5\n",
             "csv",
