@@ -205,12 +205,16 @@ def test_a_run_that_does_not_succeed_fails_the_report_with_its_reason(db: Any, o
 
     model_repo(owner.user, "tiny", visibility="private")
     samples = {"should_refuse": 2, "non_refusal": 2, "generated": 2}
-    report = compliance.create_report(owner.user, owner.user, MODEL, samples=samples)
+    body = {"served_name": MODEL, "samples": samples}
+    answer = owner.client().post("/api/governance/compliance-reports/", body, format="json")
+    assert answer.status_code == 202, answer.json()
+    report = ComplianceReport.objects.get(report_id=answer.json()["report_id"])
     jobs.advance_report(report.report_id)  # the questions are not ingested yet
     report.refresh_from_db()
     assert report.status == ReportStatus.PENDING
     run_queued_jobs()
-    report = compliance.advance(report)
+    assert jobs.sweep_reports() == 1
+    report.refresh_from_db()
     assert report.status == ReportStatus.RUNNING
     assert report.runs[0]["samples"] == samples
     assert report.runs[0]["suite"] == f"olivia/{report.report_id.lower()}"
@@ -275,6 +279,9 @@ def test_a_report_samples_the_banks_through_the_gateway_and_records_each_check(
     assert run.status == JobStatus.SUCCEEDED, run.error
     assert EvalSample.objects.filter(run=run).count() == sum(samples.values())
     assert not EvalSample.objects.filter(run=run).exclude(error="").exists()
+    asked = set(EvalSample.objects.filter(run=run).values_list("prompt", flat=True))
+    refuse_bank = {i["text"] for i in banks.read_bank(BANKS_DIR / "should_refuse.jsonl")}
+    assert sum(any(q in prompt for prompt in asked) for q in refuse_bank) == 3
     key = APIKey.objects.get(pk=run.api_key_id)  # through the gateway, with its own key
     assert key.allowed_models == [MODEL] and key.revoked_at is not None
 
