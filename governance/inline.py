@@ -97,6 +97,9 @@ class Guard:
         self.pipeline = pipeline
         self.cheap = cheap(pipeline)
         self.lookback = lookback
+        # (id(policy), direction) → may_block; policies live as long as the snapshot
+        # that holds them and this guard.
+        self._may_block: dict[tuple[int, str], bool] = {}
 
     def check(
         self, text: str, policy: Policy, direction: DirectionName, *, only_cheap: bool = False
@@ -107,6 +110,35 @@ class Guard:
         outcome = policy.outcome(direction, verdict.scores)
         return Check(direction, text, verdict, outcome.action, outcome.categories)
 
+    def check_now(self, text: str, policy: Policy, direction: DirectionName) -> tuple[Check, bool]:
+        """:meth:`check` with only the stages that could make the policy block; True
+        when the dearer ones were left out because they cannot (they can then only flag:
+        run :meth:`check` later, off the request's path)."""
+        if len(self.cheap.checkers) == len(self.pipeline.checkers) or self.may_block(
+            policy, direction
+        ):
+            return self.check(text, policy, direction), False
+        return self.check(text, policy, direction, only_cheap=True), True
+
+    def may_block(self, policy: Policy, direction: DirectionName) -> bool:
+        """Whether a stage dearer than the cheap ones could make ``policy`` block: one
+        whose categories are unknown, or one of whose categories the policy blocks."""
+        key = (id(policy), direction)
+        known = self._may_block.get(key)
+        if known is None:
+            known = False
+            for checker in self.pipeline.checkers:
+                if checker.cost <= CHEAP_COST:
+                    continue
+                categories = emits(checker)
+                if (
+                    categories is None
+                    or policy.outcome(direction, dict.fromkeys(categories, 1.0)).action == "block"
+                ):
+                    known = True
+            self._may_block[key] = known
+        return known
+
     def stream(
         self,
         policy: Policy,
@@ -114,6 +146,12 @@ class Guard:
         trailer: Callable[[StreamFilter], bytes] | None = None,
     ) -> StreamFilter:
         return StreamFilter(self.cheap, policy, kind, self.lookback, trailer)
+
+
+def emits(checker: object) -> list[str] | None:
+    """The categories a checker can score, when it says (the classifier's model does)."""
+    categories = getattr(getattr(checker, "model", None), "categories", None)
+    return list(categories) if isinstance(categories, list) else None
 
 
 def redact_spans(spans: Iterable[Span], scores: Mapping[str, float], policy: Policy) -> list[Span]:

@@ -161,12 +161,12 @@ class Governed:
 
     __slots__ = (
         "content_id",
-        "deferred",
         "events",
         "ex",
         "filter",
         "grant",
         "guard",
+        "later_input",
         "payload",
         "policy",
     )
@@ -180,7 +180,7 @@ class Governed:
         self.content_id = f"aigc-{ex.request_id}"
         self.events: list[dict[str, Any]] = []
         self.filter: StreamFilter | None = None
-        self.deferred = False
+        self.later_input: str | None = None  # input whose dearer stages run afterwards
 
     # -- events -------------------------------------------------------------
 
@@ -291,28 +291,32 @@ class Governed:
         return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
 
     def finish(self) -> list[str] | None:
-        """The packed events to send now; None when a deferred check sends them later."""
+        """The packed events to send now; None when checks left for later send them
+        (the request's input through the dearer stages, a stream's whole answer)."""
         filtered = self.filter
-        if filtered is not None and not filtered.blocked and self.ex.status == 200:
-            if len(self.guard.pipeline.checkers) > len(self.guard.cheap.checkers):
-                self.deferred = True
-                asyncio.get_running_loop().call_soon(self._final_check)
-                return None
+        streamed = filtered is not None and not filtered.blocked and self.ex.status == 200
+        dear = len(self.guard.pipeline.checkers) > len(self.guard.cheap.checkers)
+        blocked = filtered is not None and filtered.blocked
+        if blocked or (streamed and not dear):
             self._stream_decision(None)
-        elif filtered is not None and filtered.blocked:
-            self._stream_decision(None)
+        if self.later_input is not None or (streamed and dear):
+            asyncio.get_running_loop().call_soon(self._later, streamed and dear)
+            return None
         return [pack(e) for e in self.events] if self.events else None
 
-    def _final_check(self) -> None:
-        """The whole streamed answer through the full pipeline, once it has been sent."""
+    def _later(self, stream: bool) -> None:
+        """The checks left for after the answer (they can only flag), then the events."""
         from portal.gateway.ledger import record
 
         try:
-            assert self.filter is not None
-            check = self.guard.check(self.filter.text(0), self.policy, "output")
-            self._stream_decision(check)
+            if self.later_input is not None:
+                check = self.guard.check(self.later_input, self.policy, "input")
+                self.decided(check, "flag" if check.action != "allow" else "allow")
+            if stream:
+                assert self.filter is not None
+                self._stream_decision(self.guard.check(self.filter.text(0), self.policy, "output"))
         except Exception:
-            logger.exception("final check of a stream failed")
+            logger.exception("a deferred moderation check failed")
         if self.events:
             record(None, None, [pack(e) for e in self.events])
 
@@ -394,9 +398,13 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
     offender = snapshot.offenders.get(grant.user_id)
     if offender is not None and offender.active():
         await _hold_back(offender, grant.user_id, policy)
-    check = guard.check(request_text(payload, ex.kind), policy, "input")
-    # Redacting a request would change what the user asked: it is logged like a flag.
-    gov.decided(check, "flag" if check.action == "redact" else None)
+    text = request_text(payload, ex.kind)
+    check, later = guard.check_now(text, policy, "input")
+    if later and check.action != "block":
+        gov.later_input = text  # the classifier cannot block here: it runs afterwards
+    else:
+        # Redacting a request would change what the user asked: logged like a flag.
+        gov.decided(check, "flag" if check.action == "redact" else None)
     if check.action == "block":
         background(_count_violation(grant, policy, snapshot))
         raise ContentPolicyViolation(
