@@ -1,26 +1,32 @@
 """Content governance in a real browser, on real parts: a user chats with the served
-tiny model in the playground, sees the answer labelled 「人工智能生成」 and reports it;
+tiny model in the playground, sees the answer labelled 「人工智能生成」 ("AI-generated" in
+English) and reports it;
 an admin signs in, opens the review queue from the nav, finds the report, opens it
 (the reason, the conversation), removes it with a note, and finds the decision in the
-audit log page."""
+audit log page — in zh-hans and in English."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import PASSWORD, off_loop, sign_up
 
 ANSWER_TIMEOUT_MS = 60_000
+WORDS = {
+    "zh-hans": {"locale": "zh-CN", "label": "人工智能生成", "removed": "删除"},
+    "en": {"locale": "en-US", "label": "AI-generated", "removed": "Remove"},
+}
 REASON = "回答里有不当内容，请审核"
 NOTES = "确认违规，删除"
 
 
-def chat_and_report(page: Page, model: str) -> str:
-    """Ask the model, report its answer; the answer's text."""
+def chat_and_report(page: Page, model: str, label: str) -> str:
+    """Ask the model, report its answer; the review item's id."""
     page.goto("/playground/")
     expect(page.locator(f"#pg-model option[value='{model}']")).to_be_attached()
     page.select_option("#pg-model", model)
@@ -30,9 +36,8 @@ def chat_and_report(page: Page, model: str) -> str:
     page.click("#pg-send")
     turn = page.locator(".turn.assistant.done")
     expect(turn).to_have_count(1, timeout=ANSWER_TIMEOUT_MS)
-    expect(turn.locator(".aigc-label")).to_have_text("人工智能生成")
-    answer = turn.locator(".content").inner_text()
-    assert answer.strip()
+    expect(turn.locator(".aigc-label")).to_have_text(label)
+    assert turn.locator(".content").inner_text().strip()
 
     turn.locator(".pg-report-open").click()
     turn.locator(".pg-report-reason").fill(REASON)
@@ -41,7 +46,8 @@ def chat_and_report(page: Page, model: str) -> str:
     assert sent.value.status == 201, sent.value.text()
     expect(turn.locator(".pg-report-status.pg-reported")).to_be_visible()
     expect(turn.locator(".pg-report-open")).to_have_count(0)
-    return answer
+    item_id: str = sent.value.json()["item_id"]
+    return item_id
 
 
 def sign_in_admin(page: Page) -> str:
@@ -59,25 +65,26 @@ def sign_in_admin(page: Page) -> str:
     return username
 
 
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
 def test_a_reported_answer_is_removed_by_an_admin_and_audited(
-    new_context: Any, served_model: str
+    new_context: Any, served_model: str, language: str
 ) -> None:
-    user_page = new_context(locale="zh-CN").new_page()
+    words = WORDS[language]
+    user_page = new_context(locale=words["locale"]).new_page()
     sign_up(user_page)
     expect(user_page.locator("#nav-governance")).to_have_count(0)
-    chat_and_report(user_page, served_model)
+    item_id = chat_and_report(user_page, served_model, words["label"])
 
-    page = new_context(locale="zh-CN").new_page()
+    page = new_context(locale=words["locale"]).new_page()
     admin = sign_in_admin(page)
     page.click("#nav-governance")
     page.wait_for_url("**/governance/")
     page.click("#gv-nav-queue")
-    row = page.locator("#gv-queue tr.gv-item", has_text=served_model).first
-    expect(row).to_be_visible()
+    row = page.locator(f"#gv-queue tr.gv-item[data-item='{item_id}']")
+    expect(row).to_contain_text(served_model)
     expect(row.locator(".gv-status")).to_have_attribute("data-status", "pending")
     row.locator("a").first.click()
-    page.wait_for_url("**/governance/review/review-*/")
-    item_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    page.wait_for_url(f"**/governance/review/{item_id}/")
     expect(page.locator("#gv-reason")).to_have_text(REASON)
     expect(page.locator("#gv-conversation")).to_contain_text("你好")
 
@@ -86,7 +93,7 @@ def test_a_reported_answer_is_removed_by_an_admin_and_audited(
     page.select_option("#id_decision", "remove")
     page.fill("#id_notes", NOTES)
     page.click("#gv-decide-submit")
-    expect(page.locator("#gv-resolution")).to_contain_text("删除")
+    expect(page.locator("#gv-resolution")).to_contain_text(words["removed"])
     expect(page.locator(".gv-ok[role=alert]")).to_be_visible()
 
     page.click("#gv-nav-audit")
