@@ -3,8 +3,9 @@ organisation (their organisations' rows). Everyone else gets the portal's 404 â€
 section does not exist to them, as a private resource does not.
 
 Row-level tenancy lives elsewhere: :mod:`governance.services.scope` for the queue, the
-audit log and suspensions, ``restrict()`` for owned rows (:func:`owned` adds the
-platform's rows for staff, which ``restrict`` shows superusers only).
+audit log and suspensions, ``visible_policies`` / ``visible_lists`` of the policies and
+lists services, and :func:`owned` for compliance reports (``restrict(user, "write")``,
+all rows for staff).
 """
 
 from __future__ import annotations
