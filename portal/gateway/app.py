@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from compute.metering import UsageEvent
 from compute.routing import Route, route_table
+from governance.inline import StreamFilter
 from portal.auth import bearer_token
 from portal.errors import (
     AuthenticationFailed,
@@ -33,6 +34,7 @@ from portal.errors import (
     Unavailable,
     openai_error_body,
 )
+from portal.gateway import moderation
 from portal.gateway.exchange import (
     Exchange,
     StreamTap,
@@ -284,6 +286,9 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
     if route is None or not visible(grant.principal, route):
         raise _model_not_found(name)
     ex.route = route
+    if settings.GOVERNANCE_INLINE:
+        # Before anything is reserved or sent: a refused request goes nowhere.
+        await moderation.begin(ex, grant, payload, route)
     if stream and (settings.GATEWAY_LIMITS or settings.GATEWAY_METERING):
         body = ex.ask_for_usage(payload, body)
     if settings.GATEWAY_LIMITS:
@@ -348,6 +353,8 @@ async def relay(
         if answer is False:
             return False
         status, content_type, payload = answer
+        if ex.governed is not None:
+            payload = ex.governed.answer(status, payload)
         ex.read_answer(status, payload)
         await _send_whole(ex.send, status, content_type, payload)
         return True
@@ -367,8 +374,12 @@ async def relay(
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
         ]
+        filtered = ex.governed.stream() if ex.governed is not None else None
         await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
-        await _pump(upstream, ex, receive)
+        if filtered is None:
+            await _pump(upstream, ex, receive)
+        else:
+            await _pump_filtered(upstream, ex, receive, filtered)
     return True
 
 
@@ -456,11 +467,56 @@ async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive
         watcher.cancel()
 
 
+async def _pump_filtered(
+    upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive, filtered: StreamFilter
+) -> None:
+    """:func:`_pump` through the moderation filter: it may hold events back, rewrite
+    them or end the stream (``content_filter``), after which the upstream is dropped."""
+    disconnected = asyncio.Event()
+    tap = StreamTap(ex)
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for chunk in upstream.content.iter_any():
+            if disconnected.is_set():
+                ex.error_code = "client_disconnected"
+                return
+            events = tap.feed(chunk)
+            out = filtered.feed(events) if events else b""
+            if filtered.blocked:
+                ex.error_code = "content_filter"
+                await ex.send({"type": "http.response.body", "body": out})
+                return
+            if out:
+                await ex.send({"type": "http.response.body", "body": out, "more_body": True})
+        await ex.send({"type": "http.response.body", "body": filtered.close(tap.rest())})
+    except (TimeoutError, aiohttp.ClientError):
+        ex.error_code = "replica_failed"
+        error = openai_error_body(
+            "The model replica failed mid-stream.", error_type="server_error", code="replica_failed"
+        )
+        held = filtered.close(b"")
+        await ex.send(
+            {"type": "http.response.body", "body": held + f"data: {json.dumps(error)}\n\n".encode()}
+        )
+    finally:
+        watcher.cancel()
+
+
 def finish(ex: Exchange) -> None:
-    """After the answer: queue the reservation's settlement and the usage event for
-    this loop's ledger, which sends them off the request's path (see ``ledger``)."""
+    """After the answer: queue the reservation's settlement, the usage event and the
+    governance events for this loop's ledger, which sends them off the request's path
+    (see ``ledger``)."""
     metering = settings.GATEWAY_METERING
+    governance = moderation.finish(ex) if ex.governed is not None else None
     if ex.reservation is None and not metering:
+        if governance:
+            record(None, None, governance)
         return
     prompt, completion = ex.tokens()
     route = ex.route
@@ -468,7 +524,7 @@ def finish(ex: Exchange) -> None:
     if ex.reservation is not None:
         spend = route.cost_ucny(prompt, completion) if route else 0
         settlement = (ex.reservation, prompt + completion, spend)
-    record(settlement, usage_event(ex, prompt, completion) if metering else None)
+    record(settlement, usage_event(ex, prompt, completion) if metering else None, governance)
 
 
 def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:

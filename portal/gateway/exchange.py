@@ -52,6 +52,7 @@ class Exchange:
         "client_usage",
         "content_events",
         "error_code",
+        "governed",
         "grant",
         "headers",
         "kind",
@@ -90,6 +91,7 @@ class Exchange:
         self.content_events = 0
         self.usage: tuple[int, int] | None = None
         self.ttft: float | None = None
+        self.governed: Any = None  # portal.gateway.moderation.Governed, when inline
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

@@ -11,6 +11,11 @@ call (settle them all, then XADD their events, one packed field each), and each 
 its place ahead of any reservation made later: a client's next request sees the slot
 and tokens its last one freed. The reply is checked by a callback, not by the request.
 
+Governance events (moderation decisions, provenance, offenders: lists of packed entries
+for ``openmaas:governance``) ride along: a batch that may carry them is followed by its
+:class:`Tail`, one ``EVAL`` that appends them (a ``PING`` when none came), queued with it
+and packed in the same write, so they cost no round trip of their own.
+
 Nothing is lost on a clean shutdown: :func:`drain` (called by the lifespan shutdown
 before the connections close) waits for the replies still due. When Redis is
 unreachable the usage is dropped with a warning, as before.
@@ -38,20 +43,60 @@ logger = logging.getLogger(__name__)
 SEND_WITHIN_S = 0.001
 
 
-class Batch:
-    """The settlements and usage events of one script call."""
+# Appends ARGV[2..] to the stream KEYS[1], trimmed to about ARGV[1] entries.
+XADD_ALL = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+return #ARGV - 1
+"""
+_PING = hiredis.pack_command(("PING",))
 
-    __slots__ = ("events", "settlements")
+
+class Tail:
+    """The governance events of one batch: one command queued right behind it."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    def pack(self) -> bytes:
+        if not self.entries:
+            return _PING
+        return hiredis.pack_command(xadd_command(self.entries))
+
+
+def xadd_command(entries: list[str]) -> tuple[Any, ...]:
+    from governance.services.events import MAXLEN, STREAM
+
+    return ("EVAL", XADD_ALL, 1, STREAM, MAXLEN, *entries)
+
+
+class Batch:
+    """The settlements and usage events of one script call (and its governance tail)."""
+
+    __slots__ = ("events", "settlements", "tail")
 
     def __init__(self) -> None:
         self.settlements: list[Settlement] = []
         self.events: list[UsageEvent] = []
+        self.tail: Tail | None = None
 
-    def add(self, settlement: Settlement | None, event: UsageEvent | None) -> None:
+    def add(
+        self,
+        settlement: Settlement | None,
+        event: UsageEvent | None,
+        governance: list[str] | None = None,
+    ) -> None:
         if settlement is not None:
             self.settlements.append(settlement)
         if event is not None:
             self.events.append(event)
+        if governance:
+            if self.tail is None:
+                self.tail = Tail()
+            self.tail.entries.extend(governance)
 
     def pack(self) -> bytes:
         return hiredis.pack_command(
@@ -71,23 +116,35 @@ class Ledger:
         self.waiting: set[asyncio.Future[Any]] = set()
         self.open: Batch | None = None
 
-    def record(self, settlement: Settlement | None, event: UsageEvent | None) -> None:
-        """Send a finished request's settlement and usage event; returns at once."""
+    def record(
+        self,
+        settlement: Settlement | None,
+        event: UsageEvent | None,
+        governance: list[str] | None = None,
+    ) -> None:
+        """Send a finished request's settlement, usage event and governance events;
+        returns at once."""
         if event is not None:
             metrics.observe(event)
         batch = self.open
         connection = wire()
-        if batch is None or not connection.queued_last(batch):
+        if batch is None or not connection.queued_last(batch.tail or batch):
             batch = Batch()
             reply = connection.queue(batch, SEND_WITHIN_S)
             if reply is None:  # not connected: connect in a task of its own
-                batch.add(settlement, event)
+                batch.add(settlement, event, governance)
                 self._track(asyncio.ensure_future(send_batch(batch)))
                 return
             self.open = batch
             reply.add_done_callback(lambda done: self._check(done, batch))
             self._track(reply)
-        batch.add(settlement, event)
+            if settings.GOVERNANCE_INLINE:
+                batch.tail = Tail()
+                tail_reply = connection.queue(batch.tail, SEND_WITHIN_S)
+                if tail_reply is not None:
+                    tail_reply.add_done_callback(lambda done: self._check_tail(done, batch))
+                    self._track(tail_reply)
+        batch.add(settlement, event, governance)
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self.waiting.add(future)
@@ -100,6 +157,12 @@ class Ledger:
         elif is_noscript(done.result()):
             self._track(asyncio.ensure_future(send_batch(batch)))
 
+    def _check_tail(self, done: asyncio.Future[Any], batch: Batch) -> None:
+        lost = done.cancelled() or done.exception() is not None
+        if lost or isinstance(done.result(), hiredis.ReplyError):
+            count = len(batch.tail.entries) if batch.tail else 0
+            logger.warning("Redis refused or unreachable: %d governance events lost", count)
+
     async def drain(self) -> None:
         """Wait until every reply has arrived."""
         while self.waiting:
@@ -108,6 +171,16 @@ class Ledger:
 
 def _size(batch: Batch) -> int:
     return max(len(batch.settlements), len(batch.events))
+
+
+async def send_governance(entries: list[str]) -> None:
+    """Append governance events on their own (no batch to ride on)."""
+    try:
+        (reply,) = await wire().execute(xadd_command(entries))
+        if isinstance(reply, Exception):
+            raise reply
+    except RedisError:
+        logger.warning("Redis unreachable: %d governance events not recorded", len(entries))
 
 
 async def send_batch(batch: Batch) -> None:
@@ -121,6 +194,8 @@ async def send_batch(batch: Batch) -> None:
         )
     except RedisError:
         logger.warning("Redis unreachable: usage of %d requests not recorded", _size(batch))
+    if batch.tail is not None and batch.tail.entries:
+        await send_governance(batch.tail.entries)
 
 
 _ledgers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ledger] = weakref.WeakKeyDictionary()
@@ -135,10 +210,15 @@ def ledger() -> Ledger:
     return found
 
 
-def record(settlement: Settlement | None, event: UsageEvent | None) -> None:
-    """Queue a finished request's settlement and usage event (see :class:`Ledger`)."""
-    if settlement is not None or event is not None:
-        ledger().record(settlement, event)
+def record(
+    settlement: Settlement | None,
+    event: UsageEvent | None,
+    governance: list[str] | None = None,
+) -> None:
+    """Queue a finished request's settlement, usage event and governance events (see
+    :class:`Ledger`)."""
+    if settlement is not None or event is not None or governance:
+        ledger().record(settlement, event, governance)
 
 
 async def drain() -> None:

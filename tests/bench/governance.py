@@ -13,28 +13,44 @@ bench-governance``; ``LABELLED=path.csv`` picks the labelled set). Two parts:
 2. Quality: precision, recall and F1 of ``default_pipeline()`` (with the classifier when
    it is available) against a CSV with ``TEXT`` and ``label`` columns (COLD layout,
    ``label`` 1 = offensive), and of the cheap stages alone. Aim: F1 ≥ 0.80.
+3. Gateway latency (:func:`measure_gateway`): the real stack of ``make bench-gateway``
+   (PostgreSQL, Redis, uvicorn serving ``portal.asgi``, limits and metering on), a stub
+   engine streaming a 1 KB answer in 4-character deltas, and two gateways side by side,
+   ``GOVERNANCE_INLINE=1`` and ``=0``; one client sends streamed chat requests to them in
+   turn (and to the stub directly) and times each to its last byte. Added latency = on −
+   off at p50 and p99. Aim: p99 added ≤ 2 ms. ``--gateway-only`` measures just this and
+   adds it to the newest governance section of the output file.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import http.client
+import json
 import os
 import platform
 import random
+import shutil
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from governance.moderation.lexicon import Lexicon, LexiconChecker, Term
 from governance.moderation.pii import PiiChecker, id_check_char, luhn_ok
 from governance.moderation.pipeline import Pipeline, default_pipeline
 from governance.moderation.taxonomy import RISKS
 from tests.bench.gateway import cpu_model, load_average, memory_gib, write_section
+from tests.bench.stub_engine import answer_chunks
 
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LABELLED = Path("governance/data/cold/dev.csv")
 RISK_CODES = [code for code in RISKS if code[:2] in ("A1", "A2")]
 
@@ -75,6 +91,237 @@ class Quality:
     def f1(self) -> float:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class GatewayLatency:
+    """Milliseconds per request (to the last byte) of each target, in measuring order."""
+
+    requests: int
+    answer_bytes: int
+    chunk_chars: int
+    direct: list[float]
+    off: list[float]
+    on: list[float]
+    load_before: str
+    load_after: str
+    checked: str  # what the "on" gateway's answer showed (label, content id)
+    classifier_ms: float  # the whole-answer classifier check, median, in this process
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class _Client:
+    """One keep-alive HTTP/1.1 connection that times a streamed POST to its last byte."""
+
+    def __init__(self, base: str, path: str, body: bytes, key: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.path, self.body = path, body
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        self.reconnects = 0
+
+    def once(self) -> tuple[float, int, bytes, dict[str, str]]:
+        try:
+            return self._once()
+        except (ConnectionError, http.client.HTTPException):
+            # The server closed the idle keep-alive connection: once more on a new one.
+            self.conn.close()
+            self.reconnects += 1
+            return self._once()
+
+    def _once(self) -> tuple[float, int, bytes, dict[str, str]]:
+        started = time.perf_counter()
+        self.conn.request("POST", self.path, self.body, self.headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        took = (time.perf_counter() - started) * 1000
+        return took, response.status, data, {k.lower(): v for k, v in response.getheaders()}
+
+
+def measure_gateway(requests: int, answer_bytes: int, chunk_chars: int) -> GatewayLatency:
+    """Gateway latency with the inline filter on and off (see the module docstring)."""
+    from tests.bench.gateway import SERVED_NAME, Stack
+
+    class ScriptedStack(Stack):
+        def _start_stub(self) -> str:
+            from compute.agent.procs import free_port, spawn, wait_for
+            from tests.bench.gateway import http
+
+            port = free_port()
+            log = self.root / "logs" / "stub.log"
+            argv = [
+                sys.executable, "-m", "tests.bench.stub_engine", "--port", str(port),
+                "--answer-bytes", str(answer_bytes), "--chunk-chars", str(chunk_chars),
+            ]  # fmt: skip
+            proc = spawn(argv, log=log, env=self.env, cwd=ROOT)
+            self.procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            wait_for(lambda: http(url + "/health")[0] == 200, timeout_s=30, what="stub")
+            return url
+
+    body = json.dumps(
+        {
+            "model": SERVED_NAME,
+            "stream": True,
+            "max_tokens": 512,
+            "messages": [{"role": "user", "content": "Tell me about foxes and dogs."}],
+        }
+    ).encode()
+    before = load_average()
+    root = Path(tempfile.mkdtemp(prefix="openmaas-bench-governance-"))
+    stack = ScriptedStack(root)
+    try:
+        stack.start()
+        with _gateway(stack, True) as on_url, _gateway(stack, False) as off_url:
+            path = "/v1/chat/completions"
+            clients = {
+                "direct": _Client(stack.stub_url, path, body, ""),
+                "off": _Client(off_url, path, body, stack.key),
+                "on": _Client(on_url, path, body, stack.key),
+            }
+            _, status, data, headers = clients["on"].once()
+            if status != 200 or b'"aigc"' not in data or "x-aigc-content-id" not in headers:
+                raise RuntimeError(f"the inline gateway did not label the stream: {data[-400:]!r}")
+            checked = f"x-aigc-content-id {headers['x-aigc-content-id']}, aigc chunk present"
+            times: dict[str, list[float]] = {name: [] for name in clients}
+            for round_ in range(requests + requests // 10):
+                for name, client in clients.items():  # in turn: load drifts hit all alike
+                    took, status, _, _ = client.once()
+                    if status != 200:
+                        raise RuntimeError(f"{name}: status {status}")
+                    if round_ >= requests // 10:  # the first tenth warms up
+                        times[name].append(took)
+        return GatewayLatency(
+            requests,
+            answer_bytes,
+            chunk_chars,
+            times["direct"],
+            times["off"],
+            times["on"],
+            before,
+            load_average(),
+            checked,
+            _classifier_ms("".join(answer_chunks(answer_bytes, chunk_chars))),
+        )
+    finally:
+        stack.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _classifier_ms(text: str) -> float:
+    from governance.moderation.pipeline import load_classifier
+
+    classifier = load_classifier()
+    if classifier is None:
+        return 0.0
+    times = []
+    for _ in range(50):
+        started = time.perf_counter()
+        classifier.check(text)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+@contextmanager
+def _gateway(stack: Any, inline: bool) -> Iterator[str]:
+    """One gateway worker (uvloop, httptools) with ``GOVERNANCE_INLINE`` on or off."""
+    from compute.agent.procs import free_port, spawn, stop, wait_for
+    from tests.bench.gateway import http
+
+    port = free_port()
+    tag = "on" if inline else "off"
+    log = stack.root / "logs" / f"gateway-inline-{tag}.log"
+    argv = [
+        sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
+        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**stack.env, "GOVERNANCE_INLINE": "1" if inline else "0"}
+    proc = spawn(argv, log=log, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: http(url + "/v1/models", key=stack.key)[0] == 200,
+            timeout_s=90,
+            what="gateway",
+            proc=proc,
+            log=log,
+        )
+        yield url
+    finally:
+        stop(proc)
+
+
+def gateway_lines(latency: GatewayLatency) -> list[str]:
+    """The markdown subsection of the gateway latency."""
+
+    def row(name: str, values: list[float]) -> str:
+        return (
+            f"| {name} | {percentile(values, 50):.2f} | {percentile(values, 99):.2f} | "
+            f"{statistics.fmean(values):.2f} |"
+        )
+
+    on, off = latency.on, latency.off
+    added50 = percentile(on, 50) - percentile(off, 50)
+    added99 = percentile(on, 99) - percentile(off, 99)
+    verdict = "met" if added99 <= 2.0 else "NOT met"
+    now = datetime.now(UTC)
+    return [
+        f"### Gateway latency with the inline filter (measured {now:%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"A {latency.answer_bytes:,}-byte answer streamed by the stub engine in "
+        f"{latency.chunk_chars}-character deltas "
+        f"({-(-latency.answer_bytes // latency.chunk_chars)} SSE events), one client, "
+        f"{latency.requests:,} measured requests per target after a tenth as many warm-up "
+        "ones, the targets in turn; each timed from the request to the last byte. Both "
+        "gateways: one uvicorn worker (uvloop, httptools), limits and metering on, the "
+        "default policy (which redacts personal information in output, so 64 characters "
+        "are held back until the text after them is checked); on: "
+        f"`GOVERNANCE_INLINE=1` ({latency.checked}), off: `GOVERNANCE_INLINE=0`.",
+        "",
+        "| target | p50 ms | p99 ms | mean ms |",
+        "|---|---:|---:|---:|",
+        row("stub engine directly", latency.direct),
+        row("gateway, inline filter off", off),
+        row("gateway, inline filter on", on),
+        "",
+        f"Added by the filter: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms "
+        f"(aim: p99 added ≤ 2 ms: {verdict}). Load average before: {latency.load_before}; "
+        f"after: {latency.load_after} on {os.cpu_count()} CPUs shared with other work, so "
+        "p99 mostly measures waiting for a core.",
+        "",
+        "Not in these numbers: the classifier's check of the whole streamed answer, which "
+        "runs after its last byte is sent (it can then only flag the answer for review); "
+        "with the targets in turn it is done before that gateway's next request. It costs "
+        f"{latency.classifier_ms:.2f} ms of CPU per {latency.answer_bytes:,}-byte answer "
+        "(median, measured in the bench process), which a client sending its next request "
+        "at once to the same worker would wait for.",
+    ]
+
+
+def put_lines(path: Path, family: str, lines: list[str]) -> None:
+    """Put ``lines`` (a ``###`` subsection) at the end of the newest ``family`` section of
+    ``path``, replacing a subsection with the same title there."""
+    text = path.read_text().splitlines()
+    starts = [i for i, line in enumerate(text) if line.startswith("## ")]
+    first = next((i for i in starts if text[i].startswith(family)), None)
+    if first is None:
+        write_section(path, "\n".join([f"{family} (gateway latency only)", "", *lines]) + "\n")
+        return
+    end = next((i for i in starts if i > first), len(text))
+    title = lines[0].split(" (measured")[0]
+    sub = next((i for i in range(first, end) if text[i].startswith(title)), None)
+    if sub is not None:
+        sub_end = next((i for i in range(sub + 1, end) if text[i].startswith(("### ", "## "))), end)
+        del text[sub:sub_end]
+        end = sub
+    block = ["", *lines, ""] if text[end - 1].strip() else [*lines, ""]
+    text[end:end] = block
+    path.write_text("\n".join(text).rstrip("\n") + "\n")
 
 
 def read_labelled(path: Path) -> list[tuple[str, bool]]:
@@ -196,6 +443,7 @@ def render(
     qualities: list[Quality],
     has_classifier: bool,
     before: str,
+    latency: GatewayLatency | None = None,
 ) -> str:
     now = datetime.now(UTC)
     lines = [
@@ -235,6 +483,8 @@ def render(
             "default pipeline ran without it; the starter lexicon alone is a precision-first "
             "seed, not a recall instrument.",
         ]
+    if latency is not None:
+        lines += ["", *gateway_lines(latency)]
     return "\n".join(lines) + "\n"
 
 
@@ -269,18 +519,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-quality", action="store_true", help="throughput only")
+    parser.add_argument("--no-gateway", action="store_true", help="no gateway latency")
+    parser.add_argument(
+        "--gateway-only", action="store_true", help="only the gateway latency (added to the file)"
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="per target (gateway part)")
+    parser.add_argument("--answer-bytes", type=int, default=1024)
+    parser.add_argument("--chunk-chars", type=int, default=4)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.gateway_only:
+        lines = gateway_lines(measure_gateway(args.requests, args.answer_bytes, args.chunk_chars))
+        print("\n".join(lines))
+        if args.output:
+            put_lines(args.output, "## Governance checkers", lines)
+        return 0
     if not args.labelled.exists():
         raise SystemExit(f"{args.labelled} does not exist; pass --labelled (LABELLED=...).")
     before = load_average()
     rows = read_labelled(args.labelled)
     rates, built, hits = measure_throughput(args, [text for text, _ in rows])
     qualities, has_classifier = ([], False) if args.no_quality else measure_quality(rows)
-    section = render(args, rates, built, hits, qualities, has_classifier, before)
+    latency: GatewayLatency | None = None
+    if not args.no_gateway:
+        latency = measure_gateway(args.requests, args.answer_bytes, args.chunk_chars)
+    section = render(args, rates, built, hits, qualities, has_classifier, before, latency)
     print(section)
     if args.output:
         write_section(args.output, section)

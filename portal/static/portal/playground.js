@@ -1,6 +1,8 @@
 // The playground: chat with a model through /v1, authorised by the browser session.
 // The CSRF token goes in X-CSRFToken and the browser adds Origin; the gateway accepts a
 // session only with both (portal/gateway/session.py). No API key is ever in the page.
+// Every answer carries the explicit label 「人工智能生成」 and a "report" control that
+// sends the answer, the model and the conversation to /api/governance/reports/.
 "use strict";
 
 (() => {
@@ -66,9 +68,95 @@
     const body = document.createElement("div");
     body.className = "content";
     body.textContent = content;
-    turn.append(who, body);
+    turn.append(who);
+    if (role === "assistant") {
+      const label = document.createElement("span");
+      label.className = "aigc-label";
+      label.textContent = text.aigcLabel;
+      label.title = text.aigcTitle;
+      turn.append(label);
+    }
+    turn.append(body);
     transcript.append(turn);
     return body;
+  }
+
+  // The report control under a finished answer: a button that opens a reason box, and
+  // a POST of the answer with its model, content id and the conversation up to it.
+  function addReport(turn, answer) {
+    const box = document.createElement("div");
+    box.className = "pg-report";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "pg-report-open";
+    open.textContent = text.report;
+    const form = document.createElement("div");
+    form.className = "pg-report-form";
+    form.hidden = true;
+    const reason = document.createElement("textarea");
+    reason.className = "pg-report-reason";
+    reason.rows = 2;
+    reason.placeholder = text.reportPlaceholder;
+    reason.setAttribute("aria-label", text.reportReason);
+    const submit = document.createElement("button");
+    submit.type = "button";
+    submit.className = "pg-report-send";
+    submit.textContent = text.reportSend;
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = text.reportCancel;
+    const status = document.createElement("p");
+    status.className = "pg-report-status";
+    status.setAttribute("role", "status");
+    status.hidden = true;
+    form.append(reason, submit, cancel);
+    box.append(open, form, status);
+    turn.append(box);
+    open.addEventListener("click", () => {
+      form.hidden = false;
+      open.hidden = true;
+      reason.focus();
+    });
+    cancel.addEventListener("click", () => {
+      form.hidden = true;
+      open.hidden = false;
+    });
+    submit.addEventListener("click", async () => {
+      submit.disabled = true;
+      status.hidden = false;
+      status.className = "pg-report-status";
+      try {
+        const response = await fetch("/api/governance/reports/", {
+          method: "POST",
+          headers: headers(),
+          credentials: "same-origin",
+          body: JSON.stringify({
+            text: answer.text,
+            served_name: answer.model,
+            content_id: answer.contentId || "",
+            context: { model: answer.model, messages: answer.messages },
+            reason: reason.value.trim(),
+          }),
+        });
+        if (!response.ok) {
+          let detail = response.statusText;
+          try {
+            detail = (await response.json()).detail || detail;
+          } catch (_) {
+            /* not JSON */
+          }
+          throw new Error(`${response.status} ${detail}`);
+        }
+        form.remove();
+        open.remove();
+        status.classList.add("pg-reported");
+        status.textContent = text.reportDone;
+      } catch (error) {
+        submit.disabled = false;
+        status.classList.add("pg-report-error");
+        status.textContent = `${text.reportFailed}: ${error.message}`;
+      }
+    });
   }
 
   // Yields each parsed `data:` event of a server-sent-events body until [DONE].
@@ -125,6 +213,8 @@
     input.value = "";
     const answer = addTurn("assistant", "");
     answer.parentElement.classList.add("streaming");
+    const model = modelSelect.value;
+    let contentId = "";
     sendButton.disabled = true;
     stopButton.disabled = false;
     try {
@@ -137,12 +227,23 @@
         showError(await describeFailure(response));
         return;
       }
+      contentId = response.headers.get("x-aigc-content-id") || "";
       for await (const chunk of events(response)) {
         if (chunk.error) throw new Error(chunk.error.message);
+        const label = chunk.aigc && (chunk.aigc.AIGC || chunk.aigc);
+        if (label && label.ProduceID) contentId = label.ProduceID;
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) answer.textContent += delta.content;
       }
       history.push({ role: "user", content }, { role: "assistant", content: answer.textContent });
+      if (answer.textContent) {
+        addReport(answer.parentElement, {
+          text: answer.textContent,
+          model,
+          contentId,
+          messages: [...messages, { role: "assistant", content: answer.textContent }],
+        });
+      }
     } catch (error) {
       if (error.name === "AbortError") answer.textContent += ` ${text.msgStopped}`;
       else showError(error instanceof TypeError ? text.msgNetwork : `${text.msgError}: ${error.message}`);

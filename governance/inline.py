@@ -1,0 +1,569 @@
+"""Moderation inline in the gateway: the input guard and the output filter. Pure (no
+Django): the gateway (``portal.gateway.moderation``) supplies the pipeline, the policy and
+the label; this module decides and rewrites.
+
+- :meth:`Guard.check` runs a text through the pipeline (cheapest stages first, stopping
+  once the policy's block is certain) and applies the policy: a :class:`Check`.
+- :class:`StreamFilter` sits on an SSE answer. Each content delta is checked with the
+  cheap in-process stages only (lexicon, patterns, PII) over a bounded look-back window:
+  the last ``lookback`` characters of the lane plus the new text, so a term split across
+  any number of chunks is caught when its last piece arrives, and only matches that reach
+  into the new text count (nothing is reported twice). ``block`` ends the stream with a
+  chunk whose ``finish_reason`` is ``"content_filter"`` and ``data: [DONE]``; when the
+  policy redacts anything in output, whole events are held back until ``lookback``
+  characters follow them (or the stream ends), so a span is masked before any of it is
+  sent. The classifier runs on the whole answer afterwards (the caller's
+  :meth:`Guard.check`), never per chunk.
+- :func:`filter_answer` does the same to a non-streamed answer, whole.
+
+Masking keeps lengths (one :data:`MASK` per character), so offsets stay valid across
+held events.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from governance.moderation.pipeline import Pipeline, Verdict
+from governance.moderation.taxonomy import rollup
+from governance.moderation.types import Span
+from governance.policy import SEVERITY, ActionName, DirectionName, Policy
+
+LOOKBACK_CHARS = 64
+MASK = "*"
+NOTICE = "抱歉，该内容因违反内容安全政策已被拦截。(Withheld by the content policy.)"
+CHEAP_COST = 1  # stages at or below this cost run per chunk (lexicon, patterns, PII)
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A JSON string literal's value (C), without json.loads' encoding detection and wrappers.
+_scanstring: Callable[[str, int], tuple[str, int]] = vars(json.decoder)["scanstring"]
+_INDEX = re.compile(rb'"index":\s*(\d+)')
+_CHAT_TEXT = re.compile(rb'"content":\s*("(?:[^"\\]|\\.)*")')
+_COMPLETION_TEXT = re.compile(rb'"text":\s*("(?:[^"\\]|\\.)*")')
+_FINISHED = re.compile(rb'"finish_reason":\s*"')
+
+
+def request_text(payload: Mapping[str, Any], kind: str) -> str:
+    """The text a request asks about: chat messages' text parts (one per line) or the
+    completion prompt(s); token-id prompts have no text."""
+    parts: list[str] = []
+    if kind == "chat":
+        for message in payload.get("messages") or ():
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(
+                    p["text"]
+                    for p in content
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+    else:
+        prompt = payload.get("prompt")
+        if isinstance(prompt, str):
+            parts.append(prompt)
+        elif isinstance(prompt, list):
+            parts.extend(p for p in prompt if isinstance(p, str))
+    return "\n".join(parts)
+
+
+def cheap(pipeline: Pipeline) -> Pipeline:
+    """The pipeline's in-process stages cheap enough to run per chunk."""
+    return Pipeline([c for c in pipeline.checkers if c.cost <= CHEAP_COST], pipeline.thresholds)
+
+
+def worse(a: ActionName, b: ActionName) -> ActionName:
+    return a if SEVERITY[a] >= SEVERITY[b] else b
+
+
+@dataclass(frozen=True)
+class Check:
+    """One text checked in one direction: the pipeline's verdict and the policy's outcome."""
+
+    direction: DirectionName
+    text: str
+    verdict: Verdict
+    action: ActionName
+    categories: tuple[str, ...]
+
+
+class Guard:
+    """Applies policies with one pipeline (and its cheap stages for streams)."""
+
+    def __init__(self, pipeline: Pipeline, *, lookback: int = LOOKBACK_CHARS) -> None:
+        self.pipeline = pipeline
+        self.cheap = cheap(pipeline)
+        self.lookback = lookback
+        # (id(policy), direction) → may_block; policies live as long as the snapshot
+        # that holds them and this guard.
+        self._may_block: dict[tuple[int, str], bool] = {}
+
+    def check(
+        self, text: str, policy: Policy, direction: DirectionName, *, only_cheap: bool = False
+    ) -> Check:
+        """``text`` through the pipeline, stopping early once a block is certain."""
+        pipeline = self.cheap if only_cheap else self.pipeline
+        verdict = pipeline.run(text, decide=policy.certain(direction))
+        outcome = policy.outcome(direction, verdict.scores)
+        return Check(direction, text, verdict, outcome.action, outcome.categories)
+
+    def check_now(self, text: str, policy: Policy, direction: DirectionName) -> tuple[Check, bool]:
+        """:meth:`check` with only the stages that could make the policy block; True
+        when the dearer ones were left out because they cannot (they can then only flag:
+        run :meth:`check` later, off the request's path)."""
+        if len(self.cheap.checkers) == len(self.pipeline.checkers) or self.may_block(
+            policy, direction
+        ):
+            return self.check(text, policy, direction), False
+        return self.check(text, policy, direction, only_cheap=True), True
+
+    def may_block(self, policy: Policy, direction: DirectionName) -> bool:
+        """Whether a stage dearer than the cheap ones could make ``policy`` block: one
+        whose categories are unknown, or one of whose categories the policy blocks."""
+        key = (id(policy), direction)
+        known = self._may_block.get(key)
+        if known is None:
+            known = False
+            for checker in self.pipeline.checkers:
+                if checker.cost <= CHEAP_COST:
+                    continue
+                categories = emits(checker)
+                if (
+                    categories is None
+                    or policy.outcome(direction, dict.fromkeys(categories, 1.0)).action == "block"
+                ):
+                    known = True
+            self._may_block[key] = known
+        return known
+
+    def stream(
+        self,
+        policy: Policy,
+        kind: str,
+        trailer: Callable[[StreamFilter], bytes] | None = None,
+    ) -> StreamFilter:
+        return StreamFilter(self.cheap, policy, kind, self.lookback, trailer)
+
+
+def emits(checker: object) -> list[str] | None:
+    """The categories a checker can score, when it says (the classifier's model does)."""
+    categories = getattr(getattr(checker, "model", None), "categories", None)
+    return list(categories) if isinstance(categories, list) else None
+
+
+def redact_spans(spans: Iterable[Span], scores: Mapping[str, float], policy: Policy) -> list[Span]:
+    """The spans whose category the policy redacts in output (at its threshold)."""
+    chosen = []
+    for span in spans:
+        rule = policy.rule(span.category, "output")
+        if (
+            rule is not None
+            and rule.action == "redact"
+            and scores.get(span.category, 0) >= (rule.threshold)
+        ):
+            chosen.append(span)
+    return chosen
+
+
+def mask(text: str, spans: Iterable[Span], offset: int = 0) -> str:
+    """``text`` with the characters of ``spans`` (positions minus ``offset``) masked."""
+    chars = list(text)
+    for span in spans:
+        for at in range(max(span.start - offset, 0), min(span.end - offset, len(chars))):
+            chars[at] = MASK
+    return "".join(chars)
+
+
+def explicit(text: str, policy: Policy) -> str:
+    """``text`` with the policy's explicit label at its start or end (or unchanged)."""
+    place, label = policy.labels.get("explicit", "none"), policy.labels.get("text", "")
+    if place == "start":
+        return f"{label}\n{text}"
+    if place == "end":
+        return f"{text}\n{label}"
+    return text
+
+
+def filter_answer(
+    answer: dict[str, Any], kind: str, guard: Guard, policy: Policy
+) -> tuple[ActionName, list[Check]]:
+    """Check every choice of a non-streamed answer in place: a blocked one gets
+    :data:`NOTICE` and ``finish_reason: "content_filter"``, redacted spans are masked, the
+    policy's explicit label is added. Returns the most severe action and the checks."""
+    action: ActionName = "allow"
+    checks: list[Check] = []
+    for choice in answer.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        holder, key = _text_slot(choice, kind)
+        text = holder.get(key) if holder is not None else None
+        if not isinstance(text, str) or holder is None:
+            continue
+        check = guard.check(text, policy, "output")
+        checks.append(check)
+        action = worse(action, check.action)
+        if check.action == "block":
+            holder[key] = NOTICE
+            choice["finish_reason"] = "content_filter"
+            continue
+        if check.action == "redact":
+            text = mask(text, redact_spans(check.verdict.spans, check.verdict.scores, policy))
+        holder[key] = explicit(text, policy)
+    return action, checks
+
+
+def _text_slot(choice: dict[str, Any], kind: str) -> tuple[dict[str, Any] | None, str]:
+    if kind == "chat":
+        message = choice.get("message")
+        return (message, "content") if isinstance(message, dict) else (None, "")
+    return choice, "text"
+
+
+@dataclass(slots=True)
+class _Event:
+    """One SSE event, held until it may be sent."""
+
+    raw: bytes
+    data: dict[str, Any] | None = None
+    parts: dict[int, str] = field(default_factory=dict)  # choice index → content
+    dirty: bool = False  # content changed: serialise ``data`` again
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One choice index of a streamed answer."""
+
+    sent: list[str] = field(default_factory=list)
+    tail: str = ""  # the last ``lookback`` characters sent
+    held: int = 0  # characters held back in queued events
+    started: bool = False
+    finished: bool = False
+
+
+class StreamFilter:
+    """Filters an SSE answer event by event (see the module docstring).
+
+    :meth:`feed` takes whole events (as ``StreamTap`` yields them) and returns the bytes
+    to send; :meth:`close` the rest when the upstream ends. After a block, ``blocked`` is
+    True and everything the upstream sends is dropped (the caller may stop reading).
+    ``action``, ``categories``, ``scores`` and ``spans`` sum up what the chunks' checks
+    found; :meth:`text` is what a lane sent.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        policy: Policy,
+        kind: str,
+        lookback: int = LOOKBACK_CHARS,
+        trailer: Callable[[StreamFilter], bytes] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.policy = policy
+        self.kind = kind
+        self.lookback = lookback
+        self.trailer = trailer
+        self.hold = any(
+            per.get("output") is not None and per["output"].action == "redact"
+            for per in policy.rules.values()
+        )
+        self.place = policy.labels.get("explicit", "none")
+        self.label = policy.labels.get("text", "")
+        self._text = _CHAT_TEXT if kind == "chat" else _COMPLETION_TEXT
+        self.lanes: dict[int, _Lane] = {}
+        self.queue: list[_Event] = []
+        self.template: dict[str, Any] = {}
+        self.action: ActionName = "allow"
+        self.categories: set[str] = set()
+        self.scores: dict[str, float] = {}
+        self.spans: list[Span] = []
+        self.blocked = False
+        self.done = False
+
+    def text(self, index: int = 0) -> str:
+        lane = self.lanes.get(index)
+        return "".join(lane.sent) if lane else ""
+
+    def feed(self, events: bytes) -> bytes:
+        """The bytes to send for these whole events. Their new content is checked
+        together, one window per lane: a reader that fell behind pays one check for
+        what arrived meanwhile, not one per event."""
+        if self.blocked or self.done or not events:
+            return b""
+        batch: list[_Event] = []
+        finished = False
+        for raw in events.split(b"\n\n"):
+            if not raw:
+                continue
+            if self._is_done(raw):
+                finished = True
+                break
+            batch.append(self._parse(raw))
+        if batch and not self._admit(batch):
+            return self._end_blocked()
+        self.queue.extend(batch)
+        if not finished:
+            return self._release()
+        out = [self._flush()]
+        if self.trailer is not None:
+            out.append(self.trailer(self))
+        out.append(b"data: [DONE]\n\n")
+        self.done = True
+        return b"".join(out)
+
+    def close(self, rest: bytes) -> bytes:
+        """The upstream ended: what is left (a stream cut short keeps its held text)."""
+        out = self.feed(rest + b"\n\n") if rest.strip() else b""
+        if not self.blocked and not self.done:
+            out += self._flush()
+        return out
+
+    # -- events -----------------------------------------------------------------
+
+    @staticmethod
+    def _is_done(raw: bytes) -> bool:
+        return raw.strip() in (b"data: [DONE]", b"data:[DONE]")
+
+    def _parse(self, raw: bytes) -> _Event:
+        """The event's content per lane. The common event (one ``data:`` line, one
+        choice of a lane already started, no finish) is read with byte searches and only
+        its content string decoded; anything else is parsed whole."""
+        if (
+            self.template
+            and raw.startswith(b"data:")
+            and raw.count(b'"index"') == 1
+            and b"\n" not in raw
+            and not _FINISHED.search(raw)
+        ):
+            found = _INDEX.search(raw)
+            index = int(found.group(1)) if found else -1
+            lane = self.lanes.get(index)
+            if lane is not None and (lane.started or self.place != "start"):
+                event = _Event(raw)
+                text = self._text.search(raw)
+                if text is not None:
+                    content = _scanstring(text.group(1).decode(), 1)[0]
+                    if content:
+                        lane.started = True
+                        event.parts[index] = content
+                return event
+        return self._parse_full(raw)
+
+    def _parse_full(self, raw: bytes) -> _Event:
+        event = _Event(raw)
+        line = next((x for x in raw.split(b"\n") if x.startswith(b"data:")), None)
+        if line is None:
+            return event
+        try:
+            data = json.loads(line[5:])
+        except ValueError:
+            return event
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            return event
+        event.data = data
+        if not self.template:
+            self.template = {k: data[k] for k in ("id", "object", "created", "model") if k in data}
+        for choice in data["choices"]:
+            if not isinstance(choice, dict) or not isinstance(choice.get("index", 0), int):
+                continue
+            index = choice.get("index", 0)
+            holder, key = self._slot(choice)
+            content = holder.get(key) if holder is not None else None
+            lane = self.lanes.setdefault(index, _Lane())
+            if isinstance(content, str) and content:
+                if self.place == "start" and not lane.started:
+                    assert holder is not None
+                    holder[key] = content = f"{self.label}\n{content}"
+                    event.dirty = True
+                lane.started = True
+                event.parts[index] = content
+            if choice.get("finish_reason") is not None:
+                lane.finished = True
+                if self.place == "end" and holder is not None:
+                    holder[key] = f"{content or ''}\n{self.label}"
+                    event.parts[index] = holder[key]
+                    event.dirty = True
+        return event
+
+    def _slot(self, choice: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        if self.kind == "chat":
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = choice["delta"] = {}
+            return delta, "content"
+        return choice, "text"
+
+    def _admit(self, batch: list[_Event]) -> bool:
+        """Check the batch's new content in its lanes' windows; False when blocked."""
+        for index in {i for event in batch for i in event.parts}:
+            lane = self.lanes[index]
+            held = self._held_text(index)
+            keep = max(self.lookback - len(held), 0)
+            prefix = (lane.tail[-keep:] if keep else "") + held
+            window = prefix + "".join(e.parts[index] for e in batch if index in e.parts)
+            verdict = self.pipeline.run(window)
+            fresh = [s for s in verdict.spans if s.end > len(prefix)]
+            if not fresh:
+                continue
+            scores = _span_scores(fresh, verdict)
+            outcome = self.policy.outcome("output", scores)
+            if outcome.action == "allow":
+                continue
+            self._note(outcome.action, outcome.categories, scores, fresh)
+            if outcome.action == "block":
+                self.blocked = True
+                return False
+            if outcome.action == "redact":
+                chosen = redact_spans(fresh, scores, self.policy)
+                self._mask(index, batch, chosen, len(prefix) - len(held))
+        return True
+
+    def _note(
+        self,
+        action: ActionName,
+        categories: Iterable[str],
+        scores: Mapping[str, float],
+        spans: list[Span],
+    ) -> None:
+        self.action = worse(self.action, action)
+        self.categories.update(categories)
+        for code, score in scores.items():
+            self.scores[code] = max(self.scores.get(code, 0.0), score)
+        self.spans.extend(spans)
+
+    def _held_text(self, index: int) -> str:
+        return "".join(e.parts[index] for e in self.queue if index in e.parts)
+
+    def _mask(self, index: int, batch: list[_Event], spans: list[Span], start: int) -> None:
+        """Mask ``spans`` (window positions; the held text begins at ``start``) in the
+        held and the new events of lane ``index``."""
+        at = start
+        for event in [*self.queue, *batch]:
+            part = event.parts.get(index)
+            if part is None:
+                continue
+            masked = mask(part, spans, at)
+            if masked != part:
+                event.parts[index] = masked
+                self._set_content(event, index, masked)
+            at += len(part)
+
+    def _set_content(self, event: _Event, index: int, content: str) -> None:
+        if event.data is None:  # read by the fast path: parse it now
+            event.data = json.loads(event.raw[event.raw.index(b"{") :])
+        assert event.data is not None
+        for choice in event.data["choices"]:
+            if isinstance(choice, dict) and choice.get("index", 0) == index:
+                holder, key = self._slot(choice)
+                if holder is not None:
+                    holder[key] = content
+        event.dirty = True
+
+    def _release(self) -> bytes:
+        """Send the events at the head of the queue that ``lookback`` characters follow
+        in each of their lanes (all of them when nothing is redacted)."""
+        if not self.hold:
+            return self._flush()
+        after = {i: len(self._held_text(i)) for i in self.lanes}
+        out: list[bytes] = []
+        while self.queue:
+            head = self.queue[0]
+            if any(after[i] - len(p) < self.lookback for i, p in head.parts.items()):
+                break
+            for i, p in head.parts.items():
+                after[i] -= len(p)
+            out.append(self._send(self.queue.pop(0)))
+        return b"".join(out)
+
+    def _flush(self) -> bytes:
+        out = [self._send(e) for e in self.queue]
+        self.queue.clear()
+        return b"".join(out)
+
+    def _send(self, event: _Event) -> bytes:
+        for index, part in event.parts.items():
+            lane = self.lanes[index]
+            lane.sent.append(part)
+            lane.tail = (lane.tail + part)[-self.lookback :]
+        if event.dirty and event.data is not None:
+            return b"data: " + _compact(event.data).encode() + b"\n\n"
+        return event.raw + b"\n\n"
+
+    def _end_blocked(self) -> bytes:
+        """Drop what is held; a ``content_filter`` finish for every lane, then [DONE]."""
+        self.queue.clear()
+        slot = "delta" if self.kind == "chat" else "text"
+        empty: Any = {} if self.kind == "chat" else ""
+        choices = [
+            {"index": i, slot: empty, "finish_reason": "content_filter"}
+            for i in sorted(self.lanes or {0: _Lane()})
+        ]
+        final = {**self.template, "choices": choices}
+        return b"data: " + _compact(final).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def _span_scores(spans: list[Span], verdict: Verdict) -> dict[str, float]:
+    """Category scores of ``spans`` (each at its checker's score for the category),
+    detector categories also under their risk."""
+    by_checker = {r.checker: r.scores for r in verdict.results}
+    scores: dict[str, float] = {}
+    for span in spans:
+        score = by_checker.get(span.checker, {}).get(span.category, 1.0)
+        scores[span.category] = max(scores.get(span.category, 0.0), score)
+    return rollup(scores)
+
+
+def decision_event(
+    *,
+    decision_id: str,
+    ts: float,
+    source: str,
+    check: Check | None = None,
+    direction: DirectionName,
+    action: ActionName,
+    categories: Iterable[str] = (),
+    scores: Mapping[str, float] | None = None,
+    spans: Iterable[Span] = (),
+    text: str = "",
+    text_sha256: str = "",
+    excerpt_chars: int = 2000,
+    **ids: Any,
+) -> dict[str, Any]:
+    """A ``decision`` event for the governance stream (see
+    ``governance.services.events``); ``ids``: request_id, content_id, served_name,
+    user_id, org_id, key_id, policy_id, policy_version, context, provenance."""
+    results: list[dict[str, Any]] = []
+    if check is not None:
+        categories = check.categories
+        scores = check.verdict.scores
+        text = check.text
+        results = [
+            {
+                "checker": r.checker,
+                "scores": r.scores,
+                "spans": [[s.start, s.end, s.category, s.term] for s in r.spans[:50]],
+            }
+            for r in check.verdict.results
+        ]
+    elif spans:
+        by: dict[str, list[list[Any]]] = {}
+        for s in spans:
+            by.setdefault(s.checker, []).append([s.start, s.end, s.category, s.term])
+        results = [{"checker": k, "scores": {}, "spans": v[:50]} for k, v in by.items()]
+    return {
+        "kind": "decision",
+        "decision_id": decision_id,
+        "ts": ts,
+        "source": source,
+        "direction": direction,
+        "action": action,
+        "categories": sorted(set(categories)),
+        "scores": {k: round(v, 4) for k, v in (scores or {}).items()},
+        "results": results,
+        "excerpt": text[:excerpt_chars],
+        "text_sha256": text_sha256,
+        **ids,
+    }
