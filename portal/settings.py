@@ -416,3 +416,25 @@ GOVERNANCE_COMPLIANCE: dict[str, float] = {}
 if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
     _enum_names["ListKindEnum"] = "governance.models.ListKind"
     _enum_names["LabelledFileKindEnum"] = "governance.labels.files.KINDS"
+
+# governance: inline
+# The gateway's inline moderation (input guard, streamed output filter, labels);
+# GOVERNANCE_INLINE=0 turns it off (the bench's "off").
+GOVERNANCE_INLINE = env_bool("GOVERNANCE_INLINE", True)
+# Characters of a stream's look-back window (a term split across chunks is caught when
+# it is at most this long; redacting policies hold this much back).
+GOVERNANCE_LOOKBACK_CHARS = env_int("GOVERNANCE_LOOKBACK_CHARS", 64, minimum=8)
+# Decisions and provenance are kept this long (≥ 6 months by the labelling rules).
+GOVERNANCE_RETENTION_DAYS = env_int("GOVERNANCE_RETENTION_DAYS", 183, minimum=1)
+# The checked text kept with a decision (characters).
+GOVERNANCE_EXCERPT_CHARS = env_int("GOVERNANCE_EXCERPT_CHARS", 2000, minimum=0)
+CELERY_BEAT_SCHEDULE["governance-drain"] = {
+    "task": "governance.jobs.events.drain_governance",
+    "schedule": 2.0,
+    "options": {"expires": 10},
+}
+CELERY_BEAT_SCHEDULE["governance-retention"] = {
+    "task": "governance.jobs.events.sweep_retention",
+    "schedule": 86400.0,
+    "options": {"expires": 3600},
+}
