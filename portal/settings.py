@@ -395,6 +395,7 @@ if isinstance(_enum_names := SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"], dict):
     _enum_names["ReviewDecisionEnum"] = "governance.models.ReviewDecision"
     _enum_names["ReviewStatusEnum"] = "governance.models.ReviewStatus"
     _enum_names["AppealStatusEnum"] = "governance.models.AppealStatus"
+    _enum_names["ReportStatusEnum"] = "governance.models.ReportStatus"
 
 # governance: compliance
 # Pending reports start their run once the sampled questions are ingested; running ones

@@ -102,10 +102,6 @@ class FirstRenderer(DefaultContentNegotiation):
         request=ReportCreateSerializer, responses={202: ComplianceReportSerializer}
     ),
     retrieve=extend_schema(parameters=REPORT_PATH),
-    export=extend_schema(
-        parameters=[*REPORT_PATH, ExportQuerySerializer],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
-    ),
 )
 class ComplianceReportViewSet(OwnedViewSet):
     """A deployment's compliance check against TC260-003 (library minimums and the
@@ -152,6 +148,10 @@ class ComplianceReportViewSet(OwnedViewSet):
     def retrieve(self, request: Request, report_id: str) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
+    @extend_schema(
+        parameters=[*REPORT_PATH, ExportQuerySerializer],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def export(self, request: Request, report_id: str) -> HttpResponse:
         """The report as a document (``?format=md|docx``), as an attachment."""
         report = self.get_object()
