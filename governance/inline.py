@@ -274,7 +274,10 @@ class StreamFilter:
         self.label = policy.labels.get("text", "")
         self._text = _CHAT_TEXT if kind == "chat" else _COMPLETION_TEXT
         self.lanes: dict[int, _Lane] = {}
-        self.queue: list[_Event] = []
+        self.queue: list[_Event] = []  # checked, not sent yet
+        self.unchecked: list[_Event] = []
+        self.waiting = 0  # characters in ``unchecked``
+        self.check_every = max(lookback // 4, 1)
         self.template: dict[str, Any] = {}
         self.action: ActionName = "allow"
         self.categories: set[str] = set()
@@ -288,12 +291,12 @@ class StreamFilter:
         return "".join(lane.sent) if lane else ""
 
     def feed(self, events: bytes) -> bytes:
-        """The bytes to send for these whole events. Their new content is checked
-        together, one window per lane: a reader that fell behind pays one check for
-        what arrived meanwhile, not one per event."""
+        """The bytes to send for these whole events. New content is checked in batches,
+        one window per lane: what arrived together at once, and while text is held back
+        anyway (a redacting policy), until ``lookback // 4`` new characters are waiting,
+        so a fast upstream costs a few checks per answer rather than one per token."""
         if self.blocked or self.done or not events:
             return b""
-        batch: list[_Event] = []
         finished = False
         for raw in events.split(b"\n\n"):
             if not raw:
@@ -301,10 +304,13 @@ class StreamFilter:
             if self._is_done(raw):
                 finished = True
                 break
-            batch.append(self._parse(raw))
-        if batch and not self._admit(batch):
+            event = self._parse(raw)
+            self.unchecked.append(event)
+            self.waiting += sum(len(p) for p in event.parts.values())
+        if self.hold and not finished and self.waiting < self.check_every:
+            return b""
+        if not self._check_waiting():
             return self._end_blocked()
-        self.queue.extend(batch)
         if not finished:
             return self._release()
         out = [self._flush()]
@@ -317,9 +323,19 @@ class StreamFilter:
     def close(self, rest: bytes) -> bytes:
         """The upstream ended: what is left (a stream cut short keeps its held text)."""
         out = self.feed(rest + b"\n\n") if rest.strip() else b""
-        if not self.blocked and not self.done:
-            out += self._flush()
-        return out
+        if self.blocked or self.done:
+            return out
+        if not self._check_waiting():
+            return out + self._end_blocked()
+        return out + self._flush()
+
+    def _check_waiting(self) -> bool:
+        """Check the events not checked yet and queue them; False when blocked."""
+        batch, self.unchecked, self.waiting = self.unchecked, [], 0
+        if batch and not self._admit(batch):
+            return False
+        self.queue.extend(batch)
+        return True
 
     # -- events -----------------------------------------------------------------
 

@@ -61,6 +61,17 @@ DECISIONS = Counter(
     "Inline moderation decisions of the gateway, by direction and action.",
     ["direction", "action"],
 )
+_counters: dict[tuple[str, str], Any] = {}
+
+
+def count_decision(direction: str, action: str) -> None:
+    """Count one decision (children looked up once: ``labels()`` locks and builds a key)."""
+    counter = _counters.get((direction, action))
+    if counter is None:
+        counter = _counters[(direction, action)] = DECISIONS.labels(direction, action)
+    counter.inc()
+
+
 CHECK_EVERY_S = 1.0
 CONTEXT_MESSAGES = 20
 CONTEXT_CHARS = 2000
@@ -217,7 +228,7 @@ class Governed:
     def decided(self, check: Check, action: ActionName | None = None, answer: str = "") -> None:
         """Count a decision; keep an event unless it allowed the text."""
         action = action or check.action
-        DECISIONS.labels(check.direction, action).inc()
+        count_decision(check.direction, action)
         if action == "allow":
             return
         suffix = "in" if check.direction == "input" else "out"
@@ -334,7 +345,7 @@ class Governed:
             for code, score in final.verdict.scores.items():
                 scores[code] = max(scores.get(code, 0.0), score)
         text = filtered.text(0)
-        DECISIONS.labels("output", action).inc()
+        count_decision("output", action)
         if action == "allow":
             return
         self.events.append(

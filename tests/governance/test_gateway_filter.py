@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
 from compute.agent.procs import wait_for
 from compute.models import Deployment, Node, Replica, ReplicaStatus
@@ -189,8 +190,12 @@ def test_redaction_masks_a_phone_number_split_across_chunks_and_the_label_verifi
 def test_a_blocked_non_streamed_answer_is_replaced_by_the_notice(live_portal, owner, scripted):
     served, script = scripted
     script.chunks = ["这里是", VIOLATION, "的方法"]
+    blocked = {"direction": "output", "action": "block"}
+    before = REGISTRY.get_sample_value("openmaas_moderation_decisions_total", blocked) or 0
     response = post(live_portal, owner.key, chat(served))
     assert response.status_code == 200
+    after = REGISTRY.get_sample_value("openmaas_moderation_decisions_total", blocked)
+    assert after == before + 1  # counted in Prometheus as well as logged
     choice = response.json()["choices"][0]
     assert choice["message"]["content"] == NOTICE
     assert choice["finish_reason"] == "content_filter"
