@@ -21,7 +21,6 @@ superuser), allowed only that model.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
@@ -44,7 +43,7 @@ from django.utils import timezone
 from governance.models import ClassifierVersion, ReportStatus
 from governance.moderation import classifier
 from governance.moderation.guard import Call, GuardChecker
-from governance.services import audit
+from governance.services import audit, snapshot
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -295,7 +294,7 @@ def activate(actor: Any, version: ClassifierVersion) -> ClassifierVersion:
             target_id=str(row.number),
             data={"source": row.source, "previous": previous, "metrics": row.metrics},
         )
-        transaction.on_commit(_bump)
+        transaction.on_commit(snapshot.bump)
     return row
 
 
@@ -317,18 +316,8 @@ def deactivate(actor: Any) -> ClassifierVersion | None:
             target_id="builtin",
             data={"source": "builtin:cold", "previous": [row.number]},
         )
-        transaction.on_commit(_bump)
+        transaction.on_commit(snapshot.bump)
     return row
-
-
-def _bump() -> None:
-    """Tell the gateways (the inline filter's snapshot) that the classifier changed."""
-    try:
-        snapshot = importlib.import_module("governance.services.snapshot")
-    except ImportError:  # no inline filter installed: no snapshot to tell
-        logger.info("no governance snapshot to bump")
-        return
-    snapshot.bump()
 
 
 def active_version() -> ClassifierVersion | None:

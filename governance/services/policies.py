@@ -13,8 +13,6 @@ for the organisation.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -22,7 +20,7 @@ from django.db.models import Q, QuerySet
 
 from governance import policy as policy_doc
 from governance.models import Policy
-from governance.services import audit
+from governance.services import audit, snapshot
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models import APIKey, Organization
 from portal.models.keys import model_namespace
@@ -59,11 +57,7 @@ def with_platform(queryset: Any, model: Any, user: Any) -> Any:
 
 
 def bump_on_commit() -> None:
-    """After the current transaction commits, tell every gateway to reload its snapshot
-    (``governance.services.snapshot`` is the inline filter's; absent, nothing to tell)."""
-    if importlib.util.find_spec("governance.services.snapshot") is None:
-        return
-    snapshot = importlib.import_module("governance.services.snapshot")
+    """After the current transaction commits, tell every gateway to reload its snapshot."""
     transaction.on_commit(snapshot.bump)
 
 

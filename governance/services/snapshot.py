@@ -135,6 +135,11 @@ def build_pipeline(*, classifier: bool = True) -> Pipeline:
     if extra or allow:
         lexicon = lexicon.merged(Lexicon(extra, allow))
     checkers: list[Checker] = [LexiconChecker(lexicon), PatternChecker(), PiiChecker()]
+    if classifier:
+        # A classifier an admin trained and activated replaces the shipped one.
+        from governance.services.classifiers import sync_active
+
+        sync_active()
     loaded = load_classifier() if classifier else None
     if loaded is not None:
         checkers.append(loaded)

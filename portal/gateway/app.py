@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from compute.metering import UsageEvent
 from compute.routing import Route, route_table
 from governance.inline import StreamFilter
+from governance.services.classifiers import GUARD_SCOPE
 from portal.auth import bearer_token
 from portal.errors import (
     AuthenticationFailed,
@@ -286,8 +287,9 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
     if route is None or not visible(grant.principal, route):
         raise _model_not_found(name)
     ex.route = route
-    if settings.GOVERNANCE_INLINE:
-        # Before anything is reserved or sent: a refused request goes nowhere.
+    if settings.GOVERNANCE_INLINE and GUARD_SCOPE not in grant.scopes:
+        # Before anything is reserved or sent: a refused request goes nowhere. (The guard
+        # model's own requests quote the rubric, which names every risk: not moderated.)
         await moderation.begin(ex, grant, payload, route)
     if stream and (settings.GATEWAY_LIMITS or settings.GATEWAY_METERING):
         body = ex.ask_for_usage(payload, body)
