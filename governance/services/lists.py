@@ -38,7 +38,8 @@ from governance.models import ContentList, ContentListVersion, ListKind
 from governance.moderation.lexicon import DATA_DIR, read_csv_terms, read_text_terms
 from governance.moderation.taxonomy import is_known
 from governance.services import audit
-from governance.services.policies import bump_on_commit, check_owner, is_staff, with_platform
+from governance.services.policies import bump_on_commit, check_owner, with_platform
+from governance.services.scope import is_staff
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models.ownership import Action
 

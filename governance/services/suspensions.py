@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from governance.models import Suspension, SuspensionLevel
 from governance.services import audit, scope
-from governance.services.policies import bump_on_commit, is_staff
+from governance.services.policies import bump_on_commit
+from governance.services.scope import is_staff
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models import Membership, Role
 
