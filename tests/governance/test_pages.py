@@ -14,10 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from governance.context import governance_nav
 from governance.models import (
     AuditEvent,
     ComplianceReport,
@@ -289,6 +293,21 @@ def test_nav_offers_governance_to_managers_only(
     for actor, shown in ((admin, True), (owner, True), (teammate, False), (outsider, False)):
         page = browser(actor).get("/playground/").content.decode()
         assert ('id="nav-governance"' in page) is shown, actor.user.username
+
+
+def test_nav_queries_memberships_only_when_read_and_never_for_anonymous(
+    rf: Any, owner: Any, org: Organization
+) -> None:
+    request = rf.get("/playground/")
+    request.user = owner.user
+    with CaptureQueriesContext(connection) as before_read:
+        nav = governance_nav(request)
+    with CaptureQueriesContext(connection) as on_read:
+        assert nav["can_govern"]
+    request.user = AnonymousUser()
+    with CaptureQueriesContext(connection) as anonymous:
+        assert not governance_nav(request)["can_govern"]
+    assert len(before_read) == 0 and len(on_read) > 0 and len(anonymous) == 0
 
 
 def test_playground_page_carries_the_aigc_label_and_report_texts(outsider: Any) -> None:
