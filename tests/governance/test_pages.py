@@ -8,7 +8,6 @@ report control."""
 
 from __future__ import annotations
 
-import gettext
 import re
 from datetime import timedelta
 from typing import Any
@@ -409,18 +408,6 @@ def test_compliance_form_shows_why_a_model_cannot_be_checked(owner: Any, org: Or
     assert response.status_code == 200
     assert 'class="gv-error" role="alert"' in response.content.decode()
     assert not ComplianceReport.objects.filter(served_name="nobody/nothing").exists()
-
-
-def test_english_catalog_is_complete_and_compiled() -> None:
-    from tests.portal.test_locale import ROOT, entries, translate
-
-    catalog = ROOT / "governance/locale/en/LC_MESSAGES"
-    po = entries(catalog)
-    assert len(po) > 100
-    assert all(po.values()), [k for k, v in po.items() if not v]
-    with (catalog / "django.mo").open("rb") as mo:
-        compiled = gettext.GNUTranslations(mo)
-    assert {key: translate(compiled, key) for key in po} == po
 
 
 def test_adjusting_a_lexicon_from_an_item_adds_the_terms(admin: Any, rows: dict[str, Any]) -> None:
