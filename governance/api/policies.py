@@ -9,7 +9,6 @@ caller may not see is a 404. API keys need the ``moderation`` scope.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db.models import QuerySet
@@ -23,6 +22,7 @@ from rest_framework.response import Response
 
 from evaluation.services.catalog import owner_named
 from governance.api import serializers as s
+from governance.api.files import CSVRenderer, JSONErrors, TextRenderer
 from governance.models import ContentList, Policy, Suspension
 from governance.services import lists, policies, suspensions
 from portal.api.v1 import KeyScope
@@ -272,29 +272,7 @@ class ListImportViewSet(ListViewSet):
         return Response(s.ListVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class _FileRenderer(renderers.BaseRenderer):
-    """Lets ``?format=txt|csv`` through content negotiation; the file itself is an
-    ``HttpResponse`` (errors are JSON, see :meth:`ListExportViewSet.handle_exception`)."""
-
-    charset = "utf-8"
-
-    def render(
-        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
-    ) -> bytes:
-        return json.dumps(data, ensure_ascii=False).encode()
-
-
-class TextRenderer(_FileRenderer):
-    media_type = "text/plain"
-    format = "txt"
-
-
-class CSVRenderer(_FileRenderer):
-    media_type = "text/csv"
-    format = "csv"
-
-
-class ListExportViewSet(ListViewSet):
+class ListExportViewSet(JSONErrors, ListViewSet):
     """A version's items as a file."""
 
     renderer_classes = [renderers.JSONRenderer, TextRenderer, CSVRenderer]
@@ -322,11 +300,6 @@ class ListExportViewSet(ListViewSet):
         filename = f"{version.content_list.name}-v{version.number}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
-
-    def handle_exception(self, exc: Exception) -> Response:
-        self.request.accepted_renderer = renderers.JSONRenderer()
-        self.request.accepted_media_type = "application/json"
-        return super().handle_exception(exc)
 
 
 # --- suspensions --------------------------------------------------------------------------
