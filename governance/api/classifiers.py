@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.models import ClassifierVersion
-from governance.services import classifiers
+from governance.services import classifiers, scope
 from portal.auth import acting_user
 from portal.errors import NotFound
 
@@ -31,7 +31,7 @@ class IsPlatformStaff(permissions.BasePermission):
     message = "Only platform staff manage moderation classifiers."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return classifiers.is_staff(request.user)
+        return scope.is_staff(request.user)
 
 
 class TrainSerializer(serializers.Serializer):  # type: ignore[type-arg]

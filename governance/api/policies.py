@@ -9,7 +9,6 @@ caller may not see is a 404. API keys need the ``moderation`` scope.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db.models import QuerySet
@@ -21,7 +20,9 @@ from rest_framework import parsers, permissions, renderers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from evaluation.services.catalog import owner_named
 from governance.api import serializers as s
+from governance.api.files import CSVRenderer, JSONErrors, TextRenderer
 from governance.models import ContentList, Policy, Suspension
 from governance.services import lists, policies, suspensions
 from portal.api.v1 import KeyScope
@@ -48,18 +49,6 @@ def _get(queryset: QuerySet[Any], pk: str, what: str) -> Any:
     if row is None:
         raise NotFound(f"No such {what}.", param="id")
     return row
-
-
-def _owner(user: Any, namespace: str | None) -> Any:
-    """The user or organisation called ``namespace`` (the user when not given)."""
-    from portal.services.accounts import resolve_owner
-
-    if not namespace or namespace == user.get_username():
-        return user
-    try:
-        return resolve_owner(namespace)
-    except NotFound as exc:
-        raise NotFound(exc.message, param="owner") from exc
 
 
 class GovernanceViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -106,7 +95,7 @@ class PolicyViewSet(GovernanceViewSet):
         data.is_valid(raise_exception=True)
         given = dict(data.validated_data)
         user = acting_user(request)
-        owner = _owner(user, given.pop("owner", None))
+        owner = owner_named(user, given.pop("owner", None))
         row = policies.create_policy(user, owner, given)
         return Response(s.PolicySerializer(row).data, status=status.HTTP_201_CREATED)
 
@@ -178,7 +167,7 @@ class ListViewSet(GovernanceViewSet):
         data.is_valid(raise_exception=True)
         given = dict(data.validated_data)
         user = acting_user(request)
-        owner = None if given.pop("platform") else _owner(user, given.pop("owner", None))
+        owner = None if given.pop("platform") else owner_named(user, given.pop("owner", None))
         given.pop("owner", None)
         row = lists.create_list(user, owner, given.pop("name"), given.pop("kind"), **given)
         return Response(s.ContentListSerializer(row).data, status=status.HTTP_201_CREATED)
@@ -283,29 +272,7 @@ class ListImportViewSet(ListViewSet):
         return Response(s.ListVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class _FileRenderer(renderers.BaseRenderer):
-    """Lets ``?format=txt|csv`` through content negotiation; the file itself is an
-    ``HttpResponse`` (errors are JSON, see :meth:`ListExportViewSet.handle_exception`)."""
-
-    charset = "utf-8"
-
-    def render(
-        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
-    ) -> bytes:
-        return json.dumps(data, ensure_ascii=False).encode()
-
-
-class TextRenderer(_FileRenderer):
-    media_type = "text/plain"
-    format = "txt"
-
-
-class CSVRenderer(_FileRenderer):
-    media_type = "text/csv"
-    format = "csv"
-
-
-class ListExportViewSet(ListViewSet):
+class ListExportViewSet(JSONErrors, ListViewSet):
     """A version's items as a file."""
 
     renderer_classes = [renderers.JSONRenderer, TextRenderer, CSVRenderer]
@@ -333,11 +300,6 @@ class ListExportViewSet(ListViewSet):
         filename = f"{version.content_list.name}-v{version.number}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
-
-    def handle_exception(self, exc: Exception) -> Response:
-        self.request.accepted_renderer = renderers.JSONRenderer()
-        self.request.accepted_media_type = "application/json"
-        return super().handle_exception(exc)
 
 
 # --- suspensions --------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api import serializers_review as s
+from governance.api.files import CSVRenderer, JSONErrors, JSONLinesRenderer
 from governance.models import Appeal, AuditEvent, ModerationDecision, ReviewItem
 from governance.services import audit, review, scope
 from portal.api.v1 import KeyScope
@@ -246,30 +247,10 @@ class DecisionViewSet(GovernanceViewSet):
 # --- the audit log --------------------------------------------------------------------
 
 
-class CSVRenderer(BaseRenderer):
-    """Selects CSV in content negotiation; the view streams the body itself."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(
-        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
-    ) -> Any:
-        return b""
-
-
-class JSONLinesRenderer(CSVRenderer):
-    """Selects JSON Lines in content negotiation; the view streams the body itself."""
-
-    media_type = "application/x-ndjson"
-    format = "jsonl"
-
-
 EXPORT_RENDERERS = [JSONRenderer, CSVRenderer, JSONLinesRenderer]
 
 
-class AuditViewSet(GovernanceViewSet):
+class AuditViewSet(JSONErrors, GovernanceViewSet):
     """The append-only audit log: staff see every entry, organisation owners and admins
     their organisations'. ``?format=csv|jsonl`` streams the filtered log, oldest first."""
 
@@ -347,13 +328,6 @@ class AuditViewSet(GovernanceViewSet):
             "reason": check.reason,
         }
         return Response(s.ChainCheckSerializer(body).data)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        # Errors are answered in DRF's JSON shape, whatever format was asked for.
-        if getattr(self.request, "accepted_renderer", None) is not None:
-            self.request.accepted_renderer = JSONRenderer()
-            self.request.accepted_media_type = JSONRenderer.media_type
-        return super().handle_exception(exc)
 
 
 class _Echo:

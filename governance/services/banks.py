@@ -5,31 +5,24 @@ The three banks of TC260-003 8.2/8.3 ship as ``governance/data/banks/*.jsonl`` (
 ``governance/data/banks/generate.py``). :func:`sync_builtin` keeps them as platform
 :class:`~governance.models.ContentList` rows (no owner, staff only, ``builtin``) of kinds
 ``bank_generated`` / ``bank_refuse`` / ``bank_non_refusal``: a new version whenever the
-shipped file changed, nothing otherwise. Admins edit a bank by adding versions (the
-history); compliance reports sample the current version.
-
-The rows are written here with the models directly (the generic list service of
-``governance.services.lists`` was not on main when this was written).
+shipped file's items are in none of the list's versions, nothing otherwise — the rule
+of every shipped platform list (:func:`governance.services.lists.sync_shipped`, which
+writes them: namespace ``""``, audit events, the snapshot counter). Admins edit a bank
+by adding versions (the history); compliance reports sample the current version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Max
-
-from governance.models import ContentList, ContentListVersion, ListKind
+from governance.models import ContentList, ListKind
 from governance.moderation.taxonomy import RISKS
-from governance.services import audit
+from governance.services import lists
 
 BANKS_DIR = Path(__file__).resolve().parent.parent / "data" / "banks"
-# The namespace of lists the platform owns (no owner user or organisation).
-PLATFORM_NAMESPACE = "platform"
 
 
 @dataclass(frozen=True)
@@ -94,62 +87,23 @@ def read_bank(path: Path) -> list[dict[str, str]]:
     return items
 
 
-def items_sha256(items: list[dict[str, Any]]) -> str:
-    """The digest of a version's items (canonical JSON), to tell whether they changed."""
-    data = json.dumps(items, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(data.encode()).hexdigest()
-
-
 def sync_builtin() -> dict[str, int]:
-    """Make each shipped bank a platform list whose current version holds the file's
-    items; returns ``{list name: current version number}``. Idempotent: an unchanged
-    file adds no version. Each new list or version is an audit event."""
-    return {bank.name: _sync_bank(bank, read_bank(bank.path)) for bank in BANKS}
-
-
-def _sync_bank(bank: Bank, items: list[dict[str, str]]) -> int:
-    digest = items_sha256(items)
-    with transaction.atomic():
-        found = (
-            ContentList.objects.select_for_update()
-            .filter(namespace=PLATFORM_NAMESPACE, name=bank.name)
-            .first()
+    """Make each shipped bank a platform list (``builtin``, namespace ``""``) whose
+    versions include the file's items, by the rule of every shipped list
+    (:func:`governance.services.lists.sync_shipped`: a new version only when the file's
+    items are in none of the list's versions); returns ``{list name: current version
+    number}``. Idempotent; each new list or version is an audit event."""
+    numbers: dict[str, int] = {}
+    for bank in BANKS:
+        found, _ = lists.sync_shipped(
+            bank.name,
+            bank.kind,
+            read_bank(bank.path),
+            description=bank.description,
+            source=f"governance/data/banks/{bank.path.name}",
         )
-        if found is None:
-            found = ContentList.objects.create(
-                namespace=PLATFORM_NAMESPACE,
-                name=bank.name,
-                kind=bank.kind,
-                description=bank.description,
-                builtin=True,
-            )
-            audit.record(
-                "list.create",
-                target_type="content_list",
-                target_id=str(found.pk),
-                data={"name": f"{PLATFORM_NAMESPACE}/{bank.name}", "kind": bank.kind},
-            )
-        current = found.current
-        if current is not None and current.sha256 == digest:
-            return current.number
-        number = (found.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-        version = ContentListVersion.objects.create(
-            content_list=found,
-            number=number,
-            items=items,
-            item_count=len(items),
-            sha256=digest,
-            note=f"built-in bank governance/data/banks/{bank.path.name}",
-        )
-        found.current = version
-        found.save(update_fields=["current", "updated_at"])
-        audit.record(
-            "list.version",
-            target_type="content_list",
-            target_id=str(found.pk),
-            data={"name": f"{PLATFORM_NAMESPACE}/{bank.name}", "version": number},
-        )
-        return number
+        numbers[bank.name] = found.current.number if found.current else 0
+    return numbers
 
 
 def platform_lists(kind: str) -> list[ContentList]:
@@ -166,8 +120,6 @@ def platform_lists(kind: str) -> list[ContentList]:
 def current_items(kind: str) -> list[dict[str, Any]]:
     """Every item of the current versions of the platform's lists of ``kind`` (the
     built-in banks synced first when there is no bank of that kind yet)."""
-    lists = platform_lists(kind)
-    if not lists and kind in BANK_KINDS:
+    if kind in BANK_KINDS and not platform_lists(kind):
         sync_builtin()
-        lists = platform_lists(kind)
-    return [item for found in lists for item in (found.current.items if found.current else [])]
+    return lists.active_terms(kind)

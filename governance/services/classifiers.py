@@ -44,6 +44,7 @@ from governance.models import ClassifierVersion, ReportStatus
 from governance.moderation import classifier
 from governance.moderation.guard import Call, GuardChecker
 from governance.services import audit, snapshot
+from governance.services.scope import is_staff
 from portal.errors import Conflict, NotFound, PermissionDenied, PlatformError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,6 @@ _REVISION = re.compile(r"^[0-9a-f]{8,64}$")
 
 class GuardUnavailable(Unavailable):
     """The guard model could not be asked (no account, the gateway refused or failed)."""
-
-
-def is_staff(user: Any) -> bool:
-    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
 
 
 def _require_staff(actor: Any) -> None:

@@ -22,19 +22,16 @@ why: bad data, a run that failed or was cancelled). Thresholds and sample counts
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
 import tempfile
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from django.conf import settings
 from django.db import transaction
@@ -44,6 +41,7 @@ from django.utils import timezone
 from governance.models import ComplianceReport, ContentList, ListKind, ReportStatus
 from governance.moderation.taxonomy import RISKS, rollup
 from governance.services import audit, banks
+from governance.services.render import docx
 from portal.errors import NotFound, PermissionDenied, PlatformError
 from portal.models import Organization
 
@@ -807,7 +805,7 @@ def render(report: ComplianceReport, fmt: str) -> bytes:
     if fmt == "md":
         return _markdown(report).encode("utf-8")
     if fmt == "docx":
-        return _docx(_lines(report))
+        return docx(_lines(report))
     raise PlatformError(f"format: one of {', '.join(FORMATS)}.", param="format")
 
 
@@ -869,46 +867,6 @@ def _lines(report: ComplianceReport) -> list[tuple[str, bool]]:
         value = f"值 value {_fmt(c['value'])}; 要求 threshold {_fmt(c['threshold'])}"
         lines.append((value + (f"; {c['detail']}" if c.get("detail") else ""), False))
     return lines
-
-
-_CONTENT_TYPES = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" '
-    'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-    '<Default Extension="xml" ContentType="application/xml"/>'
-    '<Override PartName="/word/document.xml" ContentType="application/'
-    'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
-    "</Types>"
-)
-_RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-    'relationships/officeDocument" Target="word/document.xml"/>'
-    "</Relationships>"
-)
-_W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-
-
-def _docx(lines: list[tuple[str, bool]]) -> bytes:
-    """A minimal WordprocessingML package: one paragraph per line (no python-docx here)."""
-    paragraphs = "".join(
-        "<w:p><w:r>"
-        + ("<w:rPr><w:b/></w:rPr>" if bold else "")
-        + f'<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>'
-        for text, bold in lines
-    )
-    document = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        f'<w:document xmlns:w="{_W}"><w:body>{paragraphs}</w:body></w:document>'
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", _CONTENT_TYPES)
-        archive.writestr("_rels/.rels", _RELS)
-        archive.writestr("word/document.xml", document)
-    return buffer.getvalue()
 
 
 def connect() -> None:

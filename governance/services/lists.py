@@ -38,7 +38,8 @@ from governance.models import ContentList, ContentListVersion, ListKind
 from governance.moderation.lexicon import DATA_DIR, read_csv_terms, read_text_terms
 from governance.moderation.taxonomy import is_known
 from governance.services import audit
-from governance.services.policies import bump_on_commit, check_owner, is_staff, with_platform
+from governance.services.policies import bump_on_commit, check_owner, with_platform
+from governance.services.scope import is_staff
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models.ownership import Action
 
@@ -554,11 +555,15 @@ def delete_list(actor: Any, content_list: ContentList) -> None:
 
 
 def active_terms(kind: str) -> list[Item]:
-    """The current items of every platform list of ``kind`` (``lexicon`` or ``allow``),
-    for the gateway's snapshot."""
-    rows = ContentList.objects.filter(
-        owner_user__isnull=True, owner_org__isnull=True, kind=kind, current__isnull=False
-    ).values_list("current__items", flat=True)
+    """The current items of every platform list of ``kind`` (``lexicon`` or ``allow`` for
+    the gateway's snapshot, a bank kind for compliance reports), oldest list first."""
+    rows = (
+        ContentList.objects.filter(
+            owner_user__isnull=True, owner_org__isnull=True, kind=kind, current__isnull=False
+        )
+        .order_by("pk")
+        .values_list("current__items", flat=True)
+    )
     return [item for items in rows for item in items]
 
 
@@ -592,22 +597,47 @@ def builtin_files(directory: Path = DATA_DIR) -> list[tuple[str, str, list[Item]
 
 
 def sync_builtin(directory: Path = DATA_DIR) -> list[str]:
-    """Keep the shipped lexicons as platform lists (``builtin``, staff only); idempotent:
-    a list gets a new version only when its file's content is in none of its versions
-    yet (so a staff edit stands until the shipped file changes). The names of the lists
-    created or given a new version."""
-    changed: list[str] = []
-    for name, kind, items in builtin_files(directory):
-        row = ContentList.objects.filter(
-            namespace=PLATFORM_NAMESPACE, name=name, owner_user=None, owner_org=None
-        ).first()
-        if row is None:
-            try:
-                create_list(None, None, name, kind, items=items, note="shipped", builtin=True)
-            except Conflict:
-                continue  # another process synced it meanwhile
-            changed.append(name)
-        elif not row.versions.filter(sha256=items_sha256(items)).exists():
-            new_version(None, row, items, "shipped file changed")
-            changed.append(name)
-    return changed
+    """Keep the shipped lexicons as platform lists (``builtin``, staff only), each by
+    :func:`sync_shipped`; the names of the lists created or given a new version."""
+    return [
+        name for name, kind, items in builtin_files(directory) if sync_shipped(name, kind, items)[1]
+    ]
+
+
+def sync_shipped(
+    name: str, kind: str, items: list[Item], *, description: str = "", source: str = ""
+) -> tuple[ContentList, bool]:
+    """Keep ``items`` (shipped with the code, from the file ``source``) as the platform
+    list ``name`` (``builtin``, staff only): created when missing; given a new version
+    only when these items are in none of its versions yet (so a staff edit stands until
+    the shipped file changes). The one rule for every shipped list — the lexicons here,
+    the question banks in ``governance.services.banks``; returns the list and whether
+    it changed."""
+    parsed = parse_items(items, require_category=requires_category(kind))
+    shipped = f"shipped {source}".strip()
+    row = _platform_named(name).first()
+    if row is None:
+        try:
+            row = create_list(
+                None,
+                None,
+                name,
+                kind,
+                description=description,
+                items=parsed,
+                note=shipped,
+                builtin=True,
+            )
+        except Conflict:  # another process synced it meanwhile
+            return _platform_named(name).get(), False
+        return row, True
+    if row.versions.filter(sha256=items_sha256(parsed)).exists():
+        return row, False
+    new_version(None, row, parsed, f"shipped file changed {source}".strip())
+    return row, True
+
+
+def _platform_named(name: str) -> QuerySet[ContentList]:
+    return ContentList.objects.filter(
+        namespace=PLATFORM_NAMESPACE, name=name, owner_user=None, owner_org=None
+    )

@@ -21,6 +21,7 @@ from django.db.models import Q, QuerySet
 from governance import policy as policy_doc
 from governance.models import Policy
 from governance.services import audit, snapshot
+from governance.services.scope import is_staff
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models import APIKey, Organization
 from portal.models.keys import model_namespace
@@ -36,11 +37,6 @@ DOCUMENTS = {
     "offenders": policy_doc.parse_offenders,
     "labels": policy_doc.parse_labels,
 }
-
-
-def is_staff(user: Any) -> bool:
-    """Staff see and change the platform's own governance rows (those with no owner)."""
-    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
 
 
 def visible_policies(user: Any, action: Action = "read") -> QuerySet[Policy]:

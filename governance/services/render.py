@@ -75,7 +75,7 @@ def render(
         return (joined + ("\n" if fmt == "md" else "")).encode()
     lines = _with_notice(body.split("\n"), notice, position)
     if fmt == "docx":
-        return _docx(lines)
+        return docx(lines)
     if fmt == "pdf":
         return _pdf(lines)
     return _png(lines, font)
@@ -119,12 +119,17 @@ _DOCX_RELS = (
 )
 
 
-def _docx(lines: list[str]) -> bytes:
-    """A minimal WordprocessingML package: one paragraph per line, East Asian font hint."""
-    paragraphs = "".join(_docx_paragraph(line) for line in lines)
+def docx(paragraphs: Iterable[str | tuple[str, bool]]) -> bytes:
+    """A minimal WordprocessingML package (A4): one paragraph per item, a text or a
+    ``(text, bold)`` pair; an empty text is an empty paragraph. Texts carry the East
+    Asian font hint. Pure: the exports here and the compliance reports write Word files
+    with it (no python-docx is installed)."""
+    body = "".join(
+        _docx_paragraph(*((item, False) if isinstance(item, str) else item)) for item in paragraphs
+    )
     document = (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-        f'<w:document xmlns:w="{_W_NS}"><w:body>{paragraphs}'
+        f'<w:document xmlns:w="{_W_NS}"><w:body>{body}'
         '<w:sectPr><w:pgSz w:w="11906" w:h="16838"/></w:sectPr></w:body></w:document>'
     )
     out = io.BytesIO()
@@ -135,11 +140,12 @@ def _docx(lines: list[str]) -> bytes:
     return out.getvalue()
 
 
-def _docx_paragraph(line: str) -> str:
-    if not line:
+def _docx_paragraph(text: str, bold: bool) -> str:
+    if not text:
         return "<w:p/>"
-    fonts = '<w:rPr><w:rFonts w:eastAsia="SimSun"/></w:rPr>'
-    return f'<w:p><w:r>{fonts}<w:t xml:space="preserve">{escape(line)}</w:t></w:r></w:p>'
+    # rPr children in schema order: the fonts before bold.
+    style = f'<w:rPr><w:rFonts w:eastAsia="SimSun"/>{"<w:b/>" if bold else ""}</w:rPr>'
+    return f'<w:p><w:r>{style}<w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>'
 
 
 # --- pdf -------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ lexicon missed) and ``approved`` when it only removes some (a false positive).
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -42,7 +41,7 @@ from governance.models import (
     ReviewItem,
     ReviewStatus,
 )
-from governance.services import audit, scope
+from governance.services import audit, lists, scope
 from portal.errors import Conflict, NotFound, PlatformError
 from portal.models import ModelRepo
 from portal.models.keys import model_namespace
@@ -336,10 +335,8 @@ def _status_for(decision: str, change: dict[str, Any] | None) -> str:
 
 def _adjust_lexicon(actor: Any, item: ReviewItem, lexicon: dict[str, Any] | None) -> dict[str, Any]:
     """Apply ``lexicon`` to the named list (one new version); what changed."""
-    # The policies helper's module, imported when used (it may land after this one).
-    lists = importlib.import_module("governance.services.lists")
     given = lexicon or {}
-    target = _writable_list(lists, actor, given.get("list"))
+    target = _writable_list(actor, given.get("list"))
     category = item.categories[0] if item.categories else target.default_category
     add = [_term(term, category) for term in _terms(given, "add")]
     remove = _terms(given, "remove")
@@ -350,7 +347,7 @@ def _adjust_lexicon(actor: Any, item: ReviewItem, lexicon: dict[str, Any] | None
     return {"list": target.pk, "name": target.name, "added": added, "removed": remove}
 
 
-def _writable_list(lists: Any, actor: Any, list_id: Any) -> ContentList:
+def _writable_list(actor: Any, list_id: Any) -> ContentList:
     rows = lists.visible_lists(actor, "write").filter(kind__in=(ListKind.LEXICON, ListKind.ALLOW))
     found: ContentList | None
     try:

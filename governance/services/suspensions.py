@@ -13,8 +13,6 @@ Tenancy (who sees which rows) is ``governance.services.scope.visible_suspensions
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +22,9 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance.models import Suspension, SuspensionLevel
-from governance.services import audit
-from governance.services.policies import bump_on_commit, is_staff
+from governance.services import audit, scope
+from governance.services.policies import bump_on_commit
+from governance.services.scope import is_staff
 from portal.errors import Conflict, PermissionDenied, PlatformError
 from portal.models import Membership, Role
 
@@ -36,17 +35,7 @@ MAX_REASON = 2000
 def visible(user: Any) -> QuerySet[Suspension]:
     """The suspensions ``user`` may see and lift: staff all, an organisation's owners and
     admins those of the organisation, everyone else none."""
-    if importlib.util.find_spec("governance.services.scope") is not None:
-        scope = importlib.import_module("governance.services.scope")
-        result: QuerySet[Suspension] = scope.visible_suspensions(user)
-        return result
-    # Until the review queue's scope module is merged: the same rule, here.
-    if is_staff(user):
-        return Suspension.objects.all()
-    if not getattr(user, "is_authenticated", False):
-        return Suspension.objects.none()
-    managed = Membership.objects.filter(user=user, role__in=Role.managers())
-    return Suspension.objects.filter(org_id__in=managed.values("organization_id"))
+    return scope.visible_suspensions(user)
 
 
 def active_q(now: datetime | None = None) -> Q:

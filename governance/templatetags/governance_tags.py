@@ -1,6 +1,6 @@
-"""Template helpers of the governance pages and the portal's nav: whether the user may
-open ``/governance/`` (the nav entry) and the zh-hans (or English) names of the
-governance records' status and kind values."""
+"""Template helpers of the governance pages: the zh-hans (or English) names of the
+governance records' status and kind values. (Whether the nav shows the governance entry
+is the ``can_govern`` context variable of :mod:`governance.context`.)"""
 
 from __future__ import annotations
 
@@ -8,16 +8,9 @@ from typing import Any
 
 from django import template
 
-from governance import access
 from governance.forms import LABELS
 
 register = template.Library()
-
-
-@register.filter
-def can_govern(user: Any) -> bool:
-    """True for staff and organisation owners and admins (the nav shows the entry)."""
-    return access.can_govern(user)
 
 
 @register.filter

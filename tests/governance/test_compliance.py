@@ -28,8 +28,8 @@ from governance.models import (
 )
 from governance.moderation.lexicon import default_lexicon
 from governance.moderation.taxonomy import RISKS
-from governance.services import banks, compliance
-from governance.services.banks import BANKS_DIR, PLATFORM_NAMESPACE
+from governance.services import banks, compliance, lists
+from governance.services.banks import BANKS_DIR
 from portal.models import APIKey
 from portal.models.jobs import JobStatus
 
@@ -45,23 +45,10 @@ def bank_counts(stem: str) -> Counter[str]:
 
 
 def sync_starter_lexicon() -> int:
-    """The shipped starter lexicon as a platform lexicon list (the policies helper's
-    ``lists.sync_builtin`` when it exists); returns its distinct (term, category) count."""
-    terms = {(t.text, t.category) for t in default_lexicon().terms}
-    try:
-        from governance.services.lists import sync_builtin  # type: ignore[attr-defined]
-    except ImportError:
-        found = ContentList.objects.create(
-            namespace=PLATFORM_NAMESPACE, name="starter", kind=ListKind.LEXICON, builtin=True
-        )
-        items = [{"text": text, "category": category} for text, category in sorted(terms)]
-        found.current = ContentListVersion.objects.create(
-            content_list=found, number=1, items=items, item_count=len(items), sha256="0" * 64
-        )
-        found.save()
-    else:
-        sync_builtin()
-    return len(terms)
+    """The shipped starter lexicon as a platform lexicon list; returns its distinct
+    (term, category) count."""
+    lists.sync_builtin()
+    return len({(t.text, t.category) for t in default_lexicon().terms})
 
 
 def by_id(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -122,9 +109,12 @@ def test_syncing_the_banks_twice_adds_no_version_and_is_audited_once(db: Any) ->
     first = banks.sync_builtin()
     assert banks.sync_builtin() == first == {bank.name: 1 for bank in banks.BANKS}
     assert ContentListVersion.objects.count() == 3
-    assert AuditEvent.objects.filter(action="list.version").count() == 3
+    assert AuditEvent.objects.filter(action="list.create").count() == 3
+    assert not AuditEvent.objects.filter(action="list.version").exists()
     refuse = ContentList.objects.get(kind=ListKind.BANK_REFUSE)
     assert refuse.owner_user is None and refuse.owner_org is None and refuse.builtin
+    # Every shipped platform list follows one rule: namespace "" like the lexicons.
+    assert (refuse.namespace, refuse.name) == (lists.PLATFORM_NAMESPACE, "bank-should-refuse")
     assert refuse.current is not None
     assert refuse.current.item_count == sum(bank_counts("should_refuse").values())
 

@@ -8,16 +8,19 @@ report control."""
 
 from __future__ import annotations
 
-import gettext
 import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from governance.context import governance_nav
 from governance.models import (
     AuditEvent,
     ComplianceReport,
@@ -291,6 +294,21 @@ def test_nav_offers_governance_to_managers_only(
         assert ('id="nav-governance"' in page) is shown, actor.user.username
 
 
+def test_nav_queries_memberships_only_when_read_and_never_for_anonymous(
+    rf: Any, owner: Any, org: Organization
+) -> None:
+    request = rf.get("/playground/")
+    request.user = owner.user
+    with CaptureQueriesContext(connection) as before_read:
+        nav = governance_nav(request)
+    with CaptureQueriesContext(connection) as on_read:
+        assert nav["can_govern"]
+    request.user = AnonymousUser()
+    with CaptureQueriesContext(connection) as anonymous:
+        assert not governance_nav(request)["can_govern"]
+    assert len(before_read) == 0 and len(on_read) > 0 and len(anonymous) == 0
+
+
 def test_playground_page_carries_the_aigc_label_and_report_texts(outsider: Any) -> None:
     page = browser(outsider).get("/playground/").content.decode()
     assert 'data-aigc-label="人工智能生成"' in page
@@ -390,18 +408,6 @@ def test_compliance_form_shows_why_a_model_cannot_be_checked(owner: Any, org: Or
     assert response.status_code == 200
     assert 'class="gv-error" role="alert"' in response.content.decode()
     assert not ComplianceReport.objects.filter(served_name="nobody/nothing").exists()
-
-
-def test_english_catalog_is_complete_and_compiled() -> None:
-    from tests.portal.test_locale import ROOT, entries, translate
-
-    catalog = ROOT / "governance/locale/en/LC_MESSAGES"
-    po = entries(catalog)
-    assert len(po) > 100
-    assert all(po.values()), [k for k, v in po.items() if not v]
-    with (catalog / "django.mo").open("rb") as mo:
-        compiled = gettext.GNUTranslations(mo)
-    assert {key: translate(compiled, key) for key in po} == po
 
 
 def test_adjusting_a_lexicon_from_an_item_adds_the_terms(admin: Any, rows: dict[str, Any]) -> None:

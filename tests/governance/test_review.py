@@ -20,7 +20,7 @@ from governance.models import (
     ReviewItem,
     ReviewStatus,
 )
-from governance.services import audit, review
+from governance.services import audit, lists, review
 from portal.errors import Conflict, NotFound, PlatformError
 from portal.services.keys import create_api_key
 from tests.conftest import Actor
@@ -384,7 +384,6 @@ def test_a_key_without_the_moderation_scope_is_refused(owner: Actor) -> None:
 def test_adjust_lexicon_adds_terms_through_the_lists_service(
     owner: Actor, org: Any, teammate: Actor
 ) -> None:
-    lists = pytest.importorskip("governance.services.lists")
     lexicon = lists.create_list(owner.user, org, "house-terms", "lexicon")
     item = review.open_for_decision(decision(org, teammate.user), {})
     assert item is not None
@@ -408,7 +407,6 @@ def test_adjust_lexicon_adds_terms_through_the_lists_service(
 def test_removing_a_false_positive_term_approves_the_item(
     owner: Actor, org: Any, teammate: Actor, outsider: Actor
 ) -> None:
-    lists = pytest.importorskip("governance.services.lists")
     lexicon = lists.create_list(
         owner.user, org, "house-terms", "lexicon", items=[{"text": "苹果", "category": "A1_d"}]
     )

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CATALOGS = {
     "portal": (ROOT / "portal/locale/en/LC_MESSAGES", 50),
     "datasets": (ROOT / "datasets/locale/en/LC_MESSAGES", 50),
+    "governance": (ROOT / "governance/locale/en/LC_MESSAGES", 100),
 }
 LINES = r'((?:"[^\n]*"\n?)+)'
 # A plural entry is checked by its singular form (msgstr[0]) and must have its plural.
