@@ -351,7 +351,7 @@ def _export_lines(rows: QuerySet[AuditEvent], fmt: str) -> Iterator[str]:
     of rows read by id (no cursor is held open between pages)."""
     writer = csv.writer(_Echo())
     if fmt == "csv":
-        yield writer.writerow(AUDIT_COLUMNS)
+        yield writer.writerow(audit.EXPORT_COLUMNS)
     last = 0
     while page := list(rows.filter(id__gt=last).order_by("id")[:EXPORT_CHUNK]):
         lines = audit.export_rows(page)
@@ -372,19 +372,6 @@ async def _async_lines(lines: Iterator[str]) -> AsyncIterator[str]:
     while (line := await step(lines)) is not None:
         yield line
 
-
-AUDIT_COLUMNS = [
-    "id",
-    "ts",
-    "actor",
-    "org_id",
-    "action",
-    "target_type",
-    "target_id",
-    "data",
-    "prev_hash",
-    "hash",
-]
 
 ITEM = r"^review/(?P<item_id>[A-Za-z0-9-]{1,40})/"
 APPEAL = r"^appeals/(?P<appeal_id>[A-Za-z0-9-]{1,40})/"

@@ -106,8 +106,14 @@ def verify_chain(events: Iterable[AuditEvent] | None = None) -> ChainCheck:
     return ChainCheck(True, checked)
 
 
+EXPORT_COLUMNS = (
+    "id", "ts", "actor", "org_id", "action", "target_type", "target_id", "data",
+    "prev_hash", "hash",
+)  # fmt: skip
+
+
 def export_rows(events: Iterable[AuditEvent]) -> Iterator[dict[str, Any]]:
-    """Flat rows for CSV/JSONL export."""
+    """Flat rows for CSV/JSONL export, keyed (in order) by :data:`EXPORT_COLUMNS`."""
     for e in events:
         yield {
             "id": e.pk,

@@ -250,11 +250,8 @@ def _open_reviews(decisions: list[dict[str, Any]]) -> None:
     wanted = {e["decision_id"]: e for e in decisions if e.get("action") in ("flag", "block")}
     if not wanted:
         return
-    try:
-        from governance.services.review import open_for_decision  # the review helper's
-    except ImportError:
-        logger.info("governance.services.review not installed: no review items opened")
-        return
+    from governance.services.review import open_for_decision
+
     for row in ModerationDecision.objects.filter(decision_id__in=list(wanted)):
         context = wanted[row.decision_id].get("context")
         open_for_decision(row, context if isinstance(context, dict) else {})
@@ -267,18 +264,8 @@ def _apply_offender(e: dict[str, Any], known: _Known) -> None:
     until = _ts(e["until"]) if e.get("until") else None
     if Suspension.objects.filter(user_id=user_id, level=e["level"], until=until).exists():
         return  # delivered twice
-    try:
-        from governance.services.suspensions import apply  # the policies helper's
-    except ImportError:
-        Suspension.objects.create(
-            user_id=user_id,
-            org_id=known.pick(e.get("org_id"), known.orgs),
-            level=e["level"],
-            violations=max(int(e.get("violations") or 0), 0),
-            until=until,
-            reason=_text(e.get("reason"), 2000),
-        )
-        return
+    from governance.services.suspensions import apply
+
     apply(
         user_id,
         known.pick(e.get("org_id"), known.orgs),

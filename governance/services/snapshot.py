@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -26,6 +25,7 @@ from governance.moderation.lexicon import Lexicon, LexiconChecker, Term, default
 from governance.moderation.patterns import PatternChecker
 from governance.moderation.pii import PiiChecker
 from governance.moderation.pipeline import Pipeline, load_classifier
+from governance.moderation.taxonomy import is_known
 from governance.moderation.types import Checker
 from governance.policy import DEFAULT_POLICY, Policy, PolicyError
 from governance.policy import build as build_policy
@@ -148,34 +148,20 @@ def build_pipeline(*, classifier: bool = True) -> Pipeline:
 
 def platform_terms() -> tuple[list[Term], list[str]]:
     """The platform lists' current terms and allowed words (lists without an owner)."""
-    try:
-        from governance.services.lists import active_terms  # the policies helper's
-    except ImportError:
-        active_terms = _active_terms
+    from governance.services.lists import active_terms
+
     terms: list[Term] = []
     for item in active_terms("lexicon"):
-        term = Term(str(item.get("text", "")).strip(), str(item.get("category", "")))
         try:
-            Lexicon([term])
-        except ValueError:
-            continue  # an unknown category in an old version: skipped, not fatal
-        if term.text:
+            weight = float(item.get("weight", 1.0))
+        except (TypeError, ValueError):
+            continue
+        term = Term(str(item.get("text", "")).strip(), str(item.get("category", "")), weight)
+        # An unknown category or weight in an old version: skipped, not fatal.
+        if term.text and is_known(term.category) and 0.0 <= weight <= 1.0:
             terms.append(term)
     allow = [str(item.get("text", "")) for item in active_terms("allow")]
     return terms, allow
-
-
-def _active_terms(kind: str) -> list[dict[str, Any]]:
-    from governance.models import ContentList
-
-    rows = ContentList.objects.filter(
-        kind=kind, owner_org__isnull=True, owner_user__isnull=True, current__isnull=False
-    ).select_related("current")
-    items: list[dict[str, Any]] = []
-    for row in rows:
-        assert row.current is not None
-        items.extend(i for i in row.current.items if isinstance(i, dict))
-    return items
 
 
 def _add_policies(snapshot: Snapshot) -> None:

@@ -378,10 +378,7 @@ async def relay(
         ]
         filtered = ex.governed.stream() if ex.governed is not None else None
         await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
-        if filtered is None:
-            await _pump(upstream, ex, receive)
-        else:
-            await _pump_filtered(upstream, ex, receive, filtered)
+        await _pump(upstream, ex, receive, filtered)
     return True
 
 
@@ -434,9 +431,16 @@ async def unless_hung_up(work: Awaitable[T], receive: Receive) -> T | None:
         watcher.cancel()
 
 
-async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive) -> None:
+async def _pump(
+    upstream: aiohttp.ClientResponse,
+    ex: Exchange,
+    receive: Receive,
+    filtered: StreamFilter | None = None,
+) -> None:
     """Relay SSE chunks until the upstream ends or the client goes away; the tap reads
-    usage and time to first token on the way (and drops the usage chunk we asked for)."""
+    usage and time to first token on the way (and drops the usage chunk we asked for).
+    Through the moderation ``filtered``, events may be held back, rewritten or end the
+    stream (``content_filter``), after which the upstream is dropped."""
     disconnected = asyncio.Event()
     tap = StreamTap(ex)
 
@@ -452,9 +456,18 @@ async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive
                 ex.error_code = "client_disconnected"
                 return
             out = tap.feed(chunk)
+            if filtered is not None:
+                out = filtered.feed(out) if out else b""
+                if filtered.blocked:
+                    ex.error_code = "content_filter"
+                    await ex.send({"type": "http.response.body", "body": out})
+                    return
             if out:
                 await ex.send({"type": "http.response.body", "body": out, "more_body": True})
-        await ex.send({"type": "http.response.body", "body": tap.rest()})
+        rest = tap.rest()
+        await ex.send(
+            {"type": "http.response.body", "body": filtered.close(rest) if filtered else rest}
+        )
     except (TimeoutError, aiohttp.ClientError):
         # The replica died mid-stream: end the response with an error event the SDKs
         # surface, rather than leaving the client hanging.
@@ -462,47 +475,7 @@ async def _pump(upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive
         error = openai_error_body(
             "The model replica failed mid-stream.", error_type="server_error", code="replica_failed"
         )
-        await ex.send(
-            {"type": "http.response.body", "body": f"data: {json.dumps(error)}\n\n".encode()}
-        )
-    finally:
-        watcher.cancel()
-
-
-async def _pump_filtered(
-    upstream: aiohttp.ClientResponse, ex: Exchange, receive: Receive, filtered: StreamFilter
-) -> None:
-    """:func:`_pump` through the moderation filter: it may hold events back, rewrite
-    them or end the stream (``content_filter``), after which the upstream is dropped."""
-    disconnected = asyncio.Event()
-    tap = StreamTap(ex)
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        disconnected.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async for chunk in upstream.content.iter_any():
-            if disconnected.is_set():
-                ex.error_code = "client_disconnected"
-                return
-            events = tap.feed(chunk)
-            out = filtered.feed(events) if events else b""
-            if filtered.blocked:
-                ex.error_code = "content_filter"
-                await ex.send({"type": "http.response.body", "body": out})
-                return
-            if out:
-                await ex.send({"type": "http.response.body", "body": out, "more_body": True})
-        await ex.send({"type": "http.response.body", "body": filtered.close(tap.rest())})
-    except (TimeoutError, aiohttp.ClientError):
-        ex.error_code = "replica_failed"
-        error = openai_error_body(
-            "The model replica failed mid-stream.", error_type="server_error", code="replica_failed"
-        )
-        held = filtered.close(b"")
+        held = filtered.close(b"") if filtered is not None else b""
         await ex.send(
             {"type": "http.response.body", "body": held + f"data: {json.dumps(error)}\n\n".encode()}
         )
