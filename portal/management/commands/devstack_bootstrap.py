@@ -14,6 +14,8 @@ from compute.models import Deployment, DeploymentStatus, Node
 from compute.services.deployments import deploy_model
 from compute.services.nodes import create_node, rotate_node_token
 from evaluation.services.catalog import sync_builtin
+from governance.moderation.pipeline import load_classifier
+from governance.services import banks as governance_banks
 from governance.services import lists as governance_lists
 from portal.models import ModelRepo
 from portal.services.keys import create_api_key, lookup_key
@@ -48,6 +50,10 @@ class Command(BaseCommand):
         # The built-in evaluation tasks and suites, public under the openmaas organisation.
         sync_builtin()
         governance_lists.sync_builtin()  # the shipped lexicons, as platform lists
+        governance_banks.sync_builtin()  # the shipped test question banks, likewise
+        # Train (once per machine, ~25 s; cached) the shipped moderation classifier now,
+        # not inside the first request that needs it.
+        load_classifier()
 
     @staticmethod
     def _write_secret(path: Path, value: str) -> None:
