@@ -276,3 +276,33 @@ def test_repeat_offenders_are_throttled_then_suspended(live_portal, owner, outsi
     )
     assert (outsider.user.pk, "throttled") in rows
     assert (owner.user.pk, "suspended") in rows
+
+
+def test_a_blocked_answer_reaches_the_review_queue_and_the_admins_decision_the_audit_log(
+    live_portal, owner, admin, outsider, scripted
+):
+    served, script = scripted
+    script.chunks = ["好的，", "我们要颠", "覆国家政权", "。"]
+    response = post(live_portal, owner.key, chat(served, stream=True))
+    rid = response.headers["x-request-id"]
+    decision = drained(
+        lambda: ModerationDecision.objects.filter(request_id=rid, direction="output").first(),
+        "the output decision",
+    )
+    # The owner's own traffic (no organisation): a platform item, for staff.
+    queue = admin.client().get("/api/governance/review/").json()["results"]
+    (item,) = [i for i in queue if i["decision_id"] == decision.decision_id]
+    assert item["status"] == "pending" and item["direction"] == "output"
+    assert outsider.client().get("/api/governance/review/").json()["results"] == []
+    detail = f"/api/governance/review/{item['item_id']}/"
+    assert outsider.client().get(detail).status_code == 404
+
+    decided = admin.client().post(
+        detail + "decide/", {"decision": "remove", "notes": "confirmed"}, format="json"
+    )
+    assert decided.status_code == 200, decided.content
+    assert decided.json()["status"] == "removed"
+    audit = admin.client().get("/api/governance/audit/", {"target": item["item_id"]}).json()
+    entries = [(e["action"], e["data"].get("notes")) for e in audit["results"]]
+    assert ("review.decide", "confirmed") in entries
+    assert admin.client().get("/api/governance/audit/verify/").json()["ok"] is True
