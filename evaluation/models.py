@@ -11,30 +11,23 @@ outsider gets 404.
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
 
 from portal.models import ModelVersion
+from portal.models.ids import public_id
 from portal.models.jobs import Job, JobEvent
 from portal.models.ownership import OwnedModel
 
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def _public_id(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
-
 
 def run_id() -> str:
-    return _public_id("evalrun-")
+    return public_id("evalrun-")
 
 
 def battle_id() -> str:
-    return _public_id("battle-")
+    return public_id("battle-")
 
 
 class OutputType(models.TextChoices):

@@ -25,33 +25,26 @@ Tenancy: rows with an owner are ``OwnedModel`` (``restrict()``); rows without on
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 
 from portal.models import APIKey, Organization
+from portal.models.ids import public_id
 from portal.models.ownership import OwnedModel
-
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def _public_id(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
 def review_id() -> str:
-    return _public_id("review-")
+    return public_id("review-")
 
 
 def appeal_id() -> str:
-    return _public_id("appeal-")
+    return public_id("appeal-")
 
 
 def report_id() -> str:
-    return _public_id("compliance-")
+    return public_id("compliance-")
 
 
 class Direction(models.TextChoices):

@@ -5,29 +5,22 @@ OpenAI's extra first state ``validating_files``; its runs on pool nodes are
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import ClassVar
 
 from django.db import models
 
 from portal.models import ModelVersion
+from portal.models.ids import public_id
 from portal.models.jobs import TRANSITIONS, Job, JobEvent, JobStatus
 from portal.models.ownership import OwnedModel
 
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def _public_id(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
-
 
 def job_id() -> str:
-    return _public_id("ftjob-")
+    return public_id("ftjob-")
 
 
 def checkpoint_id() -> str:
-    return _public_id("ftckpt-")
+    return public_id("ftckpt-")
 
 
 class FineTuneStatus(models.TextChoices):
