@@ -44,6 +44,7 @@ _INDEX = re.compile(rb'"index":\s*(\d+)')
 _CHAT_TEXT = re.compile(rb'"content":\s*("(?:[^"\\]|\\.)*")')
 _COMPLETION_TEXT = re.compile(rb'"text":\s*("(?:[^"\\]|\\.)*")')
 _FINISHED = re.compile(rb'"finish_reason":\s*"')
+_USAGE_ONLY = re.compile(rb'"choices":\s*\[\s*\]')
 
 
 def request_text(payload: Mapping[str, Any], kind: str) -> str:
@@ -285,6 +286,9 @@ class StreamFilter:
         self.spans: list[Span] = []
         self.blocked = False
         self.done = False
+        # The usage chunk (no choices) goes out last, after the label's chunk, as OpenAI
+        # sends it: clients read usage from the final chunk.
+        self.usage: list[bytes] = []
 
     def text(self, index: int = 0) -> str:
         lane = self.lanes.get(index)
@@ -304,6 +308,9 @@ class StreamFilter:
             if self._is_done(raw):
                 finished = True
                 break
+            if _USAGE_ONLY.search(raw) and b'"usage"' in raw:
+                self.usage.append(raw + b"\n\n")
+                continue
             event = self._parse(raw)
             self.unchecked.append(event)
             self.waiting += sum(len(p) for p in event.parts.values())
@@ -316,6 +323,7 @@ class StreamFilter:
         out = [self._flush()]
         if self.trailer is not None:
             out.append(self.trailer(self))
+        out.extend(self.usage)
         out.append(b"data: [DONE]\n\n")
         self.done = True
         return b"".join(out)
@@ -327,7 +335,7 @@ class StreamFilter:
             return out
         if not self._check_waiting():
             return out + self._end_blocked()
-        return out + self._flush()
+        return out + self._flush() + b"".join(self.usage)
 
     def _check_waiting(self) -> bool:
         """Check the events not checked yet and queue them; False when blocked."""
