@@ -306,3 +306,14 @@ def test_a_blocked_answer_reaches_the_review_queue_and_the_admins_decision_the_a
     entries = [(e["action"], e["data"].get("notes")) for e in audit["results"]]
     assert ("review.decide", "confirmed") in entries
     assert admin.client().get("/api/governance/audit/verify/").json()["ok"] is True
+
+
+def test_the_usage_chunk_stays_last_after_the_label_chunk(live_portal, owner, scripted):
+    served, script = scripted
+    script.chunks = ["A plain", " answer."]
+    body = chat(served, stream=True, stream_options={"include_usage": True})
+    chunks = sse(post(live_portal, owner.key, body))
+    assert chunks[-1] == "[DONE]"
+    usage, label = chunks[-2], chunks[-3]
+    assert isinstance(usage, dict) and usage["usage"]["completion_tokens"] > 0
+    assert isinstance(label, dict) and "aigc" in label and label["choices"] == []
