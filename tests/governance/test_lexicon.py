@@ -92,3 +92,13 @@ def test_lexicon_checker_is_registered():
 
     assert CHECKERS.get("lexicon") is LexiconChecker
     assert {"lexicon", "patterns", "pii", "classifier"} <= set(CHECKERS.names())
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["😀a颠覆国家政权b", "x𠀀颠覆国家政权", "é颠覆国家政权", "ascii then 颠覆国家政权"],
+)
+def test_spans_stay_on_character_offsets_after_multibyte_characters(text: str) -> None:
+    checker = LexiconChecker(Lexicon([Term("颠覆国家政权", "A1_a")]))
+    (span,) = checker.check(text).spans
+    assert text[span.start : span.end] == "颠覆国家政权"
