@@ -33,6 +33,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from compute.metering import STREAM, UsageEvent, metrics
+from governance.services import events as governance_events
 from portal.limits import Settlement, settle, settle_command
 from portal.limits.wire import is_noscript, wire
 
@@ -68,9 +69,7 @@ class Tail:
 
 
 def xadd_command(entries: list[str]) -> tuple[Any, ...]:
-    from governance.services.events import MAXLEN, STREAM
-
-    return ("EVAL", XADD_ALL, 1, STREAM, MAXLEN, *entries)
+    return ("EVAL", XADD_ALL, 1, governance_events.STREAM, governance_events.MAXLEN, *entries)
 
 
 class Batch:
