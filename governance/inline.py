@@ -3,7 +3,9 @@ Django): the gateway (``portal.gateway.moderation``) supplies the pipeline, the 
 the label; this module decides and rewrites.
 
 - :meth:`Guard.check` runs a text through the pipeline (cheapest stages first, stopping
-  once the policy's block is certain) and applies the policy: a :class:`Check`.
+  once the policy's block is certain) and applies the policy: a :class:`Check`. The
+  dear stages (``Guard.dear``: the classifier) can also be run by the caller for many
+  texts at once and handed in (``given``, :meth:`Guard.complete`, :meth:`Guard.judged`).
 - :class:`StreamFilter` sits on an SSE answer. Each content delta is checked with the
   cheap in-process stages only (lexicon, patterns, PII) over a bounded look-back window:
   the last ``lookback`` characters of the lane plus the new text, so a term split across
@@ -12,8 +14,8 @@ the label; this module decides and rewrites.
   chunk whose ``finish_reason`` is ``"content_filter"`` and ``data: [DONE]``; when the
   policy redacts anything in output, whole events are held back until ``lookback``
   characters follow them (or the stream ends), so a span is masked before any of it is
-  sent. The classifier runs on the whole answer afterwards (the caller's
-  :meth:`Guard.check`), never per chunk.
+  sent. The dear stages run on the whole answer afterwards (the caller's
+  :meth:`Guard.judged`), never per chunk.
 - :func:`filter_answer` does the same to a non-streamed answer, whole.
 
 Masking keeps lengths (one :data:`MASK` per character), so offsets stay valid across
@@ -30,7 +32,7 @@ from typing import Any
 
 from governance.moderation.pipeline import Pipeline, Verdict
 from governance.moderation.taxonomy import rollup
-from governance.moderation.types import Span
+from governance.moderation.types import CheckResult, Span
 from governance.policy import SEVERITY, ActionName, DirectionName, Policy
 
 LOOKBACK_CHARS = 64
@@ -97,29 +99,50 @@ class Guard:
     def __init__(self, pipeline: Pipeline, *, lookback: int = LOOKBACK_CHARS) -> None:
         self.pipeline = pipeline
         self.cheap = cheap(pipeline)
+        # The stages too dear to run per chunk (the classifier): batched by the caller.
+        self.dear = [c for c in pipeline.checkers if c.cost > CHEAP_COST]
         self.lookback = lookback
         # (id(policy), direction) → may_block; policies live as long as the snapshot
         # that holds them and this guard.
         self._may_block: dict[tuple[int, str], bool] = {}
 
     def check(
-        self, text: str, policy: Policy, direction: DirectionName, *, only_cheap: bool = False
+        self,
+        text: str,
+        policy: Policy,
+        direction: DirectionName,
+        *,
+        only_cheap: bool = False,
+        given: Mapping[str, CheckResult] | None = None,
     ) -> Check:
-        """``text`` through the pipeline, stopping early once a block is certain."""
+        """``text`` through the pipeline, stopping early once a block is certain;
+        ``given``: the dear stages' results when they were had already (batched)."""
         pipeline = self.cheap if only_cheap else self.pipeline
-        verdict = pipeline.run(text, decide=policy.certain(direction))
+        verdict = pipeline.run(text, decide=policy.certain(direction), given=given)
         outcome = policy.outcome(direction, verdict.scores)
         return Check(direction, text, verdict, outcome.action, outcome.categories)
 
-    def check_now(self, text: str, policy: Policy, direction: DirectionName) -> tuple[Check, bool]:
-        """:meth:`check` with only the stages that could make the policy block; True
-        when the dearer ones were left out because they cannot (they can then only flag:
-        run :meth:`check` later, off the request's path)."""
-        if len(self.cheap.checkers) == len(self.pipeline.checkers) or self.may_block(
-            policy, direction
-        ):
-            return self.check(text, policy, direction), False
-        return self.check(text, policy, direction, only_cheap=True), True
+    def complete(self, check: Check, results: Iterable[CheckResult], policy: Policy) -> Check:
+        """A cheap-stages ``check`` with the dear stages' ``results`` merged in."""
+        verdict = self.pipeline.extend(check.verdict, results)
+        outcome = policy.outcome(check.direction, verdict.scores)
+        return Check(check.direction, check.text, verdict, outcome.action, outcome.categories)
+
+    def judged(
+        self, text: str, direction: DirectionName, results: Iterable[CheckResult], policy: Policy
+    ) -> Check:
+        """A check of ``text`` by the dear stages' ``results`` alone (its cheap stages
+        were run elsewhere, e.g. on a stream's chunks)."""
+        empty = Check(direction, text, Verdict({}, [], [], False, {}), "allow", ())
+        return self.complete(empty, results, policy)
+
+    def needs_dear(self, check: Check, policy: Policy) -> bool:
+        """Whether the dear stages must still run on a cheap ``check`` before the
+        decision is final (there are some, the text is not blocked already, and one of
+        them could make the policy block)."""
+        return (
+            bool(self.dear) and check.action != "block" and self.may_block(policy, check.direction)
+        )
 
     def may_block(self, policy: Policy, direction: DirectionName) -> bool:
         """Whether a stage dearer than the cheap ones could make ``policy`` block: one
@@ -189,11 +212,18 @@ def explicit(text: str, policy: Policy) -> str:
 
 
 def filter_answer(
-    answer: dict[str, Any], kind: str, guard: Guard, policy: Policy
+    answer: dict[str, Any],
+    kind: str,
+    guard: Guard,
+    policy: Policy,
+    dear: Mapping[str, Mapping[str, CheckResult]] | None = None,
 ) -> tuple[ActionName, list[Check]]:
     """Check every choice of a non-streamed answer in place: a blocked one gets
     :data:`NOTICE` and ``finish_reason: "content_filter"``, redacted spans are masked, the
-    policy's explicit label is added. Returns the most severe action and the checks."""
+    policy's explicit label is added. Returns the most severe action and the checks.
+    ``dear``: text → the dear stages' results by checker, when they ran already
+    (batched): then only the cheap stages run here; a text missing from it gets only
+    the cheap stages too (the caller left the dear ones for later)."""
     action: ActionName = "allow"
     checks: list[Check] = []
     for choice in answer.get("choices") or ():
@@ -203,7 +233,11 @@ def filter_answer(
         text = holder.get(key) if holder is not None else None
         if not isinstance(text, str) or holder is None:
             continue
-        check = guard.check(text, policy, "output")
+        if dear is None:
+            check = guard.check(text, policy, "output")
+        else:
+            given = dear.get(text)
+            check = guard.check(text, policy, "output", only_cheap=given is None, given=given)
         checks.append(check)
         action = worse(action, check.action)
         if check.action == "block":
@@ -554,29 +588,25 @@ def decision_event(
     text: str = "",
     text_sha256: str = "",
     excerpt_chars: int = 2000,
+    more: Iterable[CheckResult] = (),
     **ids: Any,
 ) -> dict[str, Any]:
     """A ``decision`` event for the governance stream (see
     ``governance.services.events``); ``ids``: request_id, content_id, served_name,
-    user_id, org_id, key_id, policy_id, policy_version, context, provenance."""
+    user_id, org_id, key_id, policy_id, policy_version, context, provenance. ``more``:
+    further checker results to log (a stream's whole-answer check)."""
     results: list[dict[str, Any]] = []
     if check is not None:
         categories = check.categories
         scores = check.verdict.scores
         text = check.text
-        results = [
-            {
-                "checker": r.checker,
-                "scores": r.scores,
-                "spans": [[s.start, s.end, s.category, s.term] for s in r.spans[:50]],
-            }
-            for r in check.verdict.results
-        ]
+        results = [_result_row(r.checker, r.scores, r.spans) for r in check.verdict.results]
     elif spans:
-        by: dict[str, list[list[Any]]] = {}
+        by: dict[str, list[Span]] = {}
         for s in spans:
-            by.setdefault(s.checker, []).append([s.start, s.end, s.category, s.term])
-        results = [{"checker": k, "scores": {}, "spans": v[:50]} for k, v in by.items()]
+            by.setdefault(s.checker, []).append(s)
+        results = [_result_row(k, {}, v) for k, v in by.items()]
+    results.extend(_result_row(r.checker, r.scores, r.spans) for r in more)
     return {
         "kind": "decision",
         "decision_id": decision_id,
@@ -590,4 +620,12 @@ def decision_event(
         "excerpt": text[:excerpt_chars],
         "text_sha256": text_sha256,
         **ids,
+    }
+
+
+def _result_row(checker: str, scores: Mapping[str, float], spans: Iterable[Span]) -> dict[str, Any]:
+    return {
+        "checker": checker,
+        "scores": dict(scores),
+        "spans": [[s.start, s.end, s.category, s.term] for s in list(spans)[:50]],
     }

@@ -72,24 +72,58 @@ class Pipeline:
         """Whether any category in ``scores`` reaches its threshold (usable as ``decide``)."""
         return any(score >= self.threshold(code) for code, score in scores.items())
 
-    def run(self, text: str, *, decide: Decide | None = None) -> Verdict:
-        """Check ``text``; see the module docstring for ``decide``."""
+    def run(
+        self,
+        text: str,
+        *,
+        decide: Decide | None = None,
+        given: Mapping[str, CheckResult] | None = None,
+    ) -> Verdict:
+        """Check ``text``; see the module docstring for ``decide``. ``given``: results
+        already had, by checker name (e.g. from a batched pass), used instead of running
+        those checkers."""
         scores: dict[str, float] = {}
         spans: list[Span] = []
         results: list[CheckResult] = []
         skipped: list[str] = []
         for i, checker in enumerate(self.checkers):
-            result = checker.check(text)
-            results.append(result)
-            spans.extend(result.spans)
-            for code, score in rollup(result.scores).items():
-                scores[code] = max(scores.get(code, 0.0), score)
+            result = given.get(checker.name) if given else None
+            _add(result or checker.check(text), scores, spans, results)
             if decide is not None and decide(scores):
                 skipped = [c.name for c in self.checkers[i + 1 :]]
                 break
+        return self._verdict(scores, spans, results, skipped)
+
+    def extend(self, verdict: Verdict, results: Iterable[CheckResult]) -> Verdict:
+        """``verdict`` with more checkers' ``results`` merged in (dearer stages that ran
+        later, or elsewhere); the skipped list loses their names."""
+        scores, spans, merged = dict(verdict.scores), list(verdict.spans), list(verdict.results)
+        names = set()
+        for result in results:
+            _add(result, scores, spans, merged)
+            names.add(result.checker)
+        skipped = [name for name in verdict.skipped if name not in names]
+        return self._verdict(scores, spans, merged, skipped)
+
+    def _verdict(
+        self,
+        scores: dict[str, float],
+        spans: list[Span],
+        results: list[CheckResult],
+        skipped: list[str],
+    ) -> Verdict:
         categories = {code: score >= self.threshold(code) for code, score in scores.items()}
         spans.sort(key=lambda s: (s.start, s.end))
         return Verdict(scores, spans, results, any(categories.values()), categories, skipped)
+
+
+def _add(
+    result: CheckResult, scores: dict[str, float], spans: list[Span], results: list[CheckResult]
+) -> None:
+    results.append(result)
+    spans.extend(result.spans)
+    for code, score in rollup(result.scores).items():
+        scores[code] = max(scores.get(code, 0.0), score)
 
 
 def default_pipeline(

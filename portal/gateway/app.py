@@ -356,7 +356,7 @@ async def relay(
             return False
         status, content_type, payload = answer
         if ex.governed is not None:
-            payload = ex.governed.answer(status, payload)
+            payload = await ex.governed.answer(status, payload)
         ex.read_answer(status, payload)
         await _send_whole(ex.send, status, content_type, payload)
         return True

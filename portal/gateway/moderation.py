@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -48,6 +49,7 @@ from governance.inline import (
 )
 from governance.labels.implicit import header_value, make_label
 from governance.labels.text import text_sha256
+from governance.moderation.types import CheckResult
 from governance.policy import ActionName, Policy
 from governance.services import snapshot as snapshots
 from governance.services.events import pack
@@ -106,6 +108,85 @@ def background(work: Coroutine[Any, Any, Any]) -> None:
     task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+
+
+DEFER_S = 0.01
+MAX_BATCH = 256
+Results = list[dict[str, CheckResult]]  # per text: checker name → result
+
+
+class DearStages:
+    """Runs the dear stages (``Guard.dear``: the classifier) for many texts in one pass
+    per checker: scikit-learn's cost is mostly per call, not per text (one short text
+    ≈ 0.4 ms, 64 of them ≈ 2.7 ms). A check that decides an answer (``hurry``) runs at
+    the next turn of the event loop with whatever else was queued in this one; checks
+    that can only flag wait up to :data:`DEFER_S` for company. One per event loop."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Guard, list[str], asyncio.Future[Results]]] = []
+        self.handle: asyncio.Handle | None = None
+        self.soon = False
+
+    def results(self, guard: Guard, texts: list[str], *, hurry: bool) -> asyncio.Future[Results]:
+        """The dear stages' results for ``texts`` (in order), once their batch has run."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Results] = loop.create_future()
+        self.pending.append((guard, texts, future))
+        hurry = hurry or len(self.pending) >= MAX_BATCH
+        if self.handle is None or (hurry and not self.soon):
+            if self.handle is not None:
+                self.handle.cancel()
+            self.soon = hurry
+            if hurry:
+                self.handle = loop.call_soon(self._run)
+            else:
+                self.handle = loop.call_later(DEFER_S, self._run)
+        return future
+
+    def _run(self) -> None:
+        self.handle = None
+        pending, self.pending = self.pending, []
+        groups: dict[int, list[tuple[Guard, list[str], asyncio.Future[Results]]]] = {}
+        for item in pending:  # a snapshot reload may leave two guards in one batch
+            groups.setdefault(id(item[0]), []).append(item)
+        for items in groups.values():
+            texts = [text for _, group, _ in items for text in group]
+            try:
+                per_text = _dear_results(items[0][0], texts)
+            except Exception as exc:
+                for _, _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            at = 0
+            for _, group, future in items:
+                if not future.done():
+                    future.set_result(per_text[at : at + len(group)])
+                at += len(group)
+
+
+def _dear_results(guard: Guard, texts: list[str]) -> Results:
+    per_text: Results = [{} for _ in texts]
+    for checker in guard.dear:
+        many = getattr(checker, "check_many", None)
+        results = many(texts) if many is not None else [checker.check(t) for t in texts]
+        for slot, result in zip(per_text, results, strict=True):
+            slot[checker.name] = result
+    return per_text
+
+
+_dear: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DearStages] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dear_stages() -> DearStages:
+    """This event loop's batcher of dear checks."""
+    loop = asyncio.get_running_loop()
+    found = _dear.get(loop)
+    if found is None:
+        found = _dear[loop] = DearStages()
+    return found
 
 
 class _State:
@@ -191,7 +272,7 @@ class Governed:
         self.content_id = f"aigc-{ex.request_id}"
         self.events: list[dict[str, Any]] = []
         self.filter: StreamFilter | None = None
-        self.later_input: str | None = None  # input whose dearer stages run afterwards
+        self.later_input: Check | None = None  # its cheap stages' check; the dear run later
 
     # -- events -------------------------------------------------------------
 
@@ -270,8 +351,9 @@ class Governed:
 
     # -- answers ------------------------------------------------------------
 
-    def answer(self, status: int, payload: bytes) -> bytes:
-        """A non-streamed answer, checked, labelled and serialised again."""
+    async def answer(self, status: int, payload: bytes) -> bytes:
+        """A non-streamed answer, checked (its dear stages batched with other requests'),
+        labelled and serialised again."""
         if status != 200:
             return payload
         try:
@@ -280,10 +362,14 @@ class Governed:
             return payload
         if not isinstance(answer, dict):
             return payload
-        action, checks = filter_answer(answer, self.ex.kind, self.guard, self.policy)
+        texts = _texts(answer, self.ex.kind)
+        dear = None
+        if self.guard.dear and texts:
+            results = await dear_stages().results(self.guard, texts, hurry=True)
+            dear = dict(zip(texts, results, strict=True))
+        action, checks = filter_answer(answer, self.ex.kind, self.guard, self.policy, dear)
         for check in checks:
             self.decided(check)
-        texts = _texts(answer, self.ex.kind)
         if action != "block" and texts:
             label = self.label(texts[0])
             answer["aigc"] = label
@@ -306,26 +392,33 @@ class Governed:
         (the request's input through the dearer stages, a stream's whole answer)."""
         filtered = self.filter
         streamed = filtered is not None and not filtered.blocked and self.ex.status == 200
-        dear = len(self.guard.pipeline.checkers) > len(self.guard.cheap.checkers)
+        dear = bool(self.guard.dear)
         blocked = filtered is not None and filtered.blocked
         if blocked or (streamed and not dear):
             self._stream_decision(None)
         if self.later_input is not None or (streamed and dear):
-            asyncio.get_running_loop().call_soon(self._later, streamed and dear)
+            background(self._later(streamed and dear))
             return None
         return [pack(e) for e in self.events] if self.events else None
 
-    def _later(self, stream: bool) -> None:
-        """The checks left for after the answer (they can only flag), then the events."""
+    async def _later(self, stream: bool) -> None:
+        """The dear stages left for after the answer (they can only flag: the input's,
+        and a stream's whole answer, whose cheap stages ran on its chunks), batched with
+        other requests', then the events."""
         from portal.gateway.ledger import record
 
+        texts = [] if self.later_input is None else [self.later_input.text]
+        if stream:
+            assert self.filter is not None
+            texts.append(self.filter.text(0))
         try:
+            results = await dear_stages().results(self.guard, texts, hurry=False)
             if self.later_input is not None:
-                check = self.guard.check(self.later_input, self.policy, "input")
+                check = self.guard.complete(self.later_input, results[0].values(), self.policy)
                 self.decided(check, "flag" if check.action != "allow" else "allow")
             if stream:
-                assert self.filter is not None
-                self._stream_decision(self.guard.check(self.filter.text(0), self.policy, "output"))
+                final = self.guard.judged(texts[-1], "output", results[-1].values(), self.policy)
+                self._stream_decision(final)
         except Exception:
             logger.exception("a deferred moderation check failed")
         if self.events:
@@ -363,6 +456,7 @@ class Governed:
                 excerpt_chars=settings.GOVERNANCE_EXCERPT_CHARS,
                 content_id=self.content_id,
                 context=self._context(text),
+                more=final.verdict.results if final is not None else (),
                 **self._ids(),
             )
         )
@@ -410,9 +504,12 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
     if offender is not None and offender.active():
         await _hold_back(offender, grant.user_id, policy)
     text = request_text(payload, ex.kind)
-    check, later = guard.check_now(text, policy, "input")
-    if later and check.action != "block":
-        gov.later_input = text  # the classifier cannot block here: it runs afterwards
+    check = guard.check(text, policy, "input", only_cheap=True)
+    if guard.needs_dear(check, policy):
+        (results,) = await dear_stages().results(guard, [text], hurry=True)
+        check = guard.complete(check, results.values(), policy)
+    if guard.dear and check.action != "block" and not guard.may_block(policy, "input"):
+        gov.later_input = check  # the dear stages cannot block here: they run afterwards
     else:
         # Redacting a request would change what the user asked: logged like a flag.
         gov.decided(check, "flag" if check.action == "redact" else None)

@@ -10,6 +10,7 @@ real CPU engine and reads its own request counter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -317,3 +318,116 @@ def test_the_usage_chunk_stays_last_after_the_label_chunk(live_portal, owner, sc
     usage, label = chunks[-2], chunks[-3]
     assert isinstance(usage, dict) and usage["usage"]["completion_tokens"] > 0
     assert isinstance(label, dict) and "aigc" in label and label["choices"] == []
+
+
+# The classifier (a dear stage) catches this; the starter lexicon and patterns do not.
+OFFENSIVE = "真恶心啊那个男的"
+
+
+def classifier_loaded(url: str, key: str, served: str) -> None:
+    """A first answer (once the gateway's routes have the new replicas) loads its
+    governance snapshot; the classifier joins in the background (the cheap stages serve
+    until then)."""
+    wait_for(
+        lambda: post(url, key, chat(served)).status_code == 200, timeout_s=30, what="a route"
+    )
+    wait_for(
+        lambda: moderation.state.guard is not None and bool(moderation.state.guard.dear),
+        timeout_s=60,
+        what="the gateway's classifier",
+    )
+
+
+def test_concurrent_answers_checked_by_one_classifier_pass_keep_their_own_verdicts(
+    live_portal, owner
+):
+    """Non-streamed answers of concurrent requests are scored together by the
+    classifier (one pass per turn of the gateway's event loop): each answer still gets
+    its own verdict, the offensive ones replaced by the notice, the clean ones labelled."""
+    served = {
+        "clean": deployment(owner.user, "clean").served_name,
+        "rude": deployment(owner.user, "rude").served_name,
+    }
+    with (
+        serve_in_thread(["今天天气", "很好。"]) as (clean_url, _),
+        serve_in_thread([OFFENSIVE]) as (rude_url, _),
+    ):
+        add_replica(served["clean"], clean_url)
+        add_replica(served["rude"], rude_url)
+        classifier_loaded(live_portal, owner.key, served["clean"])
+
+        async def ask_all() -> list[tuple[str, httpx.Response]]:
+            headers = {"Authorization": f"Bearer {owner.key}"}
+            async with httpx.AsyncClient(base_url=live_portal, headers=headers) as client:
+                kinds = ["clean", "rude"] * 6
+                answers = await asyncio.gather(
+                    *(
+                        client.post("/v1/chat/completions", json=chat(served[k]), timeout=60)
+                        for k in kinds
+                    )
+                )
+            return list(zip(kinds, answers, strict=True))
+
+        for kind, response in asyncio.run(ask_all()):
+            assert response.status_code == 200, response.text
+            choice = response.json()["choices"][0]
+            if kind == "rude":
+                assert choice["message"]["content"] == NOTICE
+                assert choice["finish_reason"] == "content_filter"
+            else:
+                assert choice["message"]["content"] == "今天天气很好。"
+                assert "aigc" in response.json()
+
+
+def test_a_streamed_answer_the_classifier_finds_offensive_is_flagged_after_it_is_sent(
+    live_portal, owner, scripted
+):
+    served, script = scripted
+    classifier_loaded(live_portal, owner.key, served)
+    script.chunks = ["真恶心", "啊那个", "男的"]
+    response = post(live_portal, owner.key, chat(served, stream=True))
+    assert content(sse(response)) == OFFENSIVE  # out before the classifier could judge it
+    rid = response.headers["x-request-id"]
+    decision = drained(
+        lambda: ModerationDecision.objects.filter(request_id=rid, direction="output").first(),
+        "the deferred output decision",
+    )
+    assert decision.action == "flag"
+    assert any(r["checker"] == "classifier" for r in decision.results)
+
+
+def test_the_dear_stages_of_texts_queued_in_one_loop_turn_run_as_one_batch():
+    """Unit level: many callers in one turn of the event loop → one ``check_many`` call,
+    each caller given its own texts' results in order."""
+    from governance.inline import Guard
+    from governance.moderation.pipeline import Pipeline, default_pipeline, load_classifier
+
+    class Counted:
+        """The real classifier, counting its batched calls."""
+
+        name, cost = "classifier", 10
+
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.calls = inner, []
+
+        def check(self, text: str) -> Any:
+            return self.check_many([text])[0]
+
+        def check_many(self, texts: Any) -> Any:
+            self.calls.append(len(list(texts)))
+            return self.inner.check_many(texts)
+
+    counted = Counted(load_classifier())
+    guard = Guard(Pipeline([*default_pipeline(classifier=False).checkers, counted]))
+    texts = [[OFFENSIVE], ["今天天气很好。", OFFENSIVE], ["hello"]]
+
+    async def run() -> list[Any]:
+        batch = moderation.DearStages()
+        return await asyncio.gather(
+            *(batch.results(guard, group, hurry=i == 0) for i, group in enumerate(texts))
+        )
+
+    results = asyncio.run(run())
+    assert counted.calls == [4]
+    offensive = [[r["classifier"].detail["offensive"] > 0.5 for r in group] for group in results]
+    assert offensive == [[True], [False, True], [False]]

@@ -24,7 +24,7 @@ def add_replica(served_name: str, url: str, secret: str | None = None) -> Replic
     """A ready replica of ``served_name`` at ``url`` on a fresh ready node (``secret``:
     the engine's API key, for engines that check it)."""
     name = f"n-{uuid.uuid4().hex[:8]}"
-    node = Node.objects.create(name=name, token_hash="f" * 64, status="ready")
+    node = Node.objects.create(name=name, token_hash=uuid.uuid4().hex * 2, status="ready")
     return Replica.objects.create(
         deployment=Deployment.objects.get(served_name=served_name),
         node=node,
