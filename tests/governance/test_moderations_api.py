@@ -17,6 +17,8 @@ import redis
 from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rest_framework.test import APIClient
 
 from compute.agent.procs import free_port, wait_for
@@ -325,7 +327,9 @@ def test_the_pipeline_is_rebuilt_only_when_the_governance_version_moves(
 def test_while_redis_is_unreachable_the_last_pipeline_serves_and_a_change_is_seen_after(
     admin: Any, django_assert_num_queries: Any
 ) -> None:
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    # a client set up as sync_redis() is, of a port nothing listens on
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1.0, retry=retry)
     current = {"client": sync_redis()}
     live = LivePipeline(build_pipeline, redis=lambda: current["client"])
     first = live.get()
