@@ -85,7 +85,8 @@ REDIS_RETRY_S = 1.0  # after Redis failed, the counter is not read again for thi
 REBUILD_RETRY_S = 1.0  # after a rebuild failed, it is not tried again for this long
 
 Count = Callable[[str, str], None]  # (direction, action): one moderation decision
-Key = tuple[int | None, int]  # (the snapshot's version, None unread; classifier generation)
+# (the snapshot's version, None when Redis could not be read; the classifier generation)
+Key = tuple[int | None, int]
 
 
 class LivePipeline:
@@ -159,12 +160,6 @@ class LivePipeline:
         self._held = ((key[0], classifier.generation()), built)
         self._failed = None
         return built
-
-    def forget(self) -> None:
-        """Drop the held pipeline: the next :meth:`get` builds one."""
-        with self._lock:
-            self._held = None
-            self._failed = None
 
 
 def build_pipeline() -> Pipeline:
