@@ -7,6 +7,7 @@ its results counted in Prometheus."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import openai
 import pytest
 import redis
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -23,6 +25,7 @@ from rest_framework.test import APIClient
 
 from compute.agent.procs import free_port, wait_for
 from governance.moderation import classifier
+from governance.moderation.pipeline import Pipeline
 from governance.moderation.taxonomy import OPENAI_CATEGORIES, RISKS
 from governance.services import lists, snapshot
 from governance.v1 import LivePipeline, build_pipeline
@@ -322,6 +325,32 @@ def test_the_pipeline_is_rebuilt_only_when_the_governance_version_moves(
     assert all(p is first for p in unchanged)
     assert without_bump is first and not first.run(ALONE).flagged
     assert rebuilt is not first and rebuilt.run(ALONE).categories[CATEGORY]
+
+
+def test_threads_that_find_the_version_moved_rebuild_once_and_none_goes_without(
+    db: Any,
+) -> None:
+    builds: list[Pipeline] = []
+
+    def build() -> Pipeline:
+        builds.append(build_pipeline())
+        return builds[-1]
+
+    def request(_: int) -> Pipeline:
+        try:
+            return live.get()
+        finally:
+            connection.close()  # the thread's own database connection
+
+    live = LivePipeline(build)
+    first = live.get()
+    snapshot.bump()
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(request, range(32)))
+
+    assert len(builds) == 2  # the first, and one rebuild however the threads interleave
+    assert {id(p) for p in served} <= {id(first), id(builds[1])}
+    assert live.get() is builds[1]
 
 
 def test_while_redis_is_unreachable_the_last_pipeline_serves_and_a_change_is_seen_after(
