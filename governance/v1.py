@@ -2,29 +2,51 @@
 
 ``{"input": str | [str] | [{"type": "text", "text": …}], "model": optional}`` → one
 result per string (an array of content parts is one input, as on OpenAI), each with
-OpenAI's 13 categories and the platform's own (TC260-003 risk codes). The scores come
-from the default moderation pipeline (lexicon, patterns, PII, classifier), run in full
-so every score is real. A key needs the ``moderation`` scope; a browser session needs
-none. Every error is in OpenAI's shape; no input makes it answer 500.
+OpenAI's 13 categories and the platform's own (TC260-003 risk codes). A key needs the
+``moderation`` scope; a browser session needs none. Every error is in OpenAI's shape; no
+input makes it answer 500.
+
+The scores come from the same pipeline as the gateway's inline filter
+(:func:`governance.services.snapshot.build_pipeline`: the shipped lexicon extended by the
+platform's current lexicon and allow-list versions, patterns, PII and the active trained
+classifier, else the shipped COLD model), run in full so every score is real, with
+``MODERATION_THRESHOLDS`` (category code, class or ``"default"`` → score) as its flag
+thresholds. With ``GOVERNANCE_GUARD_MODEL`` set, a text with a score inside
+``GOVERNANCE_GUARD_BAND`` is also judged by that served model.
+
+Freshness (:class:`LivePipeline`): every request reads the governance snapshot's counter
+in Redis (:data:`~governance.services.snapshot.VERSION_KEY`, one ``GET``, bumped after
+every commit that changes a policy, a list or the active classifier) and the pipeline is
+rebuilt — database queries, the classifier's files — only when it moved, so a change is
+seen by the first request after its commit, in every process, and a request that finds
+nothing changed costs no database query. Read per request rather than cached for a
+second like the gateway's snapshot: one ``GET`` is small next to running the classifier,
+and it needs no background task in a synchronous view. While Redis cannot be reached the
+last pipeline keeps serving (the counter is tried again at most once a second, so a dead
+Redis costs no connection attempt per request) and a change made meanwhile is seen once
+Redis answers again; a rebuild that fails also leaves the last pipeline serving, and is
+retried a second later. Only a process that never built one answers 503.
 
 Limits (settings, with defaults): ``MODERATION_MAX_INPUTS`` (32) strings per request,
-``MODERATION_MAX_CHARS`` (32,000) characters per string; ``MODERATION_THRESHOLDS``
-(category code, class or ``"default"`` → score) overrides the pipeline's flag thresholds.
+``MODERATION_MAX_CHARS`` (32,000) characters per string.
 
-The classifier is the active trained version when staff activated one (checked per
-request), else the shipped COLD model. With ``GOVERNANCE_GUARD_MODEL`` set, a text with
-a score inside ``GOVERNANCE_GUARD_BAND`` is also judged by that served model.
+Each result is counted as an ``input`` decision (``flag`` or ``allow``) by the counter
+the project wiring hands the view (``ModerationsView.as_view(count=...)``: the gateway's
+``openmaas_moderation_decisions``; governance may not import ``portal.gateway``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -33,12 +55,15 @@ from rest_framework.views import APIView
 
 from governance.moderation import classifier
 from governance.moderation.guard import GuardChecker
-from governance.moderation.pipeline import Pipeline, Verdict, default_pipeline
+from governance.moderation.pipeline import Pipeline, Verdict
 from governance.moderation.taxonomy import DETECTORS, OPENAI_CATEGORIES, RISKS, openai_scores
-from governance.services import classifiers
+from governance.services import classifiers, snapshot
 from portal.api.parsers import SafeJSONParser
 from portal.api.v1 import JSONOnly, KeyScope, error_responses, v1_exception_handler
-from portal.errors import NotFound, PlatformError
+from portal.errors import NotFound, PlatformError, Unavailable
+from portal.services.keys import sync_redis
+
+logger = logging.getLogger(__name__)
 
 MODEL = "openmaas-moderation-1"
 # OpenAI's model names are accepted so that code written for OpenAI runs unchanged.
@@ -56,23 +81,99 @@ DEFAULT_MAX_INPUTS = 32
 DEFAULT_MAX_CHARS = 32_000
 PLATFORM_CODES = (*RISKS, *DETECTORS)
 
-_pipeline_lock = threading.Lock()
-_pipeline: Pipeline | None = None
-_built_at = -1  # the classifier configuration's generation the pipeline was built at
+REDIS_RETRY_S = 1.0  # after Redis failed, the counter is not read again for this long
+REBUILD_RETRY_S = 1.0  # after a rebuild failed, it is not tried again for this long
+
+Count = Callable[[str, str], None]  # (direction, action): one moderation decision
+# (the snapshot's version, None when Redis could not be read; the classifier generation)
+Key = tuple[int | None, int]
+
+
+class LivePipeline:
+    """The moderation pipeline of this process, rebuilt when the platform's governance
+    configuration changed (see the module docstring). Thread-safe: one thread rebuilds
+    while the others keep the pipeline held (or wait, when none is held yet).
+
+    ``build`` makes a pipeline (database queries, the classifier's files); ``redis``
+    gives the client that reads the counter.
+    """
+
+    def __init__(
+        self, build: Callable[[], Pipeline], redis: Callable[[], Any] = sync_redis
+    ) -> None:
+        self.build = build
+        self.redis = redis
+        self._lock = threading.Lock()
+        self._held: tuple[Key, Pipeline] | None = None
+        self._redis_retry_at = 0.0
+        self._failed: tuple[Key, float] | None = None  # the key whose rebuild failed, until
+
+    def version(self) -> int | None:
+        """The snapshot's version in Redis; None while Redis cannot be reached."""
+        now = time.monotonic()
+        if now < self._redis_retry_at:
+            return None
+        try:
+            return int(self.redis().get(snapshot.VERSION_KEY) or 0)
+        except (RedisError, ValueError):
+            self._redis_retry_at = now + REDIS_RETRY_S
+            logger.warning("Redis unreachable: /v1/moderations keeps its last pipeline")
+            return None
+
+    def get(self) -> Pipeline:
+        """The pipeline for this request (rebuilt first when the configuration moved)."""
+        held = self._held
+        version = self.version()
+        if held is not None and version is None:
+            return held[1]  # Redis down: whatever changed cannot be told
+        key = (version, classifier.generation())
+        if held is not None and (held[0] == key or self._failing(key)):
+            return held[1]
+        # A thread that finds another one rebuilding serves the held pipeline meanwhile.
+        if not self._lock.acquire(blocking=held is None):
+            assert held is not None
+            return held[1]
+        try:
+            return self._rebuild(key)
+        finally:
+            self._lock.release()
+
+    def _failing(self, key: Key) -> bool:
+        failed = self._failed
+        return failed is not None and failed[0] == key and time.monotonic() < failed[1]
+
+    def _rebuild(self, key: Key) -> Pipeline:
+        held = self._held
+        if held is not None and held[0] == key:
+            return held[1]  # built by the thread this one waited for
+        try:
+            built = self.build()
+        except Exception as exc:
+            self._failed = (key, time.monotonic() + REBUILD_RETRY_S)
+            if held is None:
+                logger.exception("the moderation pipeline could not be built")
+                raise Unavailable("The moderation pipeline is not available; try again.") from exc
+            logger.exception("the moderation pipeline could not be rebuilt; the last one stays")
+            return held[1]
+        # Building may have pointed the classifier loader elsewhere (sync_active): the
+        # generation it left is the one this pipeline has.
+        self._held = ((key[0], classifier.generation()), built)
+        self._failed = None
+        return built
+
+
+def build_pipeline() -> Pipeline:
+    """The gateway snapshot's pipeline with ``MODERATION_THRESHOLDS``."""
+    built = snapshot.build_pipeline()
+    return Pipeline(built.checkers, getattr(settings, "MODERATION_THRESHOLDS", None))
+
+
+live = LivePipeline(build_pipeline)
 
 
 def pipeline() -> Pipeline:
-    """The process's moderation pipeline, built on first use (the classifier's model
-    loads, or is trained once and cached, then) and again whenever the classifier the
-    loader is pointed at changed (an activated trained version, see
-    :func:`governance.services.classifiers.sync_active`)."""
-    global _pipeline, _built_at
-    with _pipeline_lock:
-        current = classifier.generation()
-        if _pipeline is None or _built_at != current:
-            _pipeline = default_pipeline(getattr(settings, "MODERATION_THRESHOLDS", None))
-            _built_at = current
-        return _pipeline
+    """This process's moderation pipeline, current with the governance configuration."""
+    return live.get()
 
 
 def moderate(text: str, checks: Pipeline, guard: GuardChecker | None) -> Verdict:
@@ -274,6 +375,8 @@ class ModerationsView(APIView):
     renderer_classes = [JSONRenderer]
     parser_classes = [SafeJSONParser]
     content_negotiation_class = JSONOnly
+    # Where each result's decision is counted; the wiring's ``as_view(count=...)`` sets it.
+    count: Count | None = None
 
     def get_exception_handler(self) -> Any:
         return v1_exception_handler
@@ -282,13 +385,19 @@ class ModerationsView(APIView):
         operation_id="createModeration",
         tags=["moderations"],
         request={"application/json": REQUEST_SCHEMA},
-        responses={200: RESPONSE_SCHEMA, **error_responses(400, 401, 403, 404, 413, 415, 429)},
+        responses={
+            200: RESPONSE_SCHEMA,
+            **error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+        },
     )
     def post(self, request: Request) -> Response:
         """Classify texts: OpenAI's categories and scores, plus the platform's."""
         texts, model = parse_body(request.data)
-        classifiers.sync_active()
         checks = pipeline()
         guard = classifiers.guard_checker()
-        results = [result_object(moderate(text, checks, guard)) for text in texts]
+        verdicts = [moderate(text, checks, guard) for text in texts]
+        if self.count is not None:
+            for verdict in verdicts:
+                self.count("input", "flag" if verdict.flagged else "allow")
+        results = [result_object(verdict) for verdict in verdicts]
         return Response({"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results})

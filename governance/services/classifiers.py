@@ -6,10 +6,11 @@ each training is a numbered :class:`ClassifierVersion`, trained in Celery on a
 stratified four fifths of the rows and measured (precision, recall, F1) on the fifth it
 never saw. Its two files (``weights.npz``, ``params.json``: no pickle) go to the object
 store under ``governance/classifiers/v<number>-<random>/``. Activating a version makes it the
-pipeline's classifier in every process: :func:`sync_active` (called by
-``/v1/moderations`` per request and by the gateway's snapshot on reload) downloads the
-active version's files once into ``$OPENMAAS_CACHE_DIR`` and points the pure loader at
-them; with none active the shipped COLD model is used. Training and activation are
+pipeline's classifier in every process: :func:`sync_active` (called whenever a
+snapshot's pipeline is built — the gateway's on reload, ``/v1/moderations``' when the
+snapshot's version moved) downloads the active version's files once into
+``$OPENMAAS_CACHE_DIR`` and points the pure loader at them; with none active the
+shipped COLD model is used. Training and activation are
 audited, and activation bumps the governance snapshot once committed.
 
 Guard model: with ``GOVERNANCE_GUARD_MODEL`` set to a served model name,

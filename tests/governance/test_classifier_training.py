@@ -1,7 +1,8 @@
 """Classifiers trained by the platform: staff upload a labelled dataset to the hub, train
 a version from it (the Celery task's work, run in process), read its held-out metrics,
-activate it, and ``/v1/moderations`` answers with it — a made-up insult the shipped
-COLD model has never seen becomes flagged. Nobody but staff may do any of it."""
+activate it, and ``/v1/moderations`` answers with it from the request after the commit —
+a made-up insult the shipped COLD model has never seen becomes flagged. Nobody but staff
+may do any of it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datasets.services.repos import create_repo
 from governance.jobs.classifiers import train_classifier
 from governance.models import AuditEvent, ClassifierVersion
 from governance.moderation import classifier
+from governance.services import snapshot
 from portal.storage import store
 from tests.datasets.conftest import add_version
 
@@ -73,9 +75,12 @@ def as_jsonl(rows: list[tuple[str, int]]) -> str:
 
 @pytest.fixture(autouse=True)
 def _shipped_model_after() -> Iterator[None]:
-    """Whatever a test activated, later tests' pipelines get the shipped model back."""
+    """Whatever a test activated, later tests' pipelines get the shipped model back: the
+    loader points at it again, and the version moves as a committed deactivation would
+    (the flush that empties the database moves none)."""
     yield
     classifier.use_model_dir(None)
+    snapshot.bump()
 
 
 @pytest.fixture
@@ -109,8 +114,10 @@ def train(client: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_classifier_trained_on_uploaded_labels_changes_the_verdict_once_activated(
-    admin: Any, labels: str
+    transactional_db: Any, admin: Any, labels: str
 ) -> None:
+    # transactional: the activation's commit moves the governance version, and the next
+    # /v1/moderations request rebuilds its pipeline with the trained classifier
     client = admin.client()
     before = flagged(client, PROBE)
 
@@ -145,7 +152,7 @@ def test_a_classifier_trained_on_uploaded_labels_changes_the_verdict_once_activa
 
 
 def test_activating_another_version_retires_the_first_and_deactivating_restores_cold(
-    admin: Any, labels: str
+    transactional_db: Any, admin: Any, labels: str
 ) -> None:
     client = admin.client()
     first = train(client, {"dataset": labels, "path": "rows.jsonl"})  # newest ready version

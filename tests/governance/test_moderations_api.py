@@ -1,30 +1,61 @@
 """OpenAI's ``/v1/moderations``: the official SDK over real HTTP, the input shapes, the
-limits, authentication and scopes, and errors in OpenAI's shape (never a 500)."""
+limits, authentication and scopes, and errors in OpenAI's shape (never a 500); the
+platform's governance configuration (staff lexicon and allow-list edits) reaching it
+within the request after their commit, the pipeline rebuilt only then, Redis down, and
+its results counted in Prometheus."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import openai
 import pytest
+import redis
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
+from prometheus_client import REGISTRY
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rest_framework.test import APIClient
 
+from compute.agent.procs import free_port, wait_for
+from governance.moderation import classifier
+from governance.moderation.pipeline import Pipeline
 from governance.moderation.taxonomy import OPENAI_CATEGORIES, RISKS
-from governance.v1 import pipeline
-from portal.services.keys import create_api_key, revoke_api_key
+from governance.services import lists, snapshot
+from governance.v1 import LivePipeline, build_pipeline
+from portal.services.keys import create_api_key, revoke_api_key, sync_redis
 
 URL = "/v1/moderations"
 OFFENSIVE = "河南人都是骗子，偷井盖的"
 HARMLESS = "今天天气不错，我们去公园散步吧"
+# A made-up gang name only the staff's lexicon knows, and its band the allow-list excuses.
+TERM = "紫鲸帮"
+CATEGORY = "A1_d"
+ALLOWED = "紫鲸帮乐队"
+IN_BAND = "周末和紫鲸帮乐队一起排练"
+ALONE = "紫鲸帮的名单在这里"
+STAFF_TERMS = [{"text": TERM, "category": CATEGORY}]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _warm_pipeline() -> None:
-    """Build the pipeline (and train or load the classifier) once, outside any request."""
-    pipeline()
+def _warm_classifier() -> None:
+    """Train or load the shipped classifier once, outside any request."""
+    classifier.default_model()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pipeline() -> Iterator[None]:
+    """Each test's pipeline is built from its own database: resetting the database moves
+    no version, so the tests do what every committed change does (as in production)."""
+    snapshot.bump()
+    yield
+    snapshot.bump()
 
 
 def sdk(url: str, key: str) -> openai.OpenAI:
@@ -225,3 +256,137 @@ def test_generated_requests_conform_to_the_schema_and_never_500(
     fuzz = {"url": live_portal, "key": raw, "key_id": key.pk, "spare_id": key.pk}
     failures = fuzz_operation(operation.ok(), GenerationMode(mode), fuzz)
     assert not failures, "\n\n".join(failures[:5])
+
+
+# --- the platform's governance configuration --------------------------------------------
+
+
+def staff_api(url: str, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{url}/api/governance", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def verdicts(client: openai.OpenAI, *texts: str) -> list[tuple[bool, bool]]:
+    """(flagged, flagged for CATEGORY) of each text."""
+    results = client.moderations.create(input=list(texts)).results
+    return [(r.flagged, (r.model_extra or {})["platform_categories"][CATEGORY]) for r in results]
+
+
+def test_a_staff_lexicon_edit_and_an_allow_list_entry_reach_moderations_at_once(
+    live_portal: str, owner: Any, admin: Any
+) -> None:
+    client = sdk(live_portal, owner.key)
+    staff = staff_api(live_portal, admin.key)
+    before = verdicts(client, IN_BAND, ALONE)
+    created = staff.post(
+        "/lists/",
+        json={
+            "platform": True,
+            "name": "staff-terms",
+            "kind": "lexicon",
+            "items": [{"text": "某个旧词组", "category": CATEGORY}],
+        },
+    )
+    pk = created.json()["id"]
+
+    # when staff add the term: a new version of the platform lexicon
+    edited = staff.post(f"/lists/{pk}/items", json={"add": STAFF_TERMS})
+    after_edit = verdicts(client, IN_BAND, ALONE)
+    # and then allow the band's name
+    allowed = staff.post(
+        "/lists/",
+        json={"platform": True, "name": "staff-allowed", "kind": "allow", "items": [ALLOWED]},
+    )
+    after_allow = verdicts(client, IN_BAND, ALONE)
+
+    assert before == [(False, False), (False, False)]
+    assert created.status_code == 201, created.text
+    assert edited.status_code == 201 and edited.json()["number"] == 2, edited.text
+    assert after_edit == [(True, True), (True, True)]
+    assert allowed.status_code == 201, allowed.text
+    assert after_allow == [(False, False), (True, True)]  # the allow-list excuses the band only
+
+
+def test_the_pipeline_is_rebuilt_only_when_the_governance_version_moves(
+    admin: Any, django_assert_num_queries: Any
+) -> None:
+    live = LivePipeline(build_pipeline)
+    first = live.get()
+    with django_assert_num_queries(0):
+        unchanged = [live.get() for _ in range(5)]
+    lists.create_list(
+        admin.user, None, "staff-terms", "lexicon", items=[{"text": TERM, "category": CATEGORY}]
+    )
+    without_bump = live.get()
+    snapshot.bump()  # what the list's commit does (a `db` test never commits)
+    rebuilt = live.get()
+
+    assert all(p is first for p in unchanged)
+    assert without_bump is first and not first.run(ALONE).flagged
+    assert rebuilt is not first and rebuilt.run(ALONE).categories[CATEGORY]
+
+
+def test_threads_that_find_the_version_moved_rebuild_once_and_none_goes_without(
+    db: Any,
+) -> None:
+    builds: list[Pipeline] = []
+
+    def build() -> Pipeline:
+        builds.append(build_pipeline())
+        return builds[-1]
+
+    def request(_: int) -> Pipeline:
+        try:
+            return live.get()
+        finally:
+            connection.close()  # the thread's own database connection
+
+    live = LivePipeline(build)
+    first = live.get()
+    snapshot.bump()
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(request, range(32)))
+
+    assert len(builds) == 2  # the first, and one rebuild however the threads interleave
+    assert {id(p) for p in served} <= {id(first), id(builds[1])}
+    assert live.get() is builds[1]
+
+
+def test_while_redis_is_unreachable_the_last_pipeline_serves_and_a_change_is_seen_after(
+    admin: Any, django_assert_num_queries: Any
+) -> None:
+    # a client set up as sync_redis() is, of a port nothing listens on
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1.0, retry=retry)
+    current = {"client": sync_redis()}
+    live = LivePipeline(build_pipeline, redis=lambda: current["client"])
+    first = live.get()
+
+    current["client"] = dead  # Redis goes away; meanwhile staff add a term
+    lists.create_list(
+        admin.user, None, "staff-terms", "lexicon", items=[{"text": TERM, "category": CATEGORY}]
+    )
+    snapshot.bump()
+    with django_assert_num_queries(0):
+        during = [live.get() for _ in range(3)]
+    current["client"] = sync_redis()  # Redis is back: tried again within a second
+    rebuilt = wait_for(
+        lambda: (p := live.get()) is not first and p, timeout_s=5, what="a rebuilt pipeline"
+    )
+
+    assert all(p is first for p in during)
+    assert rebuilt.run(ALONE).categories[CATEGORY]
+
+
+def decisions(action: str) -> float:
+    labels = {"direction": "input", "action": action}
+    return REGISTRY.get_sample_value("openmaas_moderation_decisions_total", labels) or 0.0
+
+
+def test_results_are_counted_as_input_decisions_in_prometheus(live_portal: str, owner: Any) -> None:
+    flags, allows = decisions("flag"), decisions("allow")
+
+    sdk(live_portal, owner.key).moderations.create(input=[OFFENSIVE, HARMLESS, HARMLESS])
+
+    assert (decisions("flag") - flags, decisions("allow") - allows) == (1.0, 2.0)
