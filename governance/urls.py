@@ -2,15 +2,13 @@
 catch-all) and ``/api/governance/`` (policies and lists, the review queue and audit log,
 provenance and verification, compliance reports, classifiers)."""
 
-from django.urls import URLPattern, include, path
+from django.urls import include, path
 
 from governance import v1
 
-
-def v1_urlpatterns(count: v1.Count | None = None) -> list[URLPattern]:
-    """``/v1/moderations``, its results counted by ``count(direction, action)``."""
-    return [path("v1/moderations", v1.ModerationsView.as_view(count=count), name="v1-moderations")]
-
+v1_urlpatterns = [
+    path("v1/moderations", v1.ModerationsView.as_view(), name="v1-moderations"),
+]
 
 urlpatterns = [
     path("", include("governance.api.policies")),

@@ -30,9 +30,8 @@ retried a second later. Only a process that never built one answers 503.
 Limits (settings, with defaults): ``MODERATION_MAX_INPUTS`` (32) strings per request,
 ``MODERATION_MAX_CHARS`` (32,000) characters per string.
 
-Each result is counted as an ``input`` decision (``flag`` or ``allow``) by the counter
-the project wiring hands the view (``ModerationsView.as_view(count=...)``: the gateway's
-``openmaas_moderation_decisions``; governance may not import ``portal.gateway``).
+Each result is counted in ``openmaas_moderation_decisions_total`` (``governance.metrics``)
+as source ``moderations``, direction ``input``, action ``flag`` or ``allow``.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.metrics import count_decision
 from governance.moderation import classifier
 from governance.moderation.guard import GuardChecker
 from governance.moderation.pipeline import Pipeline, Verdict
@@ -84,7 +84,6 @@ PLATFORM_CODES = (*RISKS, *DETECTORS)
 REDIS_RETRY_S = 1.0  # after Redis failed, the counter is not read again for this long
 REBUILD_RETRY_S = 1.0  # after a rebuild failed, it is not tried again for this long
 
-Count = Callable[[str, str], None]  # (direction, action): one moderation decision
 # (the snapshot's version, None when Redis could not be read; the classifier generation)
 Key = tuple[int | None, int]
 
@@ -375,8 +374,6 @@ class ModerationsView(APIView):
     renderer_classes = [JSONRenderer]
     parser_classes = [SafeJSONParser]
     content_negotiation_class = JSONOnly
-    # Where each result's decision is counted; the wiring's ``as_view(count=...)`` sets it.
-    count: Count | None = None
 
     def get_exception_handler(self) -> Any:
         return v1_exception_handler
@@ -396,8 +393,7 @@ class ModerationsView(APIView):
         checks = pipeline()
         guard = classifiers.guard_checker()
         verdicts = [moderate(text, checks, guard) for text in texts]
-        if self.count is not None:
-            for verdict in verdicts:
-                self.count("input", "flag" if verdict.flagged else "allow")
+        for verdict in verdicts:
+            count_decision("moderations", "input", "flag" if verdict.flagged else "allow")
         results = [result_object(verdict) for verdict in verdicts]
         return Response({"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results})

@@ -10,7 +10,6 @@ from governance import urls as governance_urls
 from portal import views
 from portal.errors import openai_error_body
 from portal.gateway.app import handles as gateway_handles
-from portal.gateway.moderation import count_decision
 from training import urls as training_urls
 
 
@@ -63,9 +62,8 @@ urlpatterns = [
     ),
     # OpenAI's /v1/fine_tuning (Django): before the /v1 catch-all too.
     *training_urls.v1_urlpatterns,
-    # OpenAI's /v1/moderations (Django): before the /v1 catch-all too; its results are
-    # counted with the gateway's moderation decisions.
-    *governance_urls.v1_urlpatterns(count=count_decision),
+    # OpenAI's /v1/moderations (Django): before the /v1 catch-all too.
+    *governance_urls.v1_urlpatterns,
     # Matches every /v1 path (``/v1`` itself too), so APPEND_SLASH never redirects one.
     re_path(r"^v1(?:/(?P<rest>.*))?$", v1_not_found),
 ]

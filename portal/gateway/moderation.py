@@ -14,8 +14,10 @@ top-level ``aigc`` field and the ``x-aigc-label`` header, or for streams the
 ``x-aigc-content-id`` header and an ``aigc`` chunk before ``data: [DONE]``), and a
 provenance event. Decisions other than allow become events on the governance stream,
 sent with the ledger's write (:meth:`Governed.finish`); allow decisions are only counted
-in Prometheus. The classifier checks a streamed answer once it has been sent, off the
-request's path, and can then only flag it.
+in Prometheus (``governance.metrics``). The dear stages (the classifier) run batched over
+the requests of one turn of the event loop (:class:`DearStages`); on a streamed answer,
+and on input whose policy they cannot make block, they run after the answer is sent and
+can then only flag.
 
 The snapshot is checked for a new version at most once a second, in a task of its own;
 a new one is built in a thread while the old one keeps serving.
@@ -34,7 +36,6 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from governance.inline import (
@@ -49,6 +50,7 @@ from governance.inline import (
 )
 from governance.labels.implicit import header_value, make_label
 from governance.labels.text import text_sha256
+from governance.metrics import count_decision
 from governance.moderation.types import CheckResult
 from governance.policy import ActionName, Policy
 from governance.services import snapshot as snapshots
@@ -57,22 +59,6 @@ from portal.errors import PermissionDenied, PlatformError
 from portal.limits.wire import wire
 
 logger = logging.getLogger(__name__)
-
-DECISIONS = Counter(
-    "openmaas_moderation_decisions",
-    "Inline moderation decisions of the gateway, by direction and action.",
-    ["direction", "action"],
-)
-_counters: dict[tuple[str, str], Any] = {}
-
-
-def count_decision(direction: str, action: str) -> None:
-    """Count one decision (children looked up once: ``labels()`` locks and builds a key)."""
-    counter = _counters.get((direction, action))
-    if counter is None:
-        counter = _counters[(direction, action)] = DECISIONS.labels(direction, action)
-    counter.inc()
-
 
 CHECK_EVERY_S = 1.0
 CONTEXT_MESSAGES = 20
@@ -309,7 +295,7 @@ class Governed:
     def decided(self, check: Check, action: ActionName | None = None, answer: str = "") -> None:
         """Count a decision; keep an event unless it allowed the text."""
         action = action or check.action
-        count_decision(check.direction, action)
+        count_decision("gateway", check.direction, action)
         if action == "allow":
             return
         suffix = "in" if check.direction == "input" else "out"
@@ -438,7 +424,7 @@ class Governed:
             for code, score in final.verdict.scores.items():
                 scores[code] = max(scores.get(code, 0.0), score)
         text = filtered.text(0)
-        count_decision("output", action)
+        count_decision("gateway", "output", action)
         if action == "allow":
             return
         self.events.append(

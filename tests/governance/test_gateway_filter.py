@@ -191,7 +191,7 @@ def test_redaction_masks_a_phone_number_split_across_chunks_and_the_label_verifi
 def test_a_blocked_non_streamed_answer_is_replaced_by_the_notice(live_portal, owner, scripted):
     served, script = scripted
     script.chunks = ["这里是", VIOLATION, "的方法"]
-    blocked = {"direction": "output", "action": "block"}
+    blocked = {"source": "gateway", "direction": "output", "action": "block"}
     before = REGISTRY.get_sample_value("openmaas_moderation_decisions_total", blocked) or 0
     response = post(live_portal, owner.key, chat(served))
     assert response.status_code == 200
@@ -328,9 +328,7 @@ def classifier_loaded(url: str, key: str, served: str) -> None:
     """A first answer (once the gateway's routes have the new replicas) loads its
     governance snapshot; the classifier joins in the background (the cheap stages serve
     until then)."""
-    wait_for(
-        lambda: post(url, key, chat(served)).status_code == 200, timeout_s=30, what="a route"
-    )
+    wait_for(lambda: post(url, key, chat(served)).status_code == 200, timeout_s=30, what="a route")
     wait_for(
         lambda: moderation.state.guard is not None and bool(moderation.state.guard.dear),
         timeout_s=60,

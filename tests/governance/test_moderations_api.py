@@ -380,7 +380,7 @@ def test_while_redis_is_unreachable_the_last_pipeline_serves_and_a_change_is_see
 
 
 def decisions(action: str) -> float:
-    labels = {"direction": "input", "action": action}
+    labels = {"source": "moderations", "direction": "input", "action": action}
     return REGISTRY.get_sample_value("openmaas_moderation_decisions_total", labels) or 0.0
 
 
