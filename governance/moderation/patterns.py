@@ -90,7 +90,10 @@ class PatternChecker:
             try:
                 found = [
                     Span(m.start(), m.end(), pattern.category, self.name, pattern.name)
-                    for m in pattern.compiled.finditer(text, timeout=self.timeout)
+                    # concurrent=False: keep the GIL. Releasing and taking it back for
+                    # each short text costs more than the match itself, and far more
+                    # when another thread of the process (the gateway has a few) runs.
+                    for m in pattern.compiled.finditer(text, concurrent=False, timeout=self.timeout)
                 ]
             except TimeoutError:
                 timed_out.append(pattern.name)
