@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,8 +273,7 @@ class _Lane:
     """One choice index of a streamed answer."""
 
     sent: list[str] = field(default_factory=list)
-    tail: str = ""  # the last ``lookback`` characters sent
-    held: int = 0  # characters held back in queued events
+    held: int = 0  # characters held back in queued (checked, unsent) events
     started: bool = False
     finished: bool = False
 
@@ -309,10 +309,14 @@ class StreamFilter:
         self.label = policy.labels.get("text", "")
         self._text = _CHAT_TEXT if kind == "chat" else _COMPLETION_TEXT
         self.lanes: dict[int, _Lane] = {}
-        self.queue: list[_Event] = []  # checked, not sent yet
+        self.queue: deque[_Event] = deque()  # checked, not sent yet
+        # The bytes around the content of a plain event of one lane, learnt from the
+        # first one: (index, before, after). Engines repeat them exactly (same id,
+        # created, model), so later events are read with two byte comparisons.
+        self.shape: tuple[int, bytes, bytes] | None = None
         self.unchecked: list[_Event] = []
         self.waiting = 0  # characters in ``unchecked``
-        self.check_every = max(lookback // 4, 1)
+        self.check_every = max(lookback // 2, 1)
         self.template: dict[str, Any] = {}
         self.action: ActionName = "allow"
         self.categories: set[str] = set()
@@ -336,18 +340,21 @@ class StreamFilter:
         if self.blocked or self.done or not events:
             return b""
         finished = False
+        unchecked, parse, waiting = self.unchecked, self._parse, self.waiting
         for raw in events.split(b"\n\n"):
             if not raw:
                 continue
-            if self._is_done(raw):
+            if raw.endswith(b"[DONE]") and self._is_done(raw):
                 finished = True
                 break
-            if _USAGE_ONLY.search(raw) and b'"usage"' in raw:
+            if b'"usage"' in raw and _USAGE_ONLY.search(raw):
                 self.usage.append(raw + b"\n\n")
                 continue
-            event = self._parse(raw)
-            self.unchecked.append(event)
-            self.waiting += sum(len(p) for p in event.parts.values())
+            event = parse(raw)
+            unchecked.append(event)
+            for part in event.parts.values():
+                waiting += len(part)
+        self.waiting = waiting
         if self.hold and not finished and self.waiting < self.check_every:
             return b""
         if not self._check_waiting():
@@ -377,6 +384,9 @@ class StreamFilter:
         if batch and not self._admit(batch):
             return False
         self.queue.extend(batch)
+        for event in batch:
+            for index, part in event.parts.items():
+                self.lanes[index].held += len(part)
         return True
 
     # -- events -----------------------------------------------------------------
@@ -387,8 +397,18 @@ class StreamFilter:
 
     def _parse(self, raw: bytes) -> _Event:
         """The event's content per lane. The common event (one ``data:`` line, one
-        choice of a lane already started, no finish) is read with byte searches and only
-        its content string decoded; anything else is parsed whole."""
+        choice of a lane already started, no finish) is read with byte comparisons
+        against the learnt :attr:`shape`, else byte searches, and only its content string
+        decoded; anything else is parsed whole."""
+        shape = self.shape
+        if shape is not None and raw.startswith(shape[1]) and raw.endswith(shape[2]):
+            literal = raw[len(shape[1]) : len(raw) - len(shape[2])].decode()
+            try:
+                content, end = _scanstring(literal, 1)
+            except ValueError:
+                end = -1
+            if end == len(literal) and literal.startswith('"'):
+                return _Event(raw, None, {shape[0]: content} if content else {})
         if (
             self.template
             and raw.startswith(b"data:")
@@ -407,6 +427,8 @@ class StreamFilter:
                     if content:
                         lane.started = True
                         event.parts[index] = content
+                        start, end = text.span(1)
+                        self.shape = (index, raw[:start], raw[end:])
                 return event
         return self._parse_full(raw)
 
@@ -460,7 +482,7 @@ class StreamFilter:
             lane = self.lanes[index]
             held = self._held_text(index)
             keep = max(self.lookback - len(held), 0)
-            prefix = (lane.tail[-keep:] if keep else "") + held
+            prefix = (_tail(lane.sent, keep) if keep else "") + held
             window = prefix + "".join(e.parts[index] for e in batch if index in e.parts)
             verdict = self.pipeline.run(window)
             fresh = [s for s in verdict.spans if s.end > len(prefix)]
@@ -525,15 +547,16 @@ class StreamFilter:
         in each of their lanes (all of them when nothing is redacted)."""
         if not self.hold:
             return self._flush()
-        after = {i: len(self._held_text(i)) for i in self.lanes}
+        queue, lookback = self.queue, self.lookback
+        after = {i: lane.held for i, lane in self.lanes.items()}
         out: list[bytes] = []
-        while self.queue:
-            head = self.queue[0]
-            if any(after[i] - len(p) < self.lookback for i, p in head.parts.items()):
+        while queue:
+            parts = queue[0].parts
+            if any(after[i] - len(p) < lookback for i, p in parts.items()):
                 break
-            for i, p in head.parts.items():
+            for i, p in parts.items():
                 after[i] -= len(p)
-            out.append(self._send(self.queue.pop(0)))
+            out.append(self._send(queue.popleft()))
         return b"".join(out)
 
     def _flush(self) -> bytes:
@@ -545,7 +568,7 @@ class StreamFilter:
         for index, part in event.parts.items():
             lane = self.lanes[index]
             lane.sent.append(part)
-            lane.tail = (lane.tail + part)[-self.lookback :]
+            lane.held -= len(part)
         if event.dirty and event.data is not None:
             return b"data: " + _compact(event.data).encode() + b"\n\n"
         return event.raw + b"\n\n"
@@ -561,6 +584,18 @@ class StreamFilter:
         ]
         final = {**self.template, "choices": choices}
         return b"data: " + _compact(final).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def _tail(sent: list[str], size: int) -> str:
+    """The last ``size`` characters of the parts ``sent``."""
+    parts: list[str] = []
+    have = 0
+    for part in reversed(sent):
+        parts.append(part)
+        have += len(part)
+        if have >= size:
+            break
+    return "".join(reversed(parts))[-size:]
 
 
 def _span_scores(spans: list[Span], verdict: Verdict) -> dict[str, float]:

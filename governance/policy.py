@@ -92,6 +92,9 @@ class Outcome:
     categories: tuple[str, ...]  # the categories whose rule fired (action ≠ allow)
 
 
+ALLOW = Outcome("allow", ())
+
+
 @dataclass(frozen=True)
 class Policy:
     """A parsed policy; ``ident`` and ``version`` name the row it came from (0: default)."""
@@ -101,18 +104,30 @@ class Policy:
     labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LABELS))
     ident: int = 0
     version: int = 0
+    # (category, direction) → rule, filled as categories are met (the rules never change).
+    _found: dict[tuple[str, str], Rule | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def rule(self, category: str, direction: DirectionName) -> Rule | None:
         """The most specific rule for ``category`` in ``direction``."""
+        try:
+            return self._found[(category, direction)]
+        except KeyError:
+            pass
         risk = DETECTORS.get(category, category)
+        found = None
         for key in dict.fromkeys((category, risk, risk.split("_")[0], "default")):
             found = self.rules.get(key, {}).get(direction)
             if found is not None:
-                return found
-        return None
+                break
+        self._found[(category, direction)] = found
+        return found
 
     def outcome(self, direction: DirectionName, scores: Mapping[str, float]) -> Outcome:
         """The action for a text with these category scores."""
+        if not scores:
+            return ALLOW
         action: ActionName = "allow"
         fired: list[str] = []
         for category, score in scores.items():
