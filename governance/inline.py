@@ -335,7 +335,7 @@ class StreamFilter:
     def feed(self, events: bytes) -> bytes:
         """The bytes to send for these whole events. New content is checked in batches,
         one window per lane: what arrived together at once, and while text is held back
-        anyway (a redacting policy), until ``lookback // 4`` new characters are waiting,
+        anyway (a redacting policy), until ``lookback // 2`` new characters are waiting,
         so a fast upstream costs a few checks per answer rather than one per token."""
         if self.blocked or self.done or not events:
             return b""
