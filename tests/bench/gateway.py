@@ -12,6 +12,10 @@ replica pointing at the stub. Then ``wrk``, in its own process, drives
   settings, so key authentication, the Redis limiter and the usage stream are in the
   path (1 and 2 workers);
 - *gateway, limits off*: the same with ``GATEWAY_LIMITS=0 GATEWAY_METERING=0``;
+- *gateway, limits on + inline moderation*: the defaults as shipped, which also put the
+  governance filter (``GOVERNANCE_INLINE``, issue 9) in the path; the rows above run
+  with it off, so that they compare limits and metering alone, as LiteLLM (which has no
+  moderation in its path) is compared with them;
 - *LiteLLM proxy*: :mod:`tests.bench.litellm_proxy` (its own virtual environment, one
   worker, offline) routing one model to the same stub.
 
@@ -62,6 +66,7 @@ AIM_LIMITS_COST = 0.15  # limits on may be at most this much below limits off (r
 # they never trip, so the limiter does its full work on every request and denies none.
 KEY_LIMITS = {"rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000, "max_concurrent": 10_000}
 SWITCHES = ("GATEWAY_LIMITS", "GATEWAY_METERING")
+INLINE = "GOVERNANCE_INLINE"
 DIRECT = "direct"
 PRELIMINARY = "**Preliminary**"
 LITELLM = "LiteLLM proxy (1 worker)"
@@ -234,7 +239,7 @@ class Stack:
         self.key_limits: dict[str, int] = {}
 
     def start(self) -> None:
-        base = {k: v for k, v in os.environ.items() if k not in SWITCHES}
+        base = {k: v for k, v in os.environ.items() if k not in (*SWITCHES, INLINE)}
         self.env = {
             **base,
             **self.services.start_all(),
@@ -291,12 +296,15 @@ class Stack:
         return url
 
     @contextmanager
-    def gateway(self, workers: int, limits: bool) -> Iterator[tuple[str, int, dict[str, str]]]:
+    def gateway(
+        self, workers: int, limits: bool, inline: bool = False
+    ) -> Iterator[tuple[str, int, dict[str, str]]]:
         """The web process with ``workers`` workers, limits and metering on (default
-        settings) or off, for the duration of the block: its URL, pid (with one worker,
-        the pid of the process that serves) and the headers of a checked answer."""
+        settings) or off, and the inline moderation filter on or off, for the duration
+        of the block: its URL, pid (with one worker, the pid of the process that serves)
+        and the headers of a checked answer."""
         port = free_port()
-        tag = "on" if limits else "off"
+        tag = ("on" if limits else "off") + ("-inline" if inline else "")
         log = self.root / "logs" / f"gateway-{workers}w-{tag}.log"
         argv = [
             sys.executable,
@@ -318,6 +326,7 @@ class Stack:
             "warning",
         ]
         env = dict(self.env) if limits else {**self.env, **{name: "0" for name in SWITCHES}}
+        env[INLINE] = "1" if inline else "0"
         proc = spawn(argv, log=log, env=env, cwd=ROOT)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -330,6 +339,12 @@ class Stack:
                 log=log,
             )
             headers = check_relay(url, self.key, SERVED_NAME, "gateway")
+            if inline:
+                # The filter's classifier loads in the background after the first
+                # request: answers for a few seconds so that it is in before measuring.
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    check_relay(url, self.key, SERVED_NAME, "gateway")
             say(f"gateway ({workers} worker{'s' * (workers > 1)}, limits {tag}) on {url}")
             yield url, proc.pid, headers
         finally:
@@ -690,14 +705,19 @@ def _verdict(ok: bool) -> str:
 
 
 def added_p50_line(
-    by: dict[tuple[str, bool, int], Cell], on: str, off: str, stream: bool, clients: int
+    by: dict[tuple[str, bool, int], Cell],
+    on: str,
+    off: str,
+    stream: bool,
+    clients: int,
+    compare: str = "limits off",
 ) -> str:
     base = by[(DIRECT, stream, clients)]
     added = by[(on, stream, clients)].p50_ms - base.p50_ms
     notes = []
-    if not stream:
+    if not stream and compare == "limits off":
         notes.append(f"aim ≤ {AIM_ADDED_P50_MS:g} ms: {_verdict(added <= AIM_ADDED_P50_MS)}")
-    for name, label in ((off, "limits off"), (LITELLM, "LiteLLM")):
+    for name, label in ((off, compare), (LITELLM, "LiteLLM")):
         other = by.get((name, stream, clients))
         if other is not None:
             notes.append(f"{label} {other.p50_ms - base.p50_ms:+.2f} ms")
@@ -734,6 +754,19 @@ def aims(cells: list[Cell], on: str, off: str, facts: Facts) -> list[str]:
                 f"(aim ≤ {AIM_LIMITS_COST:.0%} slower: {_verdict(cost <= AIM_LIMITS_COST)})"
                 + (f"; not valid: {facts.in_path(on)} with limits on" if facts.in_path(on) else "")
             )
+    moderated = gateway_name(1, True, inline=True)
+    for stream in (False, True):
+        kind = "streamed" if stream else "not streamed"
+        gw, lite = by.get((moderated, stream, most)), by.get((LITELLM, stream, most))
+        plain = by.get((on, stream, most))
+        if gw and plain and plain.rps > 0:
+            share = f"; {gw.rps / lite.rps:,.1f}× LiteLLM" if lite and lite.rps > 0 else ""
+            lines.append(
+                f"- {moderated}, req/s at {most} clients, {kind}: {gw.rps:,.0f} "
+                f"({1 - gw.rps / plain.rps:.1%} below limits on without it{share})"
+            )
+        if by.get((moderated, stream, least)) and by.get((DIRECT, stream, least)):
+            lines.append(added_p50_line(by, moderated, on, stream, least, compare="without"))
     return lines
 
 
@@ -807,7 +840,12 @@ def render(
         "httptools --no-access-log`) → stub, with key authentication and routing in the "
         "path; *limits on* is the default settings (the Redis limiter with the key's "
         "limits, and one usage event per request to the Redis stream), *limits off* is "
-        "`GATEWAY_LIMITS=0 GATEWAY_METERING=0`. *LiteLLM* is its proxy "
+        "`GATEWAY_LIMITS=0 GATEWAY_METERING=0`; both with `GOVERNANCE_INLINE=0`, so they "
+        "compare limits and metering alone (and LiteLLM, which moderates nothing in its "
+        "path, with them). *+ inline moderation* is the shipped defaults: limits, "
+        "metering and the governance filter (input checked before routing, the answer "
+        "checked and labelled, the classifier batched per turn of the event loop). "
+        "*LiteLLM* is its proxy "
         "(`tests/bench/litellm_proxy.py`: own virtual environment, `litellm --config … "
         "--host 127.0.0.1 --num_workers 1`, a master key, no database, "
         "`LITELLM_LOCAL_MODEL_COST_MAP=True`, telemetry off, HTTP(S)_PROXY pointed at a "
@@ -815,9 +853,10 @@ def render(
         f"with its default settings. wrk {plan.threads} thread(s), closed loop, "
         f"{plan.warmup:g} s warm-up then {plan.seconds:g} s measured per run; each row is "
         f"the median of {plan.rounds} run(s) (errors: their sum). *direct* and the 1-worker "
-        "gateway with limits on and off run side by side and are measured in turn, round "
-        "after round (the order reversed every other round), so a change in the machine's "
-        "load falls on all three alike; the others are measured after. Latency is to "
+        "gateways (limits on, off, on + inline moderation) run side by side and are "
+        "measured in turn, round after round (the order reversed every other round), so a "
+        "change in the machine's load falls on all of them alike; the others are measured "
+        "after. Latency is to "
         "the last byte (the whole stream when streamed). The load generator, the proxies, "
         "the stub, Redis and PostgreSQL share the same CPUs. Added latency = proxy − "
         "direct at the same stream/clients; at 64 clients the servers are saturated, so "
@@ -934,8 +973,10 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def gateway_name(workers: int, limits: bool) -> str:
-    return f"gateway, limits {'on' if limits else 'off'} ({workers} worker{'s' * (workers > 1)})"
+def gateway_name(workers: int, limits: bool, inline: bool = False) -> str:
+    moderation = " + inline moderation" if inline else ""
+    plural = "s" * (workers > 1)
+    return f"gateway, limits {'on' if limits else 'off'}{moderation} ({workers} worker{plural})"
 
 
 def measure_gateways(
@@ -950,9 +991,10 @@ def measure_gateways(
             direct = write_scripts(stack.root, stack.key, SERVED_NAME, "direct")
             targets.append(Target(DIRECT, stack.stub_url, direct))
         pid_on = 0
-        for limits in (True, False) if both else (True,):
-            name = gateway_name(workers, limits)
-            url, pid, headers = running.enter_context(stack.gateway(workers, limits))
+        variants = [(True, False), (False, False), (True, True)] if both else [(True, False)]
+        for limits, inline in variants:
+            name = gateway_name(workers, limits, inline)
+            url, pid, headers = running.enter_context(stack.gateway(workers, limits, inline))
             if "x-ratelimit-limit-requests" in headers:
                 facts.ratelimit_header[name] = headers["x-ratelimit-limit-requests"]
             pid_on = pid_on or pid
