@@ -601,7 +601,7 @@ def verify(request: HttpRequest) -> HttpResponse:
                 data = upload.read()
                 result = provenance.verify_file(data, provenance.guess_kind(upload.name, data))
             else:
-                result = provenance.verify_text(form.cleaned_data["text"])
+                result = provenance.verify_text(form.cleaned_data["text"], request.user)
         except PlatformError as exc:
             form.add_error(None, exc.message)
             status = exc.status
