@@ -15,8 +15,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from compute.agent.procs import wait_for
 from compute.api.agent import _desired
-from compute.models import Deployment, Node, Replica
+from compute.models import Deployment, Node, Replica, ReplicaStatus
 from compute.routing import _query_routes
 from governance.labels.text import text_sha256
 from governance.models import Provenance
@@ -246,3 +247,53 @@ def test_routes_and_provenance_rows_record_the_watermark(private_marked, owner):
     events.drain(min_idle_ms=0)
     rows = dict(Provenance.objects.values_list("content_id", "watermarked"))
     assert rows["aigc-wm"] is True and rows["aigc-plain"] is False
+
+
+def test_a_watermarked_answer_through_the_gateway_is_registered_and_detected(
+    live_portal, owner, watermark_engine, tiny_model_dir
+):
+    # given a public model deployed with the watermark, served by the watermarked engine
+    repo = model_repo(owner.user, "tiny", "public")
+    with_tokenizer(repo, tiny_model_dir)
+    dep = Deployment.objects.create(
+        model_version=repo.versions.get(),
+        served_name=SERVED_NAME,
+        engine="transformers",
+        engine_args={"watermark": True},
+        watermark_key=WATERMARK_KEY,
+    )
+    node = Node.objects.create(name="n1", token_hash="f" * 64, status="ready")
+    Replica.objects.create(
+        deployment=dep,
+        node=node,
+        status=ReplicaStatus.READY,
+        url=watermark_engine.base_url,
+        secret=ENGINE_API_KEY,
+    )
+    # when a user asks for an answer through the gateway
+    body = {
+        "model": SERVED_NAME, "messages": [{"role": "user", "content": "Tell me a story."}],
+        "max_tokens": 200, "temperature": 1.0, "seed": 3, "ignore_eos": True,
+    }  # fmt: skip
+    answer = httpx.post(
+        f"{live_portal}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {owner.key}"},
+        json=body,
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    text = answer.json()["choices"][0]["message"]["content"]
+    content_id = answer.json()["aigc"]["ProduceID"]
+
+    # then its provenance records the watermark, and verify says so for the exact text
+    def registered() -> Provenance | None:
+        events.drain(min_idle_ms=0)
+        return Provenance.objects.filter(content_id=content_id).first()
+
+    row = wait_for(registered, timeout_s=10, what="provenance", interval_s=0.05)
+    assert row.watermarked is True
+    exact = verify(stranger(), text)
+    assert exact["found"] is True and exact["watermark"]["applied"] is True
+    # and the detector finds it in the edited text
+    mark = verify(stranger(), edited(text))["watermark"]
+    assert mark["detected"] is True and mark["deployment"] == SERVED_NAME, mark
