@@ -599,7 +599,8 @@ def verify(request: HttpRequest) -> HttpResponse:
         try:
             if upload is not None:
                 data = upload.read()
-                result = provenance.verify_file(data, provenance.guess_kind(upload.name, data))
+                kind = provenance.guess_kind(upload.name, data)
+                result = provenance.verify_file(data, kind, request.user)
             else:
                 result = provenance.verify_text(form.cleaned_data["text"], request.user)
         except PlatformError as exc:

@@ -176,7 +176,8 @@ class VerifyResultSerializer(serializers.Serializer[Any]):
     classification = ClassificationSerializer(allow_null=True)
     watermark = WatermarkResultSerializer(
         allow_null=True,
-        help_text="Texts and content ids: the text watermark, when there is anything to say.",
+        help_text="Texts, content ids and plain-text files: the text watermark, when there "
+        "is anything to say.",
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
@@ -254,7 +255,7 @@ class VerifyView(APIView):
         form.is_valid(raise_exception=True)
         given = form.validated_data
         if "file" in given:
-            result = provenance.verify_file(*_upload(given))
+            result = provenance.verify_file(*_upload(given), request.user)
         elif "text" in given:
             result = provenance.verify_text(given["text"], request.user)
         else:

@@ -328,7 +328,7 @@ def verify_id(content_id: str) -> dict[str, Any]:
     return answer
 
 
-def verify_file(data: bytes, kind: str) -> dict[str, Any]:
+def verify_file(data: bytes, kind: str, user: Any = None) -> dict[str, Any]:
     """Read the implicit label of a file and verify it against the file's content.
 
     ``status``: ``intact`` (our signature matches the content), ``tampered`` with
@@ -336,6 +336,8 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     was labelled), ``label_changed`` (the content is what we exported, the label was
     edited), ``content_or_label_changed`` (neither matches the registry) or ``malformed``;
     ``unverifiable`` (``unknown_producer``: another producer's label), ``unlabelled``.
+    A plain text or Markdown file without a label whose text the registry does not know
+    either goes through the watermark detector, as :func:`verify_text` does.
     Raises :class:`UnreadableFile` (400) for a file that is not of ``kind``.
     """
     name = _kind(kind)
@@ -345,9 +347,12 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     except _UNREADABLE as exc:
         raise UnreadableFile(f"Not a readable {name} file: {exc}") from exc
     status, reason, detail, row = _judge(label, digest)
-    if row is None and label is None and name in ("txt", "md"):
-        row = _generated_text(data.decode("utf-8", errors="replace"))
+    text = data.decode("utf-8", errors="replace") if name in ("txt", "md") else None
+    if row is None and label is None and text is not None:
+        row = _generated_text(text)
     answer = _answer("file", row)
+    if row is None and label is None and text is not None:
+        answer["watermark"] = watermark_answer(user, text)
     verdict, why = classify_upload(data, name, signing_key(), producer=producer())
     answer.update(
         status=status,

@@ -5,6 +5,7 @@ answer of a real watermarked engine, for callers who may see that deployment onl
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import time
 import uuid
@@ -297,3 +298,12 @@ def test_a_watermarked_answer_through_the_gateway_is_registered_and_detected(
     # and the detector finds it in the edited text
     mark = verify(stranger(), edited(text))["watermark"]
     assert mark["detected"] is True and mark["deployment"] == SERVED_NAME, mark
+
+
+def test_an_unlabelled_text_file_goes_through_the_detector(private_marked, owner, marked_text):
+    upload = io.BytesIO(edited(marked_text).encode())
+    upload.name = "answer.txt"
+    response = owner.client().post(URL, {"file": upload}, format="multipart")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "unlabelled" and body["watermark"]["detected"] is True
