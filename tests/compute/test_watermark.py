@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 
 from compute.agent.replica import engine_launch
 from compute.engines.base import EngineArgError, EngineSpec
+from compute.engines.transformers.sampling import WatermarkBias
 from compute.engines.transformers_adapter import TransformersEngine
 from compute.engines.watermark import Watermark, key_bytes, score, z_score
 from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME
@@ -53,6 +54,15 @@ def test_the_engine_tensor_and_the_detector_scalar_agree():
     green = mark.green(42, ids)
     for token in random.Random(1).sample(range(70000), 500):
         assert bool(green[token]) == mark.green(42, token)
+
+
+def test_the_engine_bias_raises_green_logits_by_delta_and_leaves_the_ids_alone():
+    bias = WatermarkBias(Watermark(key_bytes("k"), 0.25, 3.0))
+    logits = torch.zeros(1000, dtype=torch.float16)
+    raised = bias.apply(logits, 9)
+    green = bias.watermark.green(9, torch.arange(1000))
+    assert raised.dtype == torch.float32 and torch.equal(raised, green.float() * 3.0)
+    assert torch.equal(bias.apply(logits, 9), raised)  # its cached ids were not changed
 
 
 def test_random_tokens_score_near_zero_and_repeated_pairs_count_once():

@@ -57,7 +57,7 @@ class WatermarkBias:
         if ids is None or ids.shape[0] != logits.shape[-1] or ids.device != logits.device:
             ids = self._ids = torch.arange(logits.shape[-1], device=logits.device)
         green = self.watermark.green(prev, ids)
-        return logits.float() + green.float() * self.watermark.delta
+        return logits.float().add(green, alpha=self.watermark.delta)
 
 
 def sample_token(
