@@ -3,7 +3,10 @@ the adapter and agent that switch it on and hand it its key (never in argv)."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from compute.engines.base import EngineArgError, EngineSpec
 from compute.engines.transformers.sampling import WatermarkBias
 from compute.engines.transformers_adapter import TransformersEngine
 from compute.engines.watermark import Watermark, key_bytes, score, z_score
-from tests.compute.conftest import ENGINE_API_KEY, SERVED_NAME
+from tests.compute.conftest import ENGINE_API_KEY, REPO_ROOT, SERVED_NAME
 from tests.conftest import WATERMARK_KEY
 
 PROMPT = "Once upon a time"
@@ -193,3 +196,13 @@ def test_reported_logprobs_are_those_of_the_biased_distribution(
         headers={"Authorization": f"Bearer {ENGINE_API_KEY}"},
     ).json()
     assert stats["watermarked_tokens_total"] >= 1
+
+
+def test_the_engine_refuses_to_watermark_without_a_key(tiny_model_dir):
+    env = {**os.environ, "OPENMAAS_ENGINE_API_KEY": "k", "OPENMAAS_WATERMARK_KEY": " "}
+    done = subprocess.run(
+        [sys.executable, "-m", "compute.engines.transformers_server", "--watermark",
+         "--model", str(tiny_model_dir), "--served-model-name", "x"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "OPENMAAS_WATERMARK_KEY" in done.stderr

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,18 @@ def resolve_dtype(name: str, device: torch.device, config: Any) -> torch.dtype:
 
 def watermark_from(args: argparse.Namespace) -> Watermark | None:
     """The watermark ``--watermark`` asks for, keyed by ``OPENMAAS_WATERMARK_KEY`` (the
-    environment: argv is visible to ``ps``); None when off. SystemExit without a key."""
+    environment: argv is visible to ``ps``); None when off. SystemExit (status 2, before
+    the model is loaded when called from :func:`main`) without a key."""
     if not args.watermark:
         return None
     secret = os.environ.get(KEY_ENV, "").strip()
     if not secret:
-        raise SystemExit(f"error: --watermark needs {KEY_ENV} (the deployment's watermark key)")
+        print(
+            f"error: --watermark needs {KEY_ENV} (the deployment's watermark key; the node "
+            "agent sets it)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     return Watermark(key_bytes(secret), args.watermark_gamma, args.watermark_delta)
 
 
@@ -201,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = api_key_from_env()
     if api_key is None:
         return 2
+    watermark_from(args)  # no key: refuse before spending seconds on the model
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     engine = load_engine(args)
