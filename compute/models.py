@@ -78,6 +78,10 @@ class Engine(models.TextChoices):
     VLLM = "vllm", "vLLM (GPU)"
 
 
+def watermark_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class Deployment(models.Model):
     """A model version served under ``served_name`` by ``replicas`` engine replicas."""
 
@@ -90,6 +94,10 @@ class Deployment(models.Model):
     # 0: the engine's default (one whole GPU for GPU engines, none for transformers on CPU).
     gpus_per_replica = models.PositiveIntegerField(default=0)
     engine_args = models.JSONField(default=dict, blank=True)
+    # The secret of the green-list text watermark (engine_args ``watermark``): the engine
+    # plants it, the detector needs it back, so it is kept like a replica's secret (not
+    # hashed) and never shown: it reaches the engine only through the agent's environment.
+    watermark_key = models.CharField(max_length=64, default=watermark_secret, editable=False)
     status = models.CharField(
         max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.ACTIVE
     )
@@ -111,6 +119,11 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.served_name} x{self.replicas}"
+
+    @property
+    def watermarked(self) -> bool:
+        """Whether its engines plant the text watermark (engine_args ``watermark``)."""
+        return (self.engine_args or {}).get("watermark") is True
 
 
 def replica_secret() -> str:

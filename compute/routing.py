@@ -40,6 +40,8 @@ class Route:
     price_output: Decimal = Decimal(0)
     # url -> (replica id, node id), for usage records.
     replica_ids: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Whether its engines plant the text watermark (the deployment's engine_args).
+    watermarked: bool = False
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         """The price of a request in CNY."""
@@ -99,6 +101,7 @@ def _query_routes() -> dict[str, Route]:
             model_version_id=dep.model_version_id,
             price_input=repo.price_input_cny_per_m,
             price_output=repo.price_output_cny_per_m,
+            watermarked=dep.watermarked,
         )
     ready = Replica.objects.filter(
         status=ReplicaStatus.READY,
@@ -115,7 +118,7 @@ def _query_routes() -> dict[str, Route]:
             (url, secret, (replica_id, node_id), set(adapters or []))
         )
     served = ServedAdapter.objects.filter(deployment__status=DeploymentStatus.ACTIVE)
-    for adapter in served.select_related("model_version__repo"):
+    for adapter in served.select_related("model_version__repo", "deployment"):
         if adapter.served_name in routes:
             continue  # a deployment's own name wins
         repo = adapter.model_version.repo
@@ -128,6 +131,7 @@ def _query_routes() -> dict[str, Route]:
             model_version_id=adapter.model_version_id,
             price_input=repo.price_input_cny_per_m,
             price_output=repo.price_output_cny_per_m,
+            watermarked=adapter.deployment.watermarked,
         )
         # Only the base's replicas whose engine reports the adapter loaded serve it.
         for url, secret, ids, names in loaded.get(adapter.deployment_id, []):

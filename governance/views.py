@@ -599,9 +599,10 @@ def verify(request: HttpRequest) -> HttpResponse:
         try:
             if upload is not None:
                 data = upload.read()
-                result = provenance.verify_file(data, provenance.guess_kind(upload.name, data))
+                kind = provenance.guess_kind(upload.name, data)
+                result = provenance.verify_file(data, kind, request.user)
             else:
-                result = provenance.verify_text(form.cleaned_data["text"])
+                result = provenance.verify_text(form.cleaned_data["text"], request.user)
         except PlatformError as exc:
             form.add_error(None, exc.message)
             status = exc.status

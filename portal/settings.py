@@ -440,3 +440,19 @@ CELERY_BEAT_SCHEDULE["governance-retention"] = {
     "schedule": 86400.0,
     "options": {"expires": 3600},
 }
+
+# governance: watermark
+# The green-list text watermark (engine_args ``watermark`` on transformers deployments):
+# /verify reports a text as watermarked when its z-score reaches GOVERNANCE_WATERMARK_Z
+# over at least GOVERNANCE_WATERMARK_MIN_TOKENS scored tokens (the first
+# GOVERNANCE_WATERMARK_MAX_TOKENS of the text are scored), trying at most
+# GOVERNANCE_WATERMARK_DEPLOYMENTS watermarked deployments the caller may see, newest first.
+try:
+    GOVERNANCE_WATERMARK_Z = float(env_str("GOVERNANCE_WATERMARK_Z", "4.0"))
+except ValueError:
+    raise ImproperlyConfigured("GOVERNANCE_WATERMARK_Z must be a number") from None
+if not GOVERNANCE_WATERMARK_Z > 0:
+    raise ImproperlyConfigured("GOVERNANCE_WATERMARK_Z must be above 0")
+GOVERNANCE_WATERMARK_MIN_TOKENS = env_int("GOVERNANCE_WATERMARK_MIN_TOKENS", 16, minimum=1)
+GOVERNANCE_WATERMARK_MAX_TOKENS = env_int("GOVERNANCE_WATERMARK_MAX_TOKENS", 4096, minimum=16)
+GOVERNANCE_WATERMARK_DEPLOYMENTS = env_int("GOVERNANCE_WATERMARK_DEPLOYMENTS", 8, minimum=1)

@@ -219,6 +219,31 @@ def engine_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     assert stop_engine(engine) == 0, f"engine did not exit cleanly on SIGTERM:\n{engine.logs()}"
 
 
+WATERMARK_KEY = "test-watermark-secret"  # the session's watermarked engine plants this key
+
+
+@pytest.fixture(scope="session")
+def watermark_engine(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A second CPU engine over the tiny model that plants the text watermark (default
+    gamma and delta) keyed by :data:`WATERMARK_KEY`, given as the agent gives it: in the
+    environment."""
+    from tests.compute.conftest import start_engine, stop_engine
+
+    log_path = tmp_path_factory.mktemp("watermark-engine-logs") / "engine.log"
+    engine = start_engine(
+        tiny_model_dir,
+        log_path,
+        "--watermark",
+        "--num-threads",
+        "1",
+        env={"OPENMAAS_WATERMARK_KEY": WATERMARK_KEY},
+    )
+    yield engine
+    assert stop_engine(engine) == 0, f"engine did not exit cleanly on SIGTERM:\n{engine.logs()}"
+
+
 @pytest.fixture(scope="session")
 def engine_client(engine_server: Any) -> Iterator[Any]:
     """An HTTP client of the running engine that sends its API key."""

@@ -26,7 +26,12 @@ logger = logging.getLogger("compute.agent")
 MAX_BACKOFF_S = 30.0
 # Engine API keys the agent may itself have been started with: never inherited by engines
 # (each engine gets its own replica's secret from its adapter).
-SECRET_ENV = ("OPENMAAS_ENGINE_API_KEY", "VLLM_API_KEY", "OPENMAAS_NODE_TOKEN")
+SECRET_ENV = (
+    "OPENMAAS_ENGINE_API_KEY",
+    "VLLM_API_KEY",
+    "OPENMAAS_NODE_TOKEN",
+    "OPENMAAS_WATERMARK_KEY",
+)
 HEALTH_TIMEOUT_S = 1.0
 
 
@@ -52,7 +57,8 @@ def engine_launch(
 ) -> Launch:
     """The command and environment of a replica's engine (a pure function of its inputs).
 
-    The engine gets the replica's secret (never started without one) and sees exactly the
+    The engine gets the replica's secret (never started without one), the deployment's
+    watermark key when it plants the watermark (both in its environment), and sees exactly the
     GPUs the portal reserved for it: ``CUDA_VISIBLE_DEVICES`` is always set, to the
     assigned indices, or empty for a CPU replica. Raises ValueError or LookupError.
     """
@@ -77,6 +83,7 @@ def engine_launch(
         extra_args=extra,
         python=python,
         api_key=secret,
+        watermark_key=str(desired.get("watermark_key") or ""),
     )
     adapter = get_engine(engine)
     argv = list(adapter.build_command(spec))

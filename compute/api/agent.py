@@ -142,6 +142,8 @@ def _desired(node: Node, replica: Replica) -> dict[str, Any]:
         "engine_args": dep.engine_args,
         "gpu_indices": replica.gpu_indices,
         "secret": replica.secret,
+        # Only to engines that plant the watermark; like the secret, never in argv or logs.
+        "watermark_key": dep.watermark_key if dep.watermarked else "",
         "model": _model(version),
         "adapters": adapters,
         "restart": replica.status == ReplicaStatus.FAILED,

@@ -33,6 +33,8 @@ class EngineSpec:
     # The replica's secret: the engine serves /v1 only to callers presenting it. It goes to
     # the engine through the environment (``build_env``), never argv (``ps`` shows argv).
     api_key: str = ""
+    # The deployment's watermark secret (engines with ``watermark`` on): environment only.
+    watermark_key: str = ""
 
 
 @runtime_checkable
@@ -107,7 +109,15 @@ def describe_schema(schema: Mapping[str, Option]) -> dict[str, dict[str, object]
 def validate_args(adapter: EngineAdapter, args: Mapping[str, object]) -> None:
     """Raise EngineArgError unless ``args`` would start ``adapter``'s engine: the command
     builder is the one place that knows every rule (types, ranges, combinations)."""
-    spec = EngineSpec("/model", "validation", "127.0.0.1", 8000, args, api_key="validation")
+    spec = EngineSpec(
+        "/model",
+        "validation",
+        "127.0.0.1",
+        8000,
+        args,
+        api_key="validation",
+        watermark_key="validation",
+    )
     adapter.build_command(spec)
     adapter.build_env(spec)
 

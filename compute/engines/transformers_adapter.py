@@ -11,6 +11,12 @@ most ``max_loras`` (default 8) of rank up to ``max_lora_rank`` (default 64, vLLM
 ranks, so an adapter one engine takes the other takes too). Nothing is reserved until an
 adapter loads, unlike vLLM, hence on by default; ``enable_lora=False`` turns it off
 (``--max-loras 0``). The names match vLLM's, so ``engine=auto`` accepts the same LoRA args.
+
+Watermark (off by default): ``watermark=True`` plants the green-list text watermark of
+:mod:`compute.engines.watermark` in every token sampled, with ``watermark_gamma`` (green
+fraction, default 0.25) and ``watermark_delta`` (logit bias, default 2.0), which need
+``watermark=True``. Its key is the deployment's secret (``EngineSpec.watermark_key``); it
+reaches the engine as ``OPENMAAS_WATERMARK_KEY`` in the environment, never in argv.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from compute.engines.base import (
     render_options,
 )
 from compute.engines.vllm import LORA_RANKS
+from compute.engines.watermark import KEY_ENV as WATERMARK_KEY_ENV
+from compute.engines.watermark import MAX_DELTA, MAX_GAMMA, MIN_GAMMA
 
 SERVER_MODULE = "compute.engines.transformers_server"  # thin entry that runs the package's main
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -41,7 +49,13 @@ OPTIONS: dict[str, Option] = {
     "num_threads": Option("--num-threads", int, minimum=0, maximum=1024),
     "max_loras": Option("--max-loras", int, minimum=1, maximum=256),
     "max_lora_rank": Option("--max-lora-rank", int, choices=LORA_RANKS),
+    "watermark": Option("--watermark", bool),
+    "watermark_gamma": Option("--watermark-gamma", float, minimum=MIN_GAMMA, maximum=MAX_GAMMA),
+    "watermark_delta": Option(
+        "--watermark-delta", float, lambda v: 0 < v <= MAX_DELTA, f"a number in (0, {MAX_DELTA}]"
+    ),
 }
+WATERMARK_TUNING = ("watermark_gamma", "watermark_delta")
 # GPU-engine options and the value at which they ask for nothing.
 NEUTRAL: dict[str, Any] = {
     "tensor_parallel_size": 1,
@@ -94,6 +108,7 @@ class TransformersEngine:
                 raise EngineArgError(
                     f"transformers engine: {', '.join(stray)} need enable_lora=True"
                 )
+        _check_watermark(spec, args)
         return [
             spec.python, "-m", SERVER_MODULE,
             "--model", spec.model_dir,
@@ -105,14 +120,30 @@ class TransformersEngine:
         ]  # fmt: skip
 
     def build_env(self, spec: EngineSpec) -> dict[str, str]:
-        check_spec(self.name, spec, SCHEMA)
+        args = check_spec(self.name, spec, SCHEMA)
         # The server only reads the local directory; never let a miss turn into a Hub call.
         # Its API key comes through the environment (not argv: ps shows argv).
-        return {
+        env = {
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             API_KEY_ENV: spec.api_key,
         }
+        if _check_watermark(spec, args):
+            env[WATERMARK_KEY_ENV] = spec.watermark_key
+        return env
+
+
+def _check_watermark(spec: EngineSpec, args: dict[str, object]) -> bool:
+    """Whether the watermark is on; EngineArgError for tuning without it, or no key."""
+    on = checked("transformers", "watermark", args.get("watermark", False), SCHEMA["watermark"])
+    if not on:
+        stray = [k for k in WATERMARK_TUNING if k in args]
+        if stray:
+            raise EngineArgError(f"transformers engine: {', '.join(stray)} need watermark=True")
+        return False
+    if not spec.watermark_key:
+        raise EngineArgError("transformers engine: watermark=True but no watermark key was given")
+    return True
 
 
 def _is_neutral(value: object, neutral: object) -> bool:

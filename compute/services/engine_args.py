@@ -23,6 +23,7 @@ from portal.errors import PlatformError
 from portal.models import ModelVersion
 
 MAX_ARGS = 32
+WATERMARK_ARGS = ("watermark", "watermark_gamma", "watermark_delta")
 
 
 def engines_for(engine: str) -> list[str]:
@@ -39,6 +40,7 @@ def check_engine_args(engine: str, args: Any, version: ModelVersion, gpus_per_re
     per replica to reserve (``tensor_parallel_size`` sets it when it was left at 0)."""
     if not isinstance(args, Mapping) or len(args) > MAX_ARGS:
         raise _bad(f"engine_args must be an object of at most {MAX_ARGS} options.")
+    _check_watermark_engine(engine, args)
     for name in engines_for(engine):
         _check_for(name, engine, args, version)
     _check_lora_paths(args, version)
@@ -67,6 +69,17 @@ def _check_for(name: str, engine: str, args: Mapping[str, Any], version: ModelVe
         validate_args(adapter, args)
     except EngineArgError as exc:
         raise _bad(str(exc)) from None
+
+
+def _check_watermark_engine(engine: str, args: Mapping[str, Any]) -> None:
+    """The watermark needs a logits processor: the transformers engine has one, vLLM (as
+    the platform runs it) none, so ``auto`` (vLLM on GPU nodes) cannot promise it either."""
+    named = [key for key in WATERMARK_ARGS if key in args]
+    if named and Engine.VLLM in engines_for(engine):
+        raise _bad(
+            f"'{named[0]}': the text watermark needs engine='transformers'; the vLLM engine "
+            "has no logits processor for it here."
+        )
 
 
 def _check_lora_paths(args: Mapping[str, Any], version: ModelVersion) -> None:

@@ -3,7 +3,8 @@ export a generated answer as a labelled file; check an uploaded file for AIGC la
 
 ``verify`` is open to anonymous callers (throttled per address by
 ``GOVERNANCE_VERIFY_ANON_RATE``, signed-in callers per user by
-``GOVERNANCE_VERIFY_USER_RATE``); its answers name the served model and times only.
+``GOVERNANCE_VERIFY_USER_RATE``); its answers name the served model and times only, and
+the text watermark is tested only against deployments the caller may see.
 Every upload is refused past ``GOVERNANCE_UPLOAD_MAX_BYTES`` (413). Views check, call
 :mod:`governance.services.provenance`, serialize.
 """
@@ -129,6 +130,31 @@ def _with_label(
     return {**fields, "label": LabelField(allow_null=True, help_text=help_text)}
 
 
+class WatermarkResultSerializer(serializers.Serializer[Any]):
+    """The green-list watermark: planted in a registry generation, or detected in a text."""
+
+    applied = serializers.BooleanField(
+        allow_null=True,
+        help_text="For a text the registry has: whether its generation was watermarked.",
+    )
+    detected = serializers.BooleanField(
+        allow_null=True,
+        help_text="For any other text: whether z reached the threshold (null: not tested).",
+    )
+    z_score = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(
+        allow_null=True, help_text="One-sided normal tail of z for one key."
+    )
+    tokens_scored = serializers.IntegerField(allow_null=True)
+    green_fraction = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField(allow_null=True)
+    deployment = serializers.CharField(
+        allow_null=True, help_text="The served name whose watermark was detected."
+    )
+    model = serializers.CharField(allow_null=True, help_text="Its model repo (namespace/name).")
+    detail = serializers.CharField(allow_blank=True)
+
+
 class VerifyResultSerializer(serializers.Serializer[Any]):
     input = serializers.ChoiceField(choices=["text", "file", "content_id"])
     found = serializers.BooleanField(help_text="Whether the platform's registry has it.")
@@ -148,6 +174,11 @@ class VerifyResultSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField(allow_blank=True)
     detail = serializers.CharField(allow_blank=True)
     classification = ClassificationSerializer(allow_null=True)
+    watermark = WatermarkResultSerializer(
+        allow_null=True,
+        help_text="Texts, content ids and plain-text files: the text watermark, when there "
+        "is anything to say.",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         return _with_label(super().get_fields(), "The AIGC label read or issued.")
@@ -224,9 +255,9 @@ class VerifyView(APIView):
         form.is_valid(raise_exception=True)
         given = form.validated_data
         if "file" in given:
-            result = provenance.verify_file(*_upload(given))
+            result = provenance.verify_file(*_upload(given), request.user)
         elif "text" in given:
-            result = provenance.verify_text(given["text"])
+            result = provenance.verify_text(given["text"], request.user)
         else:
             result = provenance.verify_id(given["content_id"])
         return Response(VerifyResultSerializer(result).data)

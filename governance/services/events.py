@@ -12,7 +12,7 @@ object whose ``kind`` is
     optionally ``provenance`` (as below);
 ``provenance``
     one :class:`~governance.models.Provenance` (content_id, ts, kind, served_name,
-    request_id, user_id, org_id, text_sha256, label);
+    request_id, user_id, org_id, text_sha256, label, watermarked);
 ``offender``
     a user the gateway throttled or suspended (user_id, org_id, level, violations,
     until, reason), applied by ``governance.services.suspensions.apply``.
@@ -242,6 +242,7 @@ def _provenance_row(e: dict[str, Any], known: _Known) -> Provenance | None:
         org_id=known.pick(e.get("org_id"), known.orgs),
         text_sha256=_text(e.get("text_sha256"), 64),
         label=dict(e.get("label") or {}),
+        watermarked=e.get("watermarked") is True,
     )
 
 

@@ -18,6 +18,7 @@ Labels are signed with ``GOVERNANCE_LABEL_KEY`` (``SECRET_KEY`` when unset) and 
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 import zipfile
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from compute.services import watermark
 from governance.labels import files
 from governance.labels.explicit import DEFAULT_TEXT, classify_upload, has_explicit_label
 from governance.labels.implicit import (
@@ -220,11 +222,92 @@ def _check_readback(data: bytes, kind: str, label: dict[str, str], digest: str) 
 # --- verification ------------------------------------------------------------------------
 
 
-def verify_text(text: str) -> dict[str, Any]:
+def verify_text(text: str, user: Any = None) -> dict[str, Any]:
     """Whether the platform generated ``text`` (with or without its explicit label): the
-    first generation with its fingerprint, and whether the registry's label still verifies."""
-    answer = _answer("text", _generated_text(text))
+    first generation with its fingerprint, and whether the registry's label still verifies.
+
+    ``watermark``: for a text the registry has, whether that generation was watermarked
+    (``applied``); for one it has not (edited, say), the detector's answer against the
+    watermarked deployments ``user`` may see (:func:`watermark_answer`), or None when
+    there are none.
+    """
+    row = _generated_text(text)
+    answer = _answer("text", row)
     answer.update(text_sha256=text_sha256(text), explicit_label=has_explicit_label(text))
+    answer["watermark"] = _applied(row) if row is not None else watermark_answer(user, text)
+    return answer
+
+
+def _applied(row: Provenance) -> dict[str, Any]:
+    """The watermark part of an answer for a registry row: whether it was planted."""
+    detail = (
+        "This generation was watermarked."
+        if row.watermarked
+        else "This generation was not watermarked (or was generated before it was recorded)."
+    )
+    return {**_NO_TEST, "applied": row.watermarked, "detail": detail}
+
+
+_NO_TEST: dict[str, Any] = {
+    "applied": None,
+    "detected": None,
+    "z_score": None,
+    "p_value": None,
+    "tokens_scored": None,
+    "green_fraction": None,
+    "threshold": None,
+    "deployment": None,
+    "model": None,
+    "detail": "",
+}
+
+
+def watermark_answer(user: Any, text: str) -> dict[str, Any] | None:
+    """The green-list watermark detector on ``text`` (its explicit label left out) against
+    the watermarked deployments ``user`` may see (``GOVERNANCE_WATERMARK_DEPLOYMENTS``,
+    newest first); None when there are none.
+
+    ``detected`` only when the best z-score reaches ``GOVERNANCE_WATERMARK_Z`` over at
+    least ``GOVERNANCE_WATERMARK_MIN_TOKENS`` scored tokens; ``deployment`` and ``model``
+    are named only then. ``p_value`` is the one-sided normal tail of ``z`` for one key:
+    with several deployments tried, the chance that some key matches unmarked text is at
+    most that many times higher.
+    """
+    detections = watermark.detect(
+        user,
+        canonical_text(text),
+        limit=int(getattr(settings, "GOVERNANCE_WATERMARK_DEPLOYMENTS", 8)),
+        max_tokens=int(getattr(settings, "GOVERNANCE_WATERMARK_MAX_TOKENS", 4096)),
+    )
+    if not detections:
+        return None
+    best = detections[0]
+    z, scored = best.score.z_score, best.score.tokens_scored
+    threshold = float(getattr(settings, "GOVERNANCE_WATERMARK_Z", 4.0))
+    minimum = int(getattr(settings, "GOVERNANCE_WATERMARK_MIN_TOKENS", 16))
+    detected = z >= threshold and scored >= minimum
+    answer = {
+        **_NO_TEST,
+        "detected": detected,
+        "z_score": round(z, 3),
+        "p_value": 0.5 * math.erfc(z / math.sqrt(2)),
+        "tokens_scored": scored,
+        "green_fraction": round(best.score.green_fraction, 4),
+        "threshold": threshold,
+    }
+    if detected:
+        answer.update(deployment=best.deployment.served_name, model=best.model)
+        answer["detail"] = (
+            f"The text carries the watermark of {best.deployment.served_name}: "
+            f"z = {z:.2f} over {scored} tokens (threshold {threshold:g})."
+        )
+    elif scored < minimum:
+        answer["detail"] = f"Too short to test: {scored} tokens scored, {minimum} needed."
+    else:
+        answer["detail"] = (
+            f"No watermark found (best z = {z:.2f} over {scored} tokens, threshold "
+            f"{threshold:g}); this does not show the text is human-written."
+        )
     return answer
 
 
@@ -240,10 +323,12 @@ def verify_id(content_id: str) -> dict[str, Any]:
     answer = _answer("content_id", row)
     if row is not None:
         answer["text_sha256"] = row.text_sha256 or None
+        if row.kind == "text":
+            answer["watermark"] = _applied(row)
     return answer
 
 
-def verify_file(data: bytes, kind: str) -> dict[str, Any]:
+def verify_file(data: bytes, kind: str, user: Any = None) -> dict[str, Any]:
     """Read the implicit label of a file and verify it against the file's content.
 
     ``status``: ``intact`` (our signature matches the content), ``tampered`` with
@@ -251,6 +336,8 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     was labelled), ``label_changed`` (the content is what we exported, the label was
     edited), ``content_or_label_changed`` (neither matches the registry) or ``malformed``;
     ``unverifiable`` (``unknown_producer``: another producer's label), ``unlabelled``.
+    A plain text or Markdown file without a label whose text the registry does not know
+    either goes through the watermark detector, as :func:`verify_text` does.
     Raises :class:`UnreadableFile` (400) for a file that is not of ``kind``.
     """
     name = _kind(kind)
@@ -260,9 +347,12 @@ def verify_file(data: bytes, kind: str) -> dict[str, Any]:
     except _UNREADABLE as exc:
         raise UnreadableFile(f"Not a readable {name} file: {exc}") from exc
     status, reason, detail, row = _judge(label, digest)
-    if row is None and label is None and name in ("txt", "md"):
-        row = _generated_text(data.decode("utf-8", errors="replace"))
+    text = data.decode("utf-8", errors="replace") if name in ("txt", "md") else None
+    if row is None and label is None and text is not None:
+        row = _generated_text(text)
     answer = _answer("file", row)
+    if row is None and label is None and text is not None:
+        answer["watermark"] = watermark_answer(user, text)
     verdict, why = classify_upload(data, name, signing_key(), producer=producer())
     answer.update(
         status=status,
@@ -323,6 +413,7 @@ def _answer(given: str, row: Provenance | None) -> dict[str, Any]:
         "reason": "",
         "detail": "",
         "classification": None,
+        "watermark": None,
     }
     if row is None:
         answer["detail"] = "The platform's registry has no such content."

@@ -247,10 +247,21 @@ class Governed:
         "later_input",
         "payload",
         "policy",
+        "watermarked",
     )
 
-    def __init__(self, ex: Any, grant: Any, payload: dict[str, Any], policy: Policy, guard: Guard):
+    def __init__(
+        self,
+        ex: Any,
+        grant: Any,
+        payload: dict[str, Any],
+        policy: Policy,
+        guard: Guard,
+        watermarked: bool = False,
+    ):
         self.ex = ex
+        # Whether the route's engines plant the text watermark (noted in provenance).
+        self.watermarked = watermarked
         self.grant = grant
         self.payload = payload
         self.policy = policy
@@ -331,6 +342,7 @@ class Governed:
                 "org_id": ids["org_id"],
                 "text_sha256": digest,
                 "label": label,
+                "watermarked": self.watermarked,
             }
         )
         return label
@@ -485,7 +497,8 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
         model_owner_org_id=route.owner_org_id,
         model_owner_user_id=route.owner_user_id,
     )
-    gov = ex.governed = Governed(ex, grant, payload, policy, guard)
+    watermarked = bool(getattr(route, "watermarked", False))
+    gov = ex.governed = Governed(ex, grant, payload, policy, guard, watermarked)
     offender = snapshot.offenders.get(grant.user_id)
     if offender is not None and offender.active():
         await _hold_back(offender, grant.user_id, policy)

@@ -44,8 +44,11 @@ class EngineProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_engine(model_dir: Path, log_path: Path, *extra: str) -> EngineProcess:
-    """Start ``python -m compute.engines.transformers_server`` and wait for /health (200)."""
+def start_engine(
+    model_dir: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> EngineProcess:
+    """Start ``python -m compute.engines.transformers_server`` and wait for /health (200);
+    ``env`` adds to its environment (a watermark key, say)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "compute.engines.transformers_server",
@@ -53,14 +56,17 @@ def start_engine(model_dir: Path, log_path: Path, *extra: str) -> EngineProcess:
         "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", str(MAX_MODEL_LEN), *extra,
     ]  # fmt: skip
-    env = {
+    full_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OPENMAAS_ENGINE_API_KEY": ENGINE_API_KEY,
+        **(env or {}),
     }
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env
+        )
     engine = EngineProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
         wait_for(

@@ -5,7 +5,8 @@ Run it as::
     python -m compute.engines.transformers_server --model DIR --served-model-name NAME \
         --host 127.0.0.1 --port PORT [--max-batch-size 8] [--max-model-len N] \
         [--dtype auto|float32|bfloat16|float16] [--device cpu|cuda] \
-        [--max-loras 8] [--max-lora-rank 64]
+        [--max-loras 8] [--max-lora-rank 64] \
+        [--watermark [--watermark-gamma 0.25] [--watermark-delta 2.0]]
 
 Contract:
 
@@ -23,6 +24,10 @@ Contract:
   serving it at once, and frees its weights when its last running request ends. A request
   whose ``model`` is an adapter's name runs with it; ``/v1/models`` lists each adapter with
   the base as ``parent``. Both routes need the bearer key, like all of ``/v1``.
+* Watermark (off by default): ``--watermark`` plants the green-list text watermark of
+  :mod:`compute.engines.watermark` in every token sampled (greedy included), keyed by
+  ``OPENMAAS_WATERMARK_KEY`` from the environment (the server exits without it); the
+  logprobs it reports are those of the biased distribution it sampled from.
 
 Batching: one scheduler thread owns the model. Requests wait in a queue; at every iteration
 the scheduler admits waiting requests up to ``--max-batch-size``, prefills them together

@@ -11,10 +11,11 @@ import torch
 from compute.engines.transformers.batch import supports_cache_merging
 from compute.engines.transformers.errors import ApiError, invalid_type
 from compute.engines.transformers.lora import AdapterTable, ServedAdapter, read_adapter_config
-from compute.engines.transformers.sampling import SamplingParams
+from compute.engines.transformers.sampling import SamplingParams, WatermarkBias
 from compute.engines.transformers.scheduler import Scheduler
 from compute.engines.transformers.sequence import GenSequence
 from compute.engines.transformers.text import token_bytes
+from compute.engines.watermark import Watermark
 
 if TYPE_CHECKING:
     from compute.engines.transformers.parsing import Fields
@@ -39,6 +40,7 @@ class Engine:
         device: torch.device,
         max_loras: int = 8,
         max_lora_rank: int = 64,
+        watermark: Watermark | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -55,6 +57,8 @@ class Engine:
             use_cache=supports_cache_merging(model),
         )
         self._token_texts: dict[int, tuple[str, bytes]] = {}
+        # Every sequence (base and adapters alike) is watermarked when the deployment is.
+        self.watermark = WatermarkBias(watermark) if watermark is not None else None
         self.adapters = AdapterTable(served_model_name, max_loras, max_lora_rank)
         # One load or unload at a time: each checks the table, then awaits the scheduler.
         self._adapter_lock = asyncio.Lock()
@@ -64,7 +68,7 @@ class Engine:
     ) -> GenSequence:
         """Queue a prompt; ``adapter`` is the internal key from :meth:`check_model`."""
         loop = asyncio.get_running_loop()
-        seq = GenSequence(prompt_ids, params, self.tokenizer, loop, adapter)
+        seq = GenSequence(prompt_ids, params, self.tokenizer, loop, adapter, self.watermark)
         self.scheduler.submit(seq)
         return seq
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compute.engines.watermark import Watermark
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -37,6 +39,25 @@ class TokenLogprob:
     token_id: int
     logprob: float | None = None
     top: tuple[tuple[int, float], ...] = ()
+
+
+class WatermarkBias:
+    """The engine's side of the green-list watermark (:mod:`compute.engines.watermark`):
+    ``delta`` added to the logits of the tokens green after the previous one, before any
+    sampling, so greedy decoding (temperature 0) is watermarked too: the bias can change
+    the argmax. Used on the scheduler thread only (it caches the token ids tensor)."""
+
+    def __init__(self, watermark: Watermark) -> None:
+        self.watermark = watermark
+        self._ids: torch.Tensor | None = None
+
+    def apply(self, logits: torch.Tensor, prev: int) -> torch.Tensor:
+        """One row of logits with the green ones raised (a new tensor, float32)."""
+        ids = self._ids
+        if ids is None or ids.shape[0] != logits.shape[-1] or ids.device != logits.device:
+            ids = self._ids = torch.arange(logits.shape[-1], device=logits.device)
+        green = self.watermark.green(prev, ids)
+        return logits.float().add(green, alpha=self.watermark.delta)
 
 
 def sample_token(

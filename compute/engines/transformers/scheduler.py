@@ -41,6 +41,8 @@ class EngineStats:
     # Decode steps whose batch mixed two or more models (the base, LoRA adapters).
     mixed_adapter_steps: int = 0
     lora_adapters: int = 0  # gauge: adapters in memory, including retiring ones
+    # Tokens sampled with the green-list watermark's bias (compute.engines.watermark).
+    watermarked_tokens_total: int = 0
 
 
 @dataclass
@@ -291,8 +293,16 @@ class Scheduler:
             self._batch.keep(keep)
 
     def _emit(self, seq: GenSequence, logits: torch.Tensor) -> tuple[int, bool]:
-        """Sample, detokenize and hand out one token; returns ``(token, finished)``."""
+        """Sample, detokenize and hand out one token; returns ``(token, finished)``.
+
+        With a watermark the biased logits are the distribution sampled from, so the
+        logprobs reported are theirs too (what was actually sampled, not the bare model's).
+        """
         params = seq.params
+        if seq.watermark is not None:
+            prev = seq.output_ids[-1] if seq.output_ids else seq.prompt_ids[-1]
+            logits = seq.watermark.apply(logits, prev)
+            self.stats.watermarked_tokens_total += 1
         token = sample_token(logits, params, seq.generator)
         info = TokenLogprob(token)
         if params.logprobs is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from compute.engines.transformers.errors import ApiError
-from compute.engines.transformers.sampling import SamplingParams, TokenLogprob
+from compute.engines.transformers.sampling import SamplingParams, TokenLogprob, WatermarkBias
 from compute.engines.transformers.text import IncrementalDetokenizer, StopChecker
 
 # Tokens of the prompt kept as decoding context, so the first generated token keeps the
@@ -47,8 +47,11 @@ class GenSequence:
         tokenizer: Any,
         loop: asyncio.AbstractEventLoop,
         adapter: str | None = None,
+        watermark: WatermarkBias | None = None,
     ) -> None:
         self.prompt_ids = prompt_ids
+        # The deployment's watermark, applied to every token sampled (None: off).
+        self.watermark = watermark
         self.adapter = adapter  # internal LoRA key (lora.LoraModel); None: the base model
         self.params = params
         self.output_ids: list[int] = []

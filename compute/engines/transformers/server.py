@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,16 @@ from compute.engines.optional_imports import skip_unneeded_imports
 from compute.engines.transformers.api import build_app
 from compute.engines.transformers.engine import Engine
 from compute.engines.transformers_adapter import api_key_from_env
+from compute.engines.watermark import (
+    DEFAULT_DELTA,
+    DEFAULT_GAMMA,
+    KEY_ENV,
+    MAX_DELTA,
+    MAX_GAMMA,
+    MIN_GAMMA,
+    Watermark,
+    key_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,23 @@ def resolve_dtype(name: str, device: torch.device, config: Any) -> torch.dtype:
     if isinstance(declared, str):
         declared = getattr(torch, declared, None)
     return declared if declared in (torch.float16, torch.bfloat16) else torch.float32
+
+
+def watermark_from(args: argparse.Namespace) -> Watermark | None:
+    """The watermark ``--watermark`` asks for, keyed by ``OPENMAAS_WATERMARK_KEY`` (the
+    environment: argv is visible to ``ps``); None when off. SystemExit (status 2, before
+    the model is loaded when called from :func:`main`) without a key."""
+    if not args.watermark:
+        return None
+    secret = os.environ.get(KEY_ENV, "").strip()
+    if not secret:
+        print(
+            f"error: --watermark needs {KEY_ENV} (the deployment's watermark key; the node "
+            "agent sets it)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return Watermark(key_bytes(secret), args.watermark_gamma, args.watermark_delta)
 
 
 def load_engine(args: argparse.Namespace) -> Engine:
@@ -77,6 +105,7 @@ def load_engine(args: argparse.Namespace) -> Engine:
         device=device,
         max_loras=args.max_loras,
         max_lora_rank=args.max_lora_rank,
+        watermark=watermark_from(args),
     )
 
 
@@ -134,6 +163,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch intra-op threads (0: torch's default). Small models on a busy host "
         "are faster with 1, since waiting on a descheduled worker thread dominates.",
     )
+    parser.add_argument(
+        "--watermark",
+        action="store_true",
+        help=f"plant the green-list text watermark (key from {KEY_ENV})",
+    )
+    parser.add_argument(
+        "--watermark-gamma",
+        type=float,
+        default=DEFAULT_GAMMA,
+        help="fraction of the vocabulary that is green at each step",
+    )
+    parser.add_argument(
+        "--watermark-delta",
+        type=float,
+        default=DEFAULT_DELTA,
+        help="logit bias added to green tokens",
+    )
     args = parser.parse_args(argv)
     if args.max_batch_size < 1:
         parser.error("--max-batch-size must be at least 1")
@@ -145,6 +191,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--max-lora-rank must be at least 1")
     if args.num_threads < 0:
         parser.error("--num-threads must be 0 or more")
+    if not MIN_GAMMA <= args.watermark_gamma <= MAX_GAMMA:
+        parser.error(f"--watermark-gamma must be in [{MIN_GAMMA}, {MAX_GAMMA}]")
+    if not 0 < args.watermark_delta <= MAX_DELTA:
+        parser.error(f"--watermark-delta must be in (0, {MAX_DELTA}]")
     return args
 
 
@@ -158,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = api_key_from_env()
     if api_key is None:
         return 2
+    watermark_from(args)  # no key: refuse before spending seconds on the model
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     engine = load_engine(args)
