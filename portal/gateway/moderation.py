@@ -497,8 +497,7 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
         model_owner_org_id=route.owner_org_id,
         model_owner_user_id=route.owner_user_id,
     )
-    watermarked = bool(getattr(route, "watermarked", False))
-    gov = ex.governed = Governed(ex, grant, payload, policy, guard, watermarked)
+    gov = ex.governed = Governed(ex, grant, payload, policy, guard, route.watermarked)
     offender = snapshot.offenders.get(grant.user_id)
     if offender is not None and offender.active():
         await _hold_back(offender, grant.user_id, policy)
