@@ -66,6 +66,9 @@ AIM_LIMITS_COST = 0.15  # limits on may be at most this much below limits off (r
 # they never trip, so the limiter does its full work on every request and denies none.
 KEY_LIMITS = {"rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000, "max_concurrent": 10_000}
 SWITCHES = ("GATEWAY_LIMITS", "GATEWAY_METERING")
+# ``taskset`` prefix for the 1-worker proxies (the gateway's and LiteLLM's worker), set by
+# :func:`pin_cpus`; everything else then runs on the other CPUs.
+PROXY_CPU: list[str] = []
 INLINE = "GOVERNANCE_INLINE"
 DIRECT = "direct"
 PRELIMINARY = "**Preliminary**"
@@ -128,6 +131,7 @@ class Facts:
     litellm_version: str = ""
     litellm_error: str = ""
     outbound_attempts: list[str] = field(default_factory=list)
+    pinning: str = ""
 
     def in_path(self, target: str) -> str:
         """Why limits and metering were not seen in ``target``'s path ("" if they were)."""
@@ -327,6 +331,8 @@ class Stack:
         ]
         env = dict(self.env) if limits else {**self.env, **{name: "0" for name in SWITCHES}}
         env[INLINE] = "1" if inline else "0"
+        if workers == 1:
+            argv = [*PROXY_CPU, *argv]
         proc = spawn(argv, log=log, env=env, cwd=ROOT)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -830,7 +836,8 @@ def render(
         f"Python {platform.python_version()}, {wrk_version()}, LiteLLM "
         f"{facts.litellm_version or 'not measured'}. Load average (1/5/15 min) before "
         f"the run: {load_before}; after: {load_average()} (anything above ~0.5 before the "
-        "run means other work shared the CPUs: expect noisier numbers, the tails most).",
+        "run means other work shared the CPUs: expect noisier numbers, the tails most). "
+        f"CPUs: {facts.pinning or 'not pinned'}.",
         "",
         f"`POST {PATH}` with a small chat body (`max_tokens` 8) and `Authorization: Bearer "
         "sk-…`, on loopback, against a stub engine that answers at once "
@@ -857,8 +864,8 @@ def render(
         "measured in turn, round after round (the order reversed every other round), so a "
         "change in the machine's load falls on all of them alike; the others are measured "
         "after. Latency is to "
-        "the last byte (the whole stream when streamed). The load generator, the proxies, "
-        "the stub, Redis and PostgreSQL share the same CPUs. Added latency = proxy − "
+        "the last byte (the whole stream when streamed). The load generator, the stub, "
+        "Redis and PostgreSQL share the other CPUs. Added latency = proxy − "
         "direct at the same stream/clients; at 64 clients the servers are saturated, so "
         "latency there is mostly queueing (≈ clients ÷ req/s). errors = socket errors + "
         "non-2xx answers.",
@@ -954,6 +961,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not give the 1-worker proxies a CPU of their own (see pin_cpus)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1022,7 +1034,7 @@ def measure_litellm(stack: Stack, plan: Plan, facts: Facts) -> list[Cell]:
     cells: list[Cell] = []
     try:
         with litellm_proxy.litellm_proxy(
-            venv, stack.stub_url, stack.root, stack.env, litellm_ready, trap
+            venv, stack.stub_url, stack.root, stack.env, litellm_ready, trap, PROXY_CPU
         ) as url:
             # Its first answers are slow (lazy imports): a generous limit for the check.
             check_relay(url, key, model, "LiteLLM", timeout=60)
@@ -1058,6 +1070,24 @@ def run(args: argparse.Namespace, root: Path, facts: Facts) -> list[Cell]:
         stack.close()
 
 
+def pin_cpus() -> str:
+    """Give the 1-worker proxies the last CPU and this process (and so the services, the
+    stub and wrk, which it starts) the others, so that a proxy's worker never waits for a
+    CPU that the load generator or the stub holds, whatever the rest of the machine does
+    meanwhile; the proxies compared are pinned alike. Multi-worker rows are not pinned.
+    Returns how, for the report."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return "not pinned (one CPU or no taskset)"
+    proxy, rest = cpus[-1], cpus[:-1]
+    os.sched_setaffinity(0, rest)
+    PROXY_CPU[:] = ["taskset", "-c", str(proxy)]
+    return (
+        f"1-worker proxies pinned to CPU {proxy}, the load generator, stub, PostgreSQL "
+        f"and Redis to CPU{'s' * (len(rest) > 1)} {','.join(map(str, rest))}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
@@ -1069,6 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = load_average()
     root = Path(tempfile.mkdtemp(prefix="openmaas-bench-"))
     facts = Facts()
+    facts.pinning = "not pinned (--no-pin)" if args.no_pin else pin_cpus()
     try:
         cells = run(args, root, facts)
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,13 +183,16 @@ def litellm_proxy(
     base_env: dict[str, str],
     ready: Callable[[str], bool],
     trap: ProxyTrap,
+    prefix: Sequence[str] = (),
 ) -> Iterator[str]:
-    """The proxy for the duration of the block; yields its URL once ``ready(url)``."""
+    """The proxy for the duration of the block; yields its URL once ``ready(url)``.
+    ``prefix``: put before the command (e.g. ``taskset -c 1``)."""
     config = folder / "litellm.yaml"
     config.write_text(config_yaml(stub_url))
     port = free_port()
     log = folder / "logs" / "litellm.log"
     argv = [
+        *prefix,
         str(venv / "bin" / "litellm"),
         "--config",
         str(config),
