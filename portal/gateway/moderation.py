@@ -96,7 +96,7 @@ def background(work: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
-DEFER_S = 0.01
+DEFER_S = 0.002
 MAX_BATCH = 256
 Results = list[dict[str, CheckResult]]  # per text: checker name → result
 
