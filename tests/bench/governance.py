@@ -109,6 +109,7 @@ class GatewayLatency:
     classifier_ms: float  # the whole-answer classifier check, median, in this process
     cpu_off_ms: float  # the gateway process's CPU time per measured request
     cpu_on_ms: float
+    pinning: str = ""  # how the CPUs were shared (tests.bench.gateway.pin_cpus)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -181,7 +182,10 @@ def measure_gateway(requests: int, answer_bytes: int, chunk_chars: int) -> Gatew
             "messages": [{"role": "user", "content": "Tell me about foxes and dogs."}],
         }
     ).encode()
+    from tests.bench.gateway import pin_cpus
+
     before = load_average()
+    pinning = pin_cpus()
     root = Path(tempfile.mkdtemp(prefix="openmaas-bench-governance-"))
     stack = ScriptedStack(root)
     try:
@@ -226,6 +230,7 @@ def measure_gateway(requests: int, answer_bytes: int, chunk_chars: int) -> Gatew
             _classifier_ms("".join(answer_chunks(answer_bytes, chunk_chars))),
             cpu_off,
             cpu_on,
+            pinning,
         )
     finally:
         stack.close()
@@ -256,7 +261,7 @@ def cpu_seconds(pid: int) -> float:
 def _gateway(stack: Any, inline: bool) -> Iterator[tuple[str, int]]:
     """One gateway worker (uvloop, httptools) with ``GOVERNANCE_INLINE`` on or off."""
     from compute.agent.procs import free_port, spawn, stop, wait_for
-    from tests.bench.gateway import http
+    from tests.bench.gateway import PROXY_CPU, http
 
     port = free_port()
     tag = "on" if inline else "off"
@@ -267,7 +272,7 @@ def _gateway(stack: Any, inline: bool) -> Iterator[tuple[str, int]]:
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**stack.env, "GOVERNANCE_INLINE": "1" if inline else "0"}
-    proc = spawn(argv, log=log, env=env, cwd=ROOT)
+    proc = spawn([*PROXY_CPU, *argv], log=log, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(
@@ -321,12 +326,15 @@ def gateway_lines(latency: GatewayLatency) -> list[str]:
         f"{latency.cpu_on_ms:.2f} ms (+{latency.cpu_on_ms - latency.cpu_off_ms:.2f} ms, the "
         "deferred checks included). "
         f"Load average before: {latency.load_before}; "
-        f"after: {latency.load_after} on {os.cpu_count()} CPUs shared with other work, so "
-        "p99 mostly measures waiting for a core.",
+        f"after: {latency.load_after} on {os.cpu_count()} CPUs "
+        f"({latency.pinning.replace('1-worker proxies', 'gateways')}); a load above ~0.5 "
+        "before means other work shared the CPUs, and p99 then mostly measures waiting "
+        "for a core.",
         "",
         "Not in these numbers: the classifier's check of the whole streamed answer, which "
-        "runs after its last byte is sent (it can then only flag the answer for review); "
-        "with the targets in turn it is done before that gateway's next request. It costs "
+        "runs after its last byte is sent, batched with other requests' checks (it can then "
+        "only flag the answer for review); with the targets in turn it is done before that "
+        "gateway's next request. Alone, it costs "
         f"{latency.classifier_ms:.2f} ms of CPU per {latency.answer_bytes:,}-byte answer "
         "(median, measured in the bench process), which a client sending its next request "
         "at once to the same worker would wait for.",
