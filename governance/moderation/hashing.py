@@ -44,7 +44,7 @@ _F1 = np.uint32(0x85EBCA6B)
 _F2 = np.uint32(0xC2B2AE35)
 # Up to this many characters, hashing each n-gram in a call costs less than numpy's
 # fixed cost per operation (measured: equal at about 60 ASCII or 120 CJK characters).
-_SHORT = 100
+SHORT = 100
 _ZERO = np.zeros(1, dtype=np.int64)
 _NO_COLUMNS = np.zeros(0, dtype=np.int64)
 _NO_VALUES = np.zeros(0, dtype=np.float64)
@@ -75,7 +75,7 @@ class CharNgramHasher:
         self.alternate_sign = alternate_sign
         self.norm = norm
         # Texts up to this many characters hash n-gram by n-gram (see _hashes_python).
-        self.short = _SHORT
+        self.short = SHORT
         self._padding = bytes(4 * high)  # the most UTF-8 bytes an n-gram can have
         self._reference: Any = None
 
