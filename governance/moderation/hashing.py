@@ -106,14 +106,11 @@ class CharNgramHasher:
         """One text's row: its columns, ascending and distinct, and their values. Raises
         ``UnicodeEncodeError`` for a lone surrogate, as scikit-learn does."""
         text = _WHITE_SPACES.sub(" ", text.lower() if self.lowercase else text)
-        low, high = self.ngram_range
         length = len(text)
-        if length < low:
+        if length < self.ngram_range[0]:
             return _NO_COLUMNS, _NO_VALUES
-        if length <= self.short:
-            hashed = self._hashes_python(text)
-        else:
-            hashed = self._hashes_numpy(text)
+        short = length <= self.short
+        hashed = self._hashes_python(text) if short else self._hashes_numpy(text)
         columns = np.abs(hashed.astype(np.int64))
         # abs(-2**31) % n equals scikit-learn's (2**31 - 1 - (n - 1)) % n for that case.
         columns %= self.n_features
@@ -149,7 +146,7 @@ class CharNgramHasher:
         top = min(high, length)
         begins = [offsets[: length - n + 1] for n in range(low, top + 1)]
         sizes = np.concatenate(
-            [offsets[n : length + 1] - b for n, b in zip(range(low, top + 1), begins)]
+            [offsets[n : length + 1] - b for n, b in zip(range(low, top + 1), begins, strict=True)]
         )
         return _murmur3(data, np.concatenate(begins), sizes).view(np.int32)
 

@@ -26,9 +26,18 @@ import opencc
 ZERO_WIDTH = frozenset(
     "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
 )
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-# Separators: not a word character, not clause punctuation or a newline; "_" too.
-_SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
+_CJK_CLASS = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]"
+_CJK = re.compile(_CJK_CLASS)
+# A separator: not a word character, not clause punctuation or a newline; "_" too.
+_SEPARATOR = r"(?:[^\w,!?;:。、\n]|_)"
+# An inserted separator run: a whole run of one to four separators between two letters
+# or digits (isalnum: \w but "_"), one of them CJK; a longer run is kept. One pass in C.
+_ALNUM = r"[^\W_]"
+# (A code point of the CJK blocks unassigned in this Python's Unicode is no letter.)
+_INSERTED = re.compile(
+    f"(?<={_CJK_CLASS})(?<={_ALNUM}){_SEPARATOR}{{1,4}}(?={_ALNUM})"
+    f"|(?<={_ALNUM}){_SEPARATOR}{{1,4}}(?={_CJK_CLASS})(?={_ALNUM})"
+)
 
 # Marks a zero-width character in the fast fold; a text holding NUL itself just takes the
 # slow path.
@@ -92,7 +101,7 @@ def _fold_char(ch: str) -> str:
 
 
 def _drop_inserted(original: str, text: str, index: Sequence[int]) -> Normalized:
-    runs = [m.span() for m in _SEPARATORS.finditer(text) if _inserted(text, *m.span())]
+    runs = [m.span() for m in _INSERTED.finditer(text)]
     if not runs:
         return Normalized(original, text, index)
     parts: list[str] = []
@@ -107,22 +116,9 @@ def _drop_inserted(original: str, text: str, index: Sequence[int]) -> Normalized
     return Normalized(original, "".join(parts), tuple(kept))
 
 
-def _inserted(text: str, start: int, end: int) -> bool:
-    """Whether the separator run ``text[start:end]`` sits between two word characters,
-    one of them CJK (a longer run has been cut to 4 and then fails the check)."""
-    if start == 0 or end >= len(text):
-        return False
-    before, after = text[start - 1], text[end]
-    if not (_is_word(before) and _is_word(after)):
-        return False
-    return bool(_CJK.match(before) or _CJK.match(after))
-
-
-def _is_word(ch: str) -> bool:
-    return ch.isalnum()
-
-
 def _to_simplified(text: str) -> str:
+    if text.isascii():
+        return text
     tables = _tables()
     if tables.traditional.search(text) is None:  # the common case: nothing to convert
         return text

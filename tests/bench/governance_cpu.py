@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'CPU µs per text':<28}{'short':>10}{'1 KB ASCII':>12}{'1 KB CJK':>10}")
     for name, run in checkers:
         cells = [cpu_us(texts, run, args.rounds) for texts in (shorts, ascii_kb, chinese_kb)]
-        print(f"{name:<28}" + "".join(f"{c:>{w}.1f}" for c, w in zip(cells, (10, 12, 10))))
+        widths = (10, 12, 10)
+        print(f"{name:<28}" + "".join(f"{c:>{w}.1f}" for c, w in zip(cells, widths, strict=True)))
     return 0
 
 

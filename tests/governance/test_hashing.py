@@ -59,7 +59,7 @@ def sample_texts() -> list[str]:
         size = rng.choice([rng.randrange(1, 40), rng.randrange(40, 400)])
         chars = []
         for _ in range(size):
-            low, high = rng.choice(planes + [(0x20, 0x21), (0x0A, 0x0B)])
+            low, high = rng.choice([*planes, (0x20, 0x21), (0x0A, 0x0B)])
             chars.append(chr(rng.randrange(low, high)))
         texts.append("".join(chars))
     return texts
