@@ -96,7 +96,7 @@ def run_by_run(original: str) -> tuple[str, list[int]]:
             return False
         return bool(_CJK.match(before) or _CJK.match(after))
 
-    dropped = set()
+    dropped: set[int] = set()
     for match in _OLD_SEPARATORS.finditer(text):
         if inserted(*match.span()):
             dropped.update(range(*match.span()))
