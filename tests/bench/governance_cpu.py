@@ -2,10 +2,10 @@
 
 ``python -m tests.bench.governance_cpu`` prints, for short texts (30–80 characters cut
 from COLD's dev split, as in ``make bench-governance``), a 1 KB ASCII answer (the
-gateway bench's) and a 1 KB Chinese answer, the median CPU microseconds per text of the
+gateway bench's) and a 1 KB Chinese answer, the CPU microseconds per text of the
 classifier, the normaliser, the starter lexicon checker, patterns, PII and the full
-default pipeline (best of ``--rounds`` passes). CPU time (``time.process_time``), not wall time: the box is shared.
-"""
+default pipeline: the best of ``--rounds`` passes, since on a shared machine other work
+only adds to a pass. CPU time (``time.process_time``), not wall time."""
 
 from __future__ import annotations
 
