@@ -78,25 +78,62 @@ def normalize(text: str) -> Normalized:
 
 
 def _fold(text: str) -> tuple[str, Sequence[int]]:
+    """Each character's own fold (:func:`_fold_char`; zero-width ones dropped), joined,
+    and the original index of each character of the result."""
     if text.isascii():
         return text.lower(), range(len(text))
-    # Fast path: one table maps every BMP character whose fold is a single other character
-    # (full-width forms, compatibility ideographs) and marks zero-width ones; when nothing
-    # is marked and the result needs no further NFKC, the fold kept the length 1:1.
-    folded = text.translate(_tables().fold)
+    tables = _tables()
+    if tables.expanding.search(text) is None:
+        folded = _fold_in_place(text, tables)
+        if folded is not None:
+            return folded, range(len(text))
+    # Folded piece by piece: the runs between the BMP characters that fold to more or
+    # fewer than one character (an ellipsis is three dots, zero-width ones are dropped),
+    # each run at once where it can be, and those characters one by one. A character's
+    # fold does not depend on its neighbours, so the pieces join to the same result.
+    chars: list[str] = []
+    index: list[int] = []
+    at = 0
+    for match in tables.expanding.finditer(text):
+        _fold_run(text, at, match.start(), tables, chars, index)
+        if match.group() not in ZERO_WIDTH:
+            folded = _fold_char(match.group())
+            chars.append(folded)
+            index.extend([match.start()] * len(folded))
+        at = match.end()
+    _fold_run(text, at, len(text), tables, chars, index)
+    return "".join(chars), index
+
+
+def _fold_in_place(text: str, tables: _Tables) -> str | None:
+    """The fold of ``text`` when it keeps every character in place (one character each),
+    else None. One table maps every BMP character whose fold is a single other character
+    (full-width forms, compatibility ideographs) and marks zero-width ones; when nothing
+    is marked and the result needs no further NFKC, the fold kept the length 1:1."""
+    folded = text.translate(tables.fold)
     if _MARK not in folded and unicodedata.is_normalized("NFKC", folded):
         lowered = folded.casefold()
         if len(lowered) == len(text):
-            return lowered, range(len(text))
-    chars: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
+            return lowered
+    return None
+
+
+def _fold_run(
+    text: str, start: int, end: int, tables: _Tables, chars: list[str], index: list[int]
+) -> None:
+    """Append the fold of ``text[start:end]`` and its original indexes."""
+    run = text[start:end]
+    folded = _fold_in_place(run, tables) if run else ""
+    if folded is not None:
+        chars.append(folded)
+        index.extend(range(start, end))
+        return
+    for i, ch in enumerate(run, start):
         if ch in ZERO_WIDTH:
             continue
-        folded = _fold_char(ch)
-        chars.extend(folded)
-        index.extend([i] * len(folded))
-    return "".join(chars), index
+        one = _fold_char(ch)
+        chars.append(one)
+        index.extend([i] * len(one))
 
 
 @lru_cache(maxsize=65536)
@@ -142,6 +179,7 @@ class _Tables:
     converter: opencc.OpenCC
     traditional: re.Pattern[str]  # matches any character that t2s changes
     fold: dict[int, str]  # str.translate table: one-character folds, zero-width → _MARK
+    expanding: re.Pattern[str]  # a zero-width or BMP character whose fold is not 1 character
 
 
 def _tables() -> _Tables:
@@ -156,16 +194,27 @@ def _tables() -> _Tables:
             # One call over all candidates, one per line; t2s keeps line structure.
             converted = str(converter.convert("\n".join(candidates))).split("\n")
             changed = "".join(c for c, s in zip(candidates, converted, strict=True) if c != s)
-            _built = _Tables(converter, re.compile(f"[{re.escape(changed)}]"), _fold_table())
+            fold, expanding = _fold_table()
+            _built = _Tables(
+                converter,
+                re.compile(f"[{re.escape(changed)}]"),
+                fold,
+                re.compile(f"[{re.escape(expanding)}]"),
+            )
         return _built
 
 
-def _fold_table() -> dict[int, str]:
+def _fold_table() -> tuple[dict[int, str], str]:
+    """The translate table of one-character folds and the characters (zero-width, or
+    BMP with a fold of another length) that ``expanding`` matches."""
     table: dict[int, str] = dict.fromkeys(map(ord, ZERO_WIDTH), _MARK)
+    expanding = sorted(ZERO_WIDTH)
     for code in range(0x80, 0x10000):
         if 0xD800 <= code < 0xE000 or code in table:
             continue
         folded = _fold_char(chr(code))
         if len(folded) == 1 and folded != chr(code):
             table[code] = folded
-    return table
+        elif len(folded) != 1:
+            expanding.append(chr(code))
+    return table, "".join(expanding)
