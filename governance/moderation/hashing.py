@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,11 +145,17 @@ class CharNgramHasher:
         else:  # a character starts at every byte that is not a continuation byte
             offsets = np.flatnonzero((data & 0xC0) != 0x80)
         top = min(high, length)
-        begins = [offsets[: length - n + 1] for n in range(low, top + 1)]
         sizes = np.concatenate(
-            [offsets[n : length + 1] - b for n, b in zip(range(low, top + 1), begins, strict=True)]
+            [offsets[n : length + 1] - offsets[: length - n + 1] for n in range(low, top + 1)]
         )
-        return _murmur3(data, np.concatenate(begins), sizes).view(np.int32)
+        width = (int(sizes.max()) + 3) // 4 * 4
+        # The bytes from each character's start, then each n-gram's: the rows of its
+        # first character, for every n in turn; bytes past its size zeroed.
+        from_char = data[offsets[:length, None] + np.arange(width)]
+        window = np.concatenate([from_char[: length - n + 1] for n in range(low, top + 1)])
+        words = window.view("<u4")
+        words &= _word_masks(width)[sizes]
+        return _murmur3(words, sizes).view(np.int32)
 
     def _signed(
         self, columns: NDArray[np.int64], positive: NDArray[np.bool_]
@@ -214,23 +221,15 @@ def from_params(params: dict[str, Any]) -> CharNgramHasher:
     )
 
 
-def _murmur3(
-    data: NDArray[np.uint8], begins: NDArray[np.int64], sizes: NDArray[np.int64]
-) -> NDArray[np.uint32]:
-    """MurmurHash3_x86_32 with seed 0 of the bytes ``data[begin : begin + size]`` for
-    each pair (``data`` is padded with zeros past the last begin's bytes).
+def _murmur3(words: NDArray[np.uint32], sizes: NDArray[np.int64]) -> NDArray[np.uint32]:
+    """MurmurHash3_x86_32 with seed 0 of each row's first ``sizes`` bytes, given as
+    little-endian 32-bit ``words`` with the bytes past the size zeroed.
 
-    The bytes are read as little-endian 32-bit blocks with those past the size zeroed. A
-    zero block mixes to zero, so the partial block is exactly the tail step and a block
+    A zero block mixes to zero, so the partial block is exactly the tail step and a block
     past the end changes nothing; only whole blocks also rotate and scale the state."""
     longest = int(sizes.max())
-    width = (longest + 3) // 4 * 4
-    columns = np.arange(width)
-    window = data[begins[:, None] + columns]
-    window *= columns < sizes[:, None]
-    words = window.view("<u4")
     hashed = np.zeros(len(sizes), dtype=np.uint32)
-    for block in range(width // 4):
+    for block in range(words.shape[1]):
         k = words[:, block] * _C1
         hashed ^= _rotl(k, 15) * _C2
         if longest >= 4 * (block + 1):
@@ -243,6 +242,18 @@ def _murmur3(
     hashed *= _F2
     hashed ^= hashed >> np.uint32(16)
     return hashed
+
+
+@lru_cache(maxsize=8)
+def _word_masks(width: int) -> NDArray[np.uint32]:
+    """Row ``size`` (0..width): per 32-bit block, the mask that keeps the bytes before
+    ``size``."""
+    masks = np.zeros((width + 1, width // 4), dtype=np.uint32)
+    for size in range(width + 1):
+        for block in range(width // 4):
+            kept = min(max(size - 4 * block, 0), 4)
+            masks[size, block] = (1 << (8 * kept)) - 1
+    return masks
 
 
 def _rotl(x: NDArray[np.uint32], r: int) -> NDArray[np.uint32]:
