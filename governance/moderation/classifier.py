@@ -184,11 +184,12 @@ class Model:
             return offensive, np.asarray(features @ self.topic_weights + self.topic_bias)
         rows = [vectorizer.row(text) for text in texts]
         if not has_topics or self.topic_weights is None:
-            return np.array([_row_dot(v, self.weights[c]) for c, v in rows]) + self.bias, None
+            weights = self.weights
+            return np.array([_row_dot(v, weights.take(c)) for c, v in rows]) + self.bias, None
         if self._stacked is None:  # one gather per text for both models' weights
             self._stacked = np.ascontiguousarray(np.vstack([self.weights, self.topic_weights.T]))
         stacked = self._stacked
-        both = np.array([_row_dots(v, stacked[:, c]) for c, v in rows])
+        both = np.array([_row_dots(v, stacked.take(c, axis=1)) for c, v in rows])
         return both[:, 0] + self.bias, both[:, 1:] + self.topic_bias
 
     def evaluate(self, texts: Sequence[str], labels: Sequence[int]) -> Metrics:
@@ -514,10 +515,12 @@ def _row_dot(values: NDArray[np.float64], weights: NDArray[np.float64]) -> float
 
 
 def _row_dots(values: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
-    """:func:`_row_dot` of ``values`` with each row of ``weights`` (rows × len(values))."""
+    """:func:`_row_dot` of ``values`` with each row of ``weights`` (rows × len(values), a
+    copy that this overwrites)."""
     if not len(values):
         return np.zeros(weights.shape[0])
-    return np.asarray(np.cumsum(values * weights, axis=1)[:, -1] + 0.0)
+    weights *= values
+    return np.asarray(np.cumsum(weights, axis=1)[:, -1] + 0.0)
 
 
 def _logit(p: float) -> float:
