@@ -120,7 +120,7 @@ def run_by_run(original: str) -> tuple[str, list[int]]:
 
 EVASIONS = st.text(
     alphabet=st.sampled_from(
-        list("法轮功台独臺獨灣頭髮东突aZ9_ -*.·•~|/\\，,。、！!？?；;：:\n\t\u3000\u200b")
+        list("法轮功台独臺獨灣頭髮东突aZ9_ -*.·•~|/\\，,。、！!？?；;：:（）～\n\t\u3000\u200b")
         + list("ＡＢ１２＊－🌸😀👍🏽\U00020000ßﬁİ\u0301…㍻①½\U0001d400\x00\u00ad\ufeff")
     ),
     max_size=40,
