@@ -228,10 +228,10 @@ def _murmur3(words: NDArray[np.uint32], sizes: NDArray[np.int64]) -> NDArray[np.
     A zero block mixes to zero, so the partial block is exactly the tail step and a block
     past the end changes nothing; only whole blocks also rotate and scale the state."""
     longest = int(sizes.max())
+    mixed = _rotl(words * _C1, 15) * _C2  # every block's k at once
     hashed = np.zeros(len(sizes), dtype=np.uint32)
     for block in range(words.shape[1]):
-        k = words[:, block] * _C1
-        hashed ^= _rotl(k, 15) * _C2
+        hashed ^= mixed[:, block]
         if longest >= 4 * (block + 1):
             whole = _rotl(hashed, 13) * _M + _N
             hashed = np.where(sizes >= 4 * (block + 1), whole, hashed)
