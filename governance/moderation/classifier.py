@@ -491,7 +491,9 @@ def _metrics(truth: NDArray[np.bool_], predicted: NDArray[np.bool_]) -> Metrics:
 
 
 def _sigmoid(x: Any) -> NDArray[np.float64]:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -50, 50))))
+    # maximum/minimum: np.clip's values (NaN included) without its dispatch cost.
+    clipped = np.minimum(np.maximum(np.asarray(x, dtype=np.float64), -50.0), 50.0)
+    return np.asarray(1.0 / (1.0 + np.exp(-clipped)))
 
 
 def _softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:

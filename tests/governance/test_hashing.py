@@ -169,3 +169,12 @@ def test_checker_scores_equal_those_of_the_sparse_products(
         }
         assert scores.categories == expected
     assert np.array_equal(cold_model.offensive(texts), expected_p)
+
+
+def test_sigmoid_equals_the_clipped_formula_to_the_bit() -> None:
+    rng = np.random.default_rng(0)
+    special = [np.nan, np.inf, -np.inf, 50.0, -50.0, 0.0, -0.0, 49.999999, 1e-300]
+    for size in (1, 3, 1000):
+        x = np.concatenate([rng.normal(0, 20, size), special])
+        expected = 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+        assert _sigmoid(x).tobytes() == expected.tobytes()
