@@ -17,8 +17,11 @@ hashing every n-gram as a Python string. scikit-learn's steps, which this reprod
 
 The values before the division are small integers, so their sums and norms are exact in
 float64 whatever the order of addition: the division is the only rounding step and it
-is the same one. Texts of other kinds (not ``str``, or with lone surrogates, which UTF-8
-cannot encode) are left to scikit-learn, which raises for them as before. Pure: no Django.
+is the same one. A short text's n-grams are hashed one call each with scikit-learn's own
+``murmurhash3_32``; a longer text's all at once by :func:`_murmur3` in numpy (numpy's
+cost per operation outweighs the per-call cost below :data:`SHORT` characters). Bytes go
+to scikit-learn itself, which decodes them; a lone surrogate, which UTF-8 cannot encode,
+raises ``UnicodeEncodeError`` as it does there. Pure: no Django.
 """
 
 from __future__ import annotations
