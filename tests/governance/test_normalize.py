@@ -1,9 +1,18 @@
 from __future__ import annotations
 
-from hypothesis import given
+import re
+import unicodedata
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governance.moderation.normalize import normalize
+from governance.moderation.normalize import (
+    _CJK,
+    ZERO_WIDTH,
+    _char_to_simplified,
+    _to_simplified,
+    normalize,
+)
 
 
 def test_full_width_forms_and_case_are_folded():
@@ -63,3 +72,63 @@ def test_index_is_monotonic_and_points_into_the_original(text: str):
 def test_normalising_twice_changes_nothing_more(text: str):
     once = normalize(text).text
     assert normalize(once).text == once
+
+
+# --- the one-pass removal of inserted separators equals the run-by-run check ----------
+
+_OLD_SEPARATORS = re.compile(r"(?:[^\w,!?;:。、\n]|_){1,4}")
+
+
+def per_character_fold(original: str) -> tuple[str, list[int]]:
+    """Each character's NFKC casefolded, zero-width ones dropped (the fold's definition)."""
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(original):
+        if ch not in ZERO_WIDTH:
+            folded = unicodedata.normalize("NFKC", ch).casefold()
+            chars.append(folded)
+            index.extend([i] * len(folded))
+    return "".join(chars), index
+
+
+def run_by_run(original: str) -> tuple[str, list[int]]:
+    """:func:`normalize` as first written: folded character by character, then every
+    separator run (cut to 4 characters) checked in Python for word characters on both
+    sides, one of them CJK."""
+    text, index = per_character_fold(original)
+    simplified = _to_simplified(text)
+    if len(simplified) != len(text):
+        simplified = "".join(_char_to_simplified(c) for c in text)
+    if len(simplified) == len(text):
+        text = simplified
+
+    def inserted(start: int, end: int) -> bool:
+        if start == 0 or end >= len(text):
+            return False
+        before, after = text[start - 1], text[end]
+        if not (before.isalnum() and after.isalnum()):
+            return False
+        return bool(_CJK.match(before) or _CJK.match(after))
+
+    dropped: set[int] = set()
+    for match in _OLD_SEPARATORS.finditer(text):
+        if inserted(*match.span()):
+            dropped.update(range(*match.span()))
+    kept = [i for i in range(len(text)) if i not in dropped]
+    return "".join(text[i] for i in kept), [index[i] for i in kept]
+
+
+EVASIONS = st.text(
+    alphabet=st.sampled_from(
+        list("法轮功台独臺獨灣頭髮东突aZ9_ -*.·•~|/\\，,。、！!？?；;：:（）～\n\t\u3000\u200b")
+        + list("ＡＢ１２＊－🌸😀👍🏽\U00020000ßﬁİ\u0301…㍻①½\U0001d400\x00\u00ad\ufeff")
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=500)
+@given(st.one_of(EVASIONS, st.text(max_size=80)))
+def test_normalised_text_and_index_equal_the_run_by_run_check(text: str) -> None:
+    result = normalize(text)
+    assert (result.text, list(result.index)) == run_by_run(text)
