@@ -131,7 +131,7 @@ class PatternChecker:
         quiet: set[int] = set()
         for combined, members in self._prefilters:
             try:
-                if combined.search(text, timeout=self.timeout) is None:
+                if combined.search(text, concurrent=False, timeout=self.timeout) is None:
                     quiet.update(members)
             except TimeoutError:
                 continue
