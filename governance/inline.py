@@ -547,31 +547,44 @@ class StreamFilter:
         in each of their lanes (all of them when nothing is redacted)."""
         if not self.hold:
             return self._flush()
-        queue, lookback = self.queue, self.lookback
+        lookback = self.lookback
         after = {i: lane.held for i, lane in self.lanes.items()}
-        out: list[bytes] = []
-        while queue:
-            parts = queue[0].parts
-            if any(after[i] - len(p) < lookback for i, p in parts.items()):
-                break
-            for i, p in parts.items():
-                after[i] -= len(p)
-            out.append(self._send(queue.popleft()))
-        return b"".join(out)
+        ready = 0
+        for event in self.queue:
+            parts = event.parts
+            if len(parts) == 1:  # the common event: one lane's delta
+                ((i, part),) = parts.items()
+                left = after[i] - len(part)
+                if left < lookback:
+                    break
+                after[i] = left
+            elif parts:
+                if any(after[i] - len(p) < lookback for i, p in parts.items()):
+                    break
+                for i, p in parts.items():
+                    after[i] -= len(p)
+            ready += 1
+        return self._send_first(ready)
 
     def _flush(self) -> bytes:
-        out = [self._send(e) for e in self.queue]
-        self.queue.clear()
-        return b"".join(out)
+        return self._send_first(len(self.queue))
 
-    def _send(self, event: _Event) -> bytes:
-        for index, part in event.parts.items():
-            lane = self.lanes[index]
-            lane.sent.append(part)
-            lane.held -= len(part)
-        if event.dirty and event.data is not None:
-            return b"data: " + _compact(event.data).encode() + b"\n\n"
-        return event.raw + b"\n\n"
+    def _send_first(self, count: int) -> bytes:
+        """Send the first ``count`` queued events (as they came, or serialised again
+        when their content changed)."""
+        queue, lanes = self.queue, self.lanes
+        out: list[bytes] = []
+        for _ in range(count):
+            event = queue.popleft()
+            for index, part in event.parts.items():
+                lane = lanes[index]
+                lane.sent.append(part)
+                lane.held -= len(part)
+            if event.dirty and event.data is not None:
+                out.append(b"data: " + _compact(event.data).encode())
+            else:
+                out.append(event.raw)
+        return b"\n\n".join(out) + b"\n\n" if out else b""
 
     def _end_blocked(self) -> bytes:
         """Drop what is held; a ``content_filter`` finish for every lane, then [DONE]."""
