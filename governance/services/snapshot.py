@@ -142,6 +142,9 @@ def build_pipeline(*, classifier: bool = True) -> Pipeline:
         sync_active()
     loaded = load_classifier() if classifier else None
     if loaded is not None:
+        # Its model loads on first use (importing scikit-learn, reading the weights:
+        # seconds). Here, in the builder's thread, not in a gateway's event loop.
+        loaded.check("")
         checkers.append(loaded)
     return Pipeline(checkers)
 

@@ -133,3 +133,14 @@ def ask_for(org: Any, owner: Any) -> dict[str, Any]:
         "model_owner_org_id": org.pk,
         "model_owner_user_id": None,
     }
+
+
+@pytest.mark.django_db
+def test_a_built_snapshot_has_its_classifier_loaded_before_any_check():
+    """The model loads in the builder's thread (the gateway's snapshot worker), so a
+    gateway's first classifier check does not stall its event loop for seconds."""
+    from governance.moderation.classifier import ClassifierChecker
+
+    pipeline = snapshot.build_pipeline()
+    (checker,) = [c for c in pipeline.checkers if isinstance(c, ClassifierChecker)]
+    assert checker._model is not None
