@@ -276,15 +276,15 @@ def watermark_answer(user: Any, text: str) -> dict[str, Any] | None:
     detections = watermark.detect(
         user,
         canonical_text(text),
-        limit=int(getattr(settings, "GOVERNANCE_WATERMARK_DEPLOYMENTS", 8)),
-        max_tokens=int(getattr(settings, "GOVERNANCE_WATERMARK_MAX_TOKENS", 4096)),
+        limit=settings.GOVERNANCE_WATERMARK_DEPLOYMENTS,
+        max_tokens=settings.GOVERNANCE_WATERMARK_MAX_TOKENS,
     )
     if not detections:
         return None
     best = detections[0]
     z, scored = best.score.z_score, best.score.tokens_scored
-    threshold = float(getattr(settings, "GOVERNANCE_WATERMARK_Z", 4.0))
-    minimum = int(getattr(settings, "GOVERNANCE_WATERMARK_MIN_TOKENS", 16))
+    threshold = settings.GOVERNANCE_WATERMARK_Z
+    minimum = settings.GOVERNANCE_WATERMARK_MIN_TOKENS
     detected = z >= threshold and scored >= minimum
     answer = {
         **_NO_TEST,

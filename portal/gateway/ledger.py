@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Any
 
 import hiredis
@@ -36,6 +35,7 @@ from compute.metering import STREAM, UsageEvent, metrics
 from governance.services import events as governance_events
 from portal.limits import Settlement, settle, settle_command
 from portal.limits.wire import is_noscript, wire
+from portal.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 # How long a settlement may wait to ride along with the next reservation's write (one
@@ -197,16 +197,8 @@ async def send_batch(batch: Batch) -> None:
         await send_governance(batch.tail.entries)
 
 
-_ledgers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ledger] = weakref.WeakKeyDictionary()
-
-
-def ledger() -> Ledger:
-    """This event loop's ledger."""
-    loop = asyncio.get_running_loop()
-    found = _ledgers.get(loop)
-    if found is None:
-        found = _ledgers[loop] = Ledger()
-    return found
+# This event loop's ledger.
+ledger = PerLoop(Ledger)
 
 
 def record(
@@ -222,6 +214,6 @@ def record(
 
 async def drain() -> None:
     """Send what this event loop's ledger holds and wait for it (the process is stopping)."""
-    found = _ledgers.get(asyncio.get_running_loop())
+    found = ledger.existing()
     if found is not None:
         await found.drain()

@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -57,6 +56,7 @@ from governance.services import snapshot as snapshots
 from governance.services.events import pack
 from portal.errors import PermissionDenied, PlatformError
 from portal.limits.wire import wire
+from portal.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -161,18 +161,8 @@ def _dear_results(guard: Guard, texts: list[str]) -> Results:
     return per_text
 
 
-_dear: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DearStages] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def dear_stages() -> DearStages:
-    """This event loop's batcher of dear checks."""
-    loop = asyncio.get_running_loop()
-    found = _dear.get(loop)
-    if found is None:
-        found = _dear[loop] = DearStages()
-    return found
+# This event loop's batcher of dear checks.
+dear_stages = PerLoop(DearStages)
 
 
 class _State:
@@ -247,21 +237,10 @@ class Governed:
         "later_input",
         "payload",
         "policy",
-        "watermarked",
     )
 
-    def __init__(
-        self,
-        ex: Any,
-        grant: Any,
-        payload: dict[str, Any],
-        policy: Policy,
-        guard: Guard,
-        watermarked: bool = False,
-    ):
+    def __init__(self, ex: Any, grant: Any, payload: dict[str, Any], policy: Policy, guard: Guard):
         self.ex = ex
-        # Whether the route's engines plant the text watermark (noted in provenance).
-        self.watermarked = watermarked
         self.grant = grant
         self.payload = payload
         self.policy = policy
@@ -342,7 +321,8 @@ class Governed:
                 "org_id": ids["org_id"],
                 "text_sha256": digest,
                 "label": label,
-                "watermarked": self.watermarked,
+                # Whether the route's engines plant the text watermark.
+                "watermarked": bool(self.ex.route is not None and self.ex.route.watermarked),
             }
         )
         return label
@@ -497,7 +477,7 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
         model_owner_org_id=route.owner_org_id,
         model_owner_user_id=route.owner_user_id,
     )
-    gov = ex.governed = Governed(ex, grant, payload, policy, guard, route.watermarked)
+    gov = ex.governed = Governed(ex, grant, payload, policy, guard)
     offender = snapshot.offenders.get(grant.user_id)
     if offender is not None and offender.active():
         await _hold_back(offender, grant.user_id, policy)

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import ssl
 import time
-import weakref
 from collections import deque
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -32,6 +31,8 @@ import hiredis
 from django.conf import settings
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as ReplyTimeout
+
+from portal.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 1.0
@@ -234,22 +235,14 @@ def is_noscript(reply: Any) -> bool:
     )
 
 
-_wires: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wire] = weakref.WeakKeyDictionary()
-
-
-def wire() -> Wire:
-    """This event loop's connection to ``REDIS_URL``."""
-    loop = asyncio.get_running_loop()
-    found = _wires.get(loop)
-    if found is None:
-        found = _wires[loop] = Wire(settings.REDIS_URL)
-    return found
+# This event loop's connection to ``REDIS_URL``.
+wire = PerLoop(lambda: Wire(settings.REDIS_URL))
 
 
 def close_wires() -> None:
     """Close every loop's connection (the web process shutting down)."""
-    for found in list(_wires.values()):
+    for found in wire.all():
         protocol = found.protocol
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
-    _wires.clear()
+    wire.clear()
