@@ -137,14 +137,6 @@ class Guard:
         empty = Check(direction, text, Verdict({}, [], [], False, {}), "allow", ())
         return self.complete(empty, results, policy)
 
-    def needs_dear(self, check: Check, policy: Policy) -> bool:
-        """Whether the dear stages must still run on a cheap ``check`` before the
-        decision is final (there are some, the text is not blocked already, and one of
-        them could make the policy block)."""
-        return (
-            bool(self.dear) and check.action != "block" and self.may_block(policy, check.direction)
-        )
-
     def may_block(self, policy: Policy, direction: DirectionName) -> bool:
         """Whether a stage dearer than the cheap ones could make ``policy`` block: one
         whose categories are unknown, or one of whose categories the policy blocks."""

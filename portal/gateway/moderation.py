@@ -483,11 +483,15 @@ async def begin(ex: Any, grant: Any, payload: dict[str, Any], route: Any) -> Gov
         await _hold_back(offender, grant.user_id, policy)
     text = request_text(payload, ex.kind)
     check = guard.check(text, policy, "input", only_cheap=True)
-    if guard.needs_dear(check, policy):
-        (results,) = await dear_stages().results(guard, [text], hurry=True)
-        check = guard.complete(check, results.values(), policy)
-    if guard.dear and check.action != "block" and not guard.may_block(policy, "input"):
-        gov.later_input = check  # the dear stages cannot block here: they run afterwards
+    later = False
+    if guard.dear and check.action != "block":
+        if guard.may_block(policy, "input"):
+            (results,) = await dear_stages().results(guard, [text], hurry=True)
+            check = guard.complete(check, results.values(), policy)
+        else:
+            later = True  # the dear stages cannot block here: they run afterwards
+    if later:
+        gov.later_input = check
     else:
         # Redacting a request would change what the user asked: logged like a flag.
         gov.decided(check, "flag" if check.action == "redact" else None)
