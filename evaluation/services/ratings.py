@@ -22,8 +22,6 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
 
 SCALE = 400 / math.log(10)
 ANCHOR = 1000.0
@@ -57,6 +55,10 @@ class _Indexed:
 
 def _fit(wins: np.ndarray) -> np.ndarray:
     """Maximum-likelihood strengths from the win matrix, centred at 0."""
+    # Imported here: scipy.optimize costs every process that loads the pages a second.
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
     n = wins.shape[0]
     i, j = np.nonzero(wins)
     counts = wins[i, j]

@@ -30,12 +30,23 @@ import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
-from sklearn.utils import murmurhash3_32
+
+if TYPE_CHECKING:
+    from scipy import sparse
+
+
+@lru_cache(maxsize=1)
+def _murmurhash3_32() -> Any:
+    """scikit-learn's MurmurHash3, imported on first use: importing scikit-learn takes a
+    couple of seconds, which every process that merely loads the URLs would pay."""
+    from sklearn.utils import murmurhash3_32
+
+    return murmurhash3_32
+
 
 # scikit-learn's _VectorizerMixin._white_spaces.
 _WHITE_SPACES = re.compile(r"\s\s+")
@@ -90,6 +101,8 @@ class CharNgramHasher:
             raise ValueError("Cannot vectorize empty sequence.")
         if not all(isinstance(t, str) for t in texts):  # bytes: scikit-learn decodes them
             return self._sklearn(texts)
+        from scipy import sparse  # imported on first use: it costs a process seconds
+
         rows = [self.row(t) for t in texts]
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
@@ -135,7 +148,7 @@ class CharNgramHasher:
         grams = list(text) if low == 1 else []
         for n in range(max(low, 2), min(high, length) + 1):
             grams += [text[i : i + n] for i in range(length - n + 1)]
-        return np.fromiter(map(murmurhash3_32, grams), dtype=np.int32, count=len(grams))
+        return np.fromiter(map(_murmurhash3_32(), grams), dtype=np.int32, count=len(grams))
 
     def _hashes_numpy(self, text: str) -> NDArray[np.int32]:
         """The signed hash of every n-gram, all at once (see :func:`_murmur3`)."""
