@@ -98,10 +98,21 @@ async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _preload() -> None:
+    """What the gateway's inline moderation would otherwise import on its first check."""
+    from django.conf import settings
+
+    if settings.GOVERNANCE_INLINE:
+        from governance.moderation import hashing
+
+        hashing.preload()
+
+
 async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            _preload()
             # Objects alive at start-up live for good: keep them out of full collections,
             # which otherwise stall the event loop for tens of milliseconds under load.
             gc.collect()

@@ -48,6 +48,14 @@ def _murmurhash3_32() -> Any:
     return murmurhash3_32
 
 
+def preload() -> None:
+    """Import what hashing needs now (a serving process at start-up, so that its first
+    classification does not import for seconds while holding the interpreter)."""
+    import scipy.sparse  # noqa: F401
+
+    _murmurhash3_32()
+
+
 # scikit-learn's _VectorizerMixin._white_spaces.
 _WHITE_SPACES = re.compile(r"\s\s+")
 
