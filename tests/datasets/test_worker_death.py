@@ -17,7 +17,7 @@ from portal.models.jobs import JobStatus
 from portal.storage import store
 from tests.workers import celery_worker
 
-ROWS = 300_000  # ~60 MB: validation takes seconds, long enough to be killed mid-way
+ROWS = 120_000  # ~24 MB: validation takes a second or more, ample to be killed mid-way
 
 
 def big_chat_file(path: Path) -> Path:
