@@ -43,6 +43,7 @@ CHEAP_COST = 1  # stages at or below this cost run per chunk (lexicon, patterns,
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # A JSON string literal's value (C), without json.loads' encoding detection and wrappers.
 _scanstring: Callable[[str, int], tuple[str, int]] = vars(json.decoder)["scanstring"]
+_LITERAL = rb'"(?:[^"\\]|\\.)*"'  # a JSON string literal
 _INDEX = re.compile(rb'"index":\s*(\d+)')
 _CHAT_TEXT = re.compile(rb'"content":\s*("(?:[^"\\]|\\.)*")')
 _COMPLETION_TEXT = re.compile(rb'"text":\s*("(?:[^"\\]|\\.)*")')
@@ -252,12 +253,16 @@ def _text_slot(choice: dict[str, Any], kind: str) -> tuple[dict[str, Any] | None
 
 @dataclass(slots=True)
 class _Event:
-    """One SSE event, held until it may be sent."""
+    """One SSE event, or a run of plain events of one lane (``block``), held until it
+    may be sent."""
 
     raw: bytes
     data: dict[str, Any] | None = None
     parts: dict[int, str] = field(default_factory=dict)  # choice index → content
     dirty: bool = False  # content changed: serialise ``data`` again
+    # A run of plain events (read at once, see StreamFilter._run): each one's content
+    # literal as sent and decoded. ``raw`` is the run, separators included.
+    block: tuple[list[bytes], list[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -306,6 +311,10 @@ class StreamFilter:
         # first one: (index, before, after). Engines repeat them exactly (same id,
         # created, model), so later events are read with two byte comparisons.
         self.shape: tuple[int, bytes, bytes] | None = None
+        # Once the shape is known: a run of such events (``_run``) and one event of it
+        # with its content literal as the group (``_literal``).
+        self._run: re.Pattern[bytes] | None = None
+        self._literal: re.Pattern[bytes] | None = None
         self.unchecked: list[_Event] = []
         self.waiting = 0  # characters in ``unchecked``
         self.check_every = max(lookback // 2, 1)
@@ -333,7 +342,21 @@ class StreamFilter:
             return b""
         finished = False
         unchecked, parse, waiting = self.unchecked, self._parse, self.waiting
-        for raw in events.split(b"\n\n"):
+        at, size = 0, len(events)
+        while at < size:
+            if self._run is not None:
+                run = self._run.match(events, at)
+                # (A run of one event is read faster by the single-event path.)
+                if run is not None and events.find(b"\n\n", at) + 2 < run.end():
+                    event = self._block(run.group())
+                    at = run.end()
+                    unchecked.append(event)
+                    for part in event.parts.values():
+                        waiting += len(part)
+                    continue
+            end = events.find(b"\n\n", at)
+            end = size if end < 0 else end
+            raw, at = events[at:end], end + 2
             if not raw:
                 continue
             if raw.endswith(b"[DONE]") and self._is_done(raw):
@@ -420,9 +443,57 @@ class StreamFilter:
                         lane.started = True
                         event.parts[index] = content
                         start, end = text.span(1)
-                        self.shape = (index, raw[:start], raw[end:])
+                        self._learn(index, raw[:start], raw[end:])
                 return event
         return self._parse_full(raw)
+
+    def _learn(self, index: int, before: bytes, after: bytes) -> None:
+        self.shape = (index, before, after)
+        one = re.escape(before) + _LITERAL + re.escape(after) + b"\n\n"
+        self._run = re.compile(b"(?:" + one + b")+")
+        self._literal = re.compile(re.escape(before) + b"(" + _LITERAL + b")" + re.escape(after))
+
+    def _block(self, run: bytes) -> _Event:
+        """A run of plain events matched by ``_run`` as one event: its content literals
+        found in one pass and decoded as one JSON array."""
+        assert self._literal is not None and self.shape is not None
+        literals = self._literal.findall(run)
+        texts: list[str] = json.loads(b"[" + b",".join(literals) + b"]")
+        content = "".join(texts)
+        return _Event(
+            run, None, {self.shape[0]: content} if content else {}, block=(literals, texts)
+        )
+
+    def _explode(self, events: Iterable[_Event]) -> list[_Event]:
+        """``events`` with each block replaced by its events, one by one (to be masked)."""
+        out: list[_Event] = []
+        for event in events:
+            if event.block is None:
+                out.append(event)
+                continue
+            assert self.shape is not None
+            index, before, after = self.shape
+            for literal, text in zip(*event.block, strict=True):
+                out.append(_Event(before + literal + after, None, {index: text} if text else {}))
+        return out
+
+    def _split(self, event: _Event, count: int) -> tuple[_Event, _Event]:
+        """A block's first ``count`` events and the rest, as two blocks."""
+        assert event.block is not None and self.shape is not None
+        index, before, after = self.shape
+        literals, texts = event.block
+        cut = sum(len(literal) for literal in literals[:count])
+        cut += count * (len(before) + len(after) + 2)
+        pieces = []
+        for lits, txts, raw in (
+            (literals[:count], texts[:count], event.raw[:cut]),
+            (literals[count:], texts[count:], event.raw[cut:]),
+        ):
+            content = "".join(txts)
+            pieces.append(
+                _Event(raw, None, {index: content} if content else {}, block=(lits, txts))
+            )
+        return pieces[0], pieces[1]
 
     def _parse_full(self, raw: bytes) -> _Event:
         event = _Event(raw)
@@ -490,6 +561,8 @@ class StreamFilter:
                 return False
             if outcome.action == "redact":
                 chosen = redact_spans(fresh, scores, self.policy)
+                batch[:] = self._explode(batch)
+                self.queue = deque(self._explode(self.queue))
                 self._mask(index, batch, chosen, len(prefix) - len(held))
         return True
 
@@ -548,6 +621,8 @@ class StreamFilter:
                 ((i, part),) = parts.items()
                 left = after[i] - len(part)
                 if left < lookback:
+                    if event.block is not None and self._split_at(ready, after[i] - lookback):
+                        ready += 1  # the block's first events go
                     break
                 after[i] = left
             elif parts:
@@ -557,6 +632,24 @@ class StreamFilter:
                     after[i] -= len(p)
             ready += 1
         return self._send_first(ready)
+
+    def _split_at(self, at: int, spare: int) -> bool:
+        """Split the block at ``queue[at]`` after its first events whose content is at
+        most ``spare`` characters in all; False (and nothing split) when none fits."""
+        event = self.queue[at]
+        assert event.block is not None
+        count = 0
+        for text in event.block[1]:
+            spare -= len(text)
+            if spare < 0:
+                break
+            count += 1
+        if count == 0:
+            return False
+        first, rest = self._split(event, count)
+        self.queue[at] = first
+        self.queue.insert(at + 1, rest)
+        return True
 
     def _flush(self) -> bytes:
         return self._send_first(len(self.queue))
@@ -573,10 +666,12 @@ class StreamFilter:
                 lane.sent.append(part)
                 lane.held -= len(part)
             if event.dirty and event.data is not None:
-                out.append(b"data: " + _compact(event.data).encode())
+                out.append(b"data: " + _compact(event.data).encode() + b"\n\n")
+            elif event.block is not None:
+                out.append(event.raw)  # separators included
             else:
-                out.append(event.raw)
-        return b"\n\n".join(out) + b"\n\n" if out else b""
+                out.append(event.raw + b"\n\n")
+        return b"".join(out)
 
     def _end_blocked(self) -> bytes:
         """Drop what is held; a ``content_filter`` finish for every lane, then [DONE]."""

@@ -51,6 +51,7 @@ def run(events: list[bytes], groups: list[int], **policy: Any) -> str:
     out.append(filtered.close(b""))
     sent = b"".join(out)
     assert sent.endswith(b"data: [DONE]\n\n")
+    assert all(e.startswith(b"data: ") and b"\n" not in e for e in sent.split(b"\n\n")[:-1])
     received = "".join(
         c["choices"][0]["delta"].get("content") or ""
         for line in sent.decode().splitlines()
@@ -120,3 +121,35 @@ def test_the_explicit_label_is_placed_once_at_the_start_and_at_the_end():
         end = run(answer_events(deltas), groups, labels={"explicit": "end"})
         assert start == "人工智能生成\nThe quick fox."
         assert end == "The quick fox.\n人工智能生成"
+
+
+def sent_text(sent: bytes) -> str:
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for raw in sent.split(b"\n\n")
+        if raw.startswith(b"data: {")
+        for c in [json.loads(raw[6:])]
+        if c.get("choices")
+    )
+
+
+def test_a_read_of_many_events_sends_all_but_the_held_back_tail_at_once():
+    # Read together, plain events are handled as one run; those that the look-back
+    # window no longer needs are sent at once, not when the next read comes.
+    filtered = GUARD.stream(build(), "chat")
+    deltas = [f"w{n:02d} " for n in range(40)]  # 160 characters
+    first = filtered.feed(b"".join(answer_events(deltas)[:-2]))
+    assert sent_text(first) == "".join(deltas[:24])  # 64 characters stay held
+    rest = filtered.feed(b"".join(answer_events(deltas)[-2:]))
+    assert sent_text(first + rest) == "".join(deltas)
+
+
+def test_a_number_begun_in_held_events_of_an_earlier_read_is_masked_there_too():
+    # The first read is checked (enough text) and held (not enough after it): its
+    # events hold the number's first digits when its last ones arrive.
+    lead = "这是一段足够长的前文，用来让过滤器先检查并扣住这一批内容。电话 "
+    first = answer_events([lead, "139", "12"])[:-2]
+    second = answer_events(["345", "678", "，谢谢。"])[1:]
+    filtered = GUARD.stream(build(), "chat")
+    sent = filtered.feed(b"".join(first)) + filtered.feed(b"".join(second))
+    assert sent_text(sent) == f"{lead}{MASK * len(PHONE)}，谢谢。"
