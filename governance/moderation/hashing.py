@@ -101,6 +101,9 @@ class CharNgramHasher:
         self.short = SHORT
         self._padding = bytes(4 * high)  # the most UTF-8 bytes an n-gram can have
         self._reference: Any = None
+        # A hasher is made to be used: import what it needs now (in a model loader's
+        # thread, say), not at its first text.
+        preload()
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """The (len(texts), n_features) float64 CSR matrix scikit-learn would return."""

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from governance.moderation import hashing
 from governance.moderation.lexicon import Lexicon, LexiconChecker, Term, default_lexicon
 from governance.moderation.patterns import PatternChecker
 from governance.moderation.pii import PiiChecker
@@ -146,7 +145,6 @@ def build_pipeline(*, classifier: bool = True) -> Pipeline:
         # Its model loads on first use (importing scikit-learn, reading the weights:
         # seconds). Here, in the builder's thread, not in a gateway's event loop.
         loaded.check("")
-        hashing.preload()  # what its first real text would import
         checkers.append(loaded)
     return Pipeline(checkers)
 
