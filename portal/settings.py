@@ -205,6 +205,13 @@ GATEWAY_AUTH_THREADS = env_int("GATEWAY_AUTH_THREADS", 4, minimum=1)
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 256, minimum=1)
 # A concurrency slot of a process that died is freed after this long.
 GATEWAY_CONCURRENCY_LEASE_S = env_int("GATEWAY_CONCURRENCY_LEASE_S", 900, minimum=1)
+# Leases (portal/limits/leases.py): a key whose requests per minute are at least
+# SHARE × MIN_REQUESTS (or unlimited), whose concurrency is at least 16 (or unlimited) and
+# that no monthly budget applies to is admitted against a lease of 1/SHARE of its
+# per-minute limits, topped up or handed back every GATEWAY_LEASE_MS. SHARE 0: no leases.
+GATEWAY_LEASE_SHARE = env_int("GATEWAY_LEASE_SHARE", 600, minimum=0)
+GATEWAY_LEASE_MIN_REQUESTS = env_int("GATEWAY_LEASE_MIN_REQUESTS", 8, minimum=1)
+GATEWAY_LEASE_S = env_int("GATEWAY_LEASE_MS", 1000, minimum=10) / 1000
 GATEWAY_USAGE_STREAM_MAXLEN = env_int("GATEWAY_USAGE_STREAM_MAXLEN", 1_000_000, minimum=1000)
 # Per-key defaults for keys that set no limit of their own; 0 means unlimited.
 KEY_DEFAULT_RPM = env_int("KEY_DEFAULT_RPM", 600, minimum=0)

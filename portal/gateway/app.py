@@ -45,7 +45,7 @@ from portal.gateway.exchange import (
 from portal.gateway.ledger import drain, record
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
-from portal.limits import limits_unavailable, reserve
+from portal.limits import leases, limits_unavailable, reserve, settlement
 from portal.limits.wire import close_wires
 from portal.logs import request_id
 from portal.models.keys import model_allowed, model_namespace, scope_allows
@@ -86,11 +86,12 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def close_sessions() -> None:
-    """Close the upstream sessions, send what the ledger holds and close the Redis
-    connection (the process is stopping)."""
+    """Close the upstream sessions, hand back the limits' leases, send what the ledger
+    holds and close the Redis connection (the process is stopping)."""
     for session in list(_sessions.values()):
         await session.close()
     _sessions.clear()
+    await leases.release_all()
     await drain()
     close_wires()
 
@@ -495,11 +496,11 @@ def finish(ex: Exchange) -> None:
         return
     prompt, completion = ex.tokens()
     route = ex.route
-    settlement = None
+    settled = None
     if ex.reservation is not None:
         spend = route.cost_ucny(prompt, completion) if route else 0
-        settlement = (ex.reservation, prompt + completion, spend)
-    record(settlement, usage_event(ex, prompt, completion) if metering else None, governance)
+        settled = settlement(ex.reservation, prompt + completion, spend)
+    record(settled, usage_event(ex, prompt, completion) if metering else None, governance)
 
 
 def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:

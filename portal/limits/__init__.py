@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 from portal.errors import PlatformError
-from portal.limits import scripts
+from portal.limits import leases, scripts
 from portal.limits.wire import is_noscript, wire
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "reserve",
     "settle",
     "settle_command",
+    "settlement",
 ]
 
 
@@ -76,6 +77,7 @@ class Reservation:
     tokens: int
     spend_ucny: int
     headers: list[tuple[bytes, bytes]]
+    lease: leases.Lease | None = None  # admitted by this process's lease of the key
 
 
 def month(now: float | None = None) -> str:
@@ -153,9 +155,19 @@ def limit_keys(grant: Any, now: float | None = None) -> list[str]:
 
 
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
-    """Check and reserve one request of ``grant``; raise 429 (with headers) if refused."""
-    keys = limit_keys(grant)
+    """Check and reserve one request of ``grant``; raise 429 (with headers) if refused.
+
+    A key that may be leased is admitted against this process's lease (no round trip
+    unless the lease must be taken or topped up first; see :mod:`portal.limits.leases`)."""
     has_org = grant.org_id is not None
+    if settings.GATEWAY_LEASE_SHARE:
+        lease = await leases.admit(grant, tokens)
+        if lease is not None:
+            headers = rate_headers(grant, lease.headers())
+            return Reservation(
+                [], request_id, grant.tpm, has_org, tokens, spend_ucny, headers, lease
+            )
+    keys = limit_keys(grant)
     answer = await wire().evalsha(
         scripts.RESERVE,
         RESERVE_SHA,
@@ -223,6 +235,14 @@ def refusal(
 Settlement = tuple[Reservation, int, int]  # reservation, tokens used, micro-CNY spent
 
 
+def settlement(reservation: Reservation, tokens_used: int, spent_ucny: int) -> Settlement | None:
+    """What settles ``reservation`` in Redis, or None when its lease settled it here."""
+    if reservation.lease is not None:
+        reservation.lease.settle(reservation.tokens, tokens_used, spent_ucny)
+        return None
+    return reservation, tokens_used, spent_ucny
+
+
 def settle_command(
     settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
 ) -> tuple[Any, ...]:
@@ -264,3 +284,4 @@ def _sha(script: str) -> str:
 
 RESERVE_SHA = _sha(scripts.RESERVE)
 SETTLE_SHA = _sha(scripts.SETTLE)
+LEASE_SHA = _sha(scripts.LEASE)

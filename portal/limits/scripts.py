@@ -214,3 +214,82 @@ for i = 2 + n * 5, #ARGV do
 end
 return n
 """
+
+# KEYS: rate buckets, in-flight set, user budget, org budget (as RESERVE).
+# ARGV: rpm, tpm, max concurrent, lease id, the lease's slots (k), requests to take,
+# tokens to take, requests handed back, tokens handed back (negative when its requests
+# used more than they reserved), tokens used and micro-CNY spent since the last call
+# (added to the budget counters), has a billing organisation (0/1), "take" or "release",
+# slot lease seconds.
+# "take" takes the requests, the tokens and the lease's k concurrency slots (members
+# <lease id>#1..k; refreshed when held already), all or nothing (slots already held stay
+# held); "release" drops the slots and takes nothing. Hand-backs and usage always count.
+# Returns {verdict, requests left, ms until the request bucket is full, tokens left, ms
+# until the token bucket is full}; verdict "ok" or what was short: "concurrency",
+# "requests", "tokens".
+LEASE = """
+local rpm, tpm, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local k, want_req, want_tok = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+
+local b = redis.call('HMGET', KEYS[1], 'rv', 'rt', 'tv', 'tt')
+local function level(v, at, cap)
+  v, at = tonumber(v), tonumber(at)
+  if not v then return cap end
+  return math.min(cap, v + (now - at) * cap / 60)
+end
+local function full_ms(v, cap)
+  if cap <= 0 then return 0 end
+  return math.ceil(math.max(0, cap - v) * 60000 / cap)
+end
+local req = rpm > 0 and math.min(rpm, level(b[1], b[2], rpm) + tonumber(ARGV[8])) or 0
+local tok = tpm > 0 and math.min(tpm, level(b[3], b[4], tpm) + tonumber(ARGV[9])) or 0
+
+local used, spent = tonumber(ARGV[10]), tonumber(ARGV[11])
+local function count(key)
+  if redis.call('HINCRBY', key, 'tok', used) == used then redis.call('EXPIRE', key, 3456000) end
+  redis.call('HINCRBY', key, 'ucny', spent)
+end
+if used ~= 0 or spent ~= 0 then
+  count(KEYS[3])
+  if ARGV[12] == '1' then count(KEYS[4]) end
+end
+
+local verdict = 'ok'
+local member = ARGV[4] .. '#'
+local release = ARGV[13] == 'release'
+local held = conc > 0 and redis.call('ZSCORE', KEYS[2], member .. '1')
+if release then
+  want_req, want_tok = 0, 0
+elseif conc > 0 and not held and redis.call('ZCARD', KEYS[2]) + k > conc then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) + k > conc then verdict = 'concurrency' end
+end
+if verdict == 'ok' and rpm > 0 and req < want_req then verdict = 'requests' end
+if verdict == 'ok' and tpm > 0 and tok < want_tok then verdict = 'tokens' end
+if verdict == 'ok' then req, tok = req - want_req, tok - want_tok end
+if conc > 0 then
+  if release then
+    for i = 1, k do redis.call('ZREM', KEYS[2], member .. i) end
+  elseif verdict == 'ok' or held then
+    local lease = tonumber(ARGV[14])
+    for i = 1, k do redis.call('ZADD', KEYS[2], now + lease, member .. i) end
+    redis.call('EXPIRE', KEYS[2], lease)
+  end
+end
+
+if rpm > 0 or tpm > 0 then
+  local fields, debt = {}, 0
+  if rpm > 0 then fields = {'rv', req, 'rt', now} end
+  if tpm > 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'tv', tok
+    fields[#fields + 1], fields[#fields + 2] = 'tt', now
+    debt = math.ceil(math.max(0, -tok) * 60 / tpm)
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], 61 + debt)
+end
+return {verdict, math.floor(math.max(req, 0)), full_ms(req, rpm),
+        math.floor(math.max(tok, 0)), full_ms(tok, tpm)}
+"""

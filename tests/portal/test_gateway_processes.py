@@ -1,6 +1,10 @@
 """Limits, revocation and membership changes hold across gateway worker processes:
 two real ``uvicorn portal.asgi:application`` processes sharing the test database and
-Redis, and a fake engine upstream."""
+Redis, and a fake engine upstream.
+
+The processes lease a tenth of a key's per-minute limits (``GATEWAY_LEASE_SHARE=10``),
+so keys of at least 80 requests per minute are admitted against leases
+(``portal/limits/leases.py``) and smaller ones request by request."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import pytest
 
 from compute.agent.procs import wait_for
 from portal.models import Organization
+from portal.services.keys import sync_redis
 from tests.factories import deployment
 from tests.portal.fake_engine import serve_fake_engine
 from tests.portal.gateways import add_replica, gateway_processes
@@ -22,7 +27,8 @@ from tests.portal.test_limits import new_key
 
 @pytest.fixture(scope="module")
 def gateways(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with gateway_processes(tmp_path_factory.mktemp("gateways"), count=2) as urls:
+    leases = {"GATEWAY_LEASE_SHARE": "10", "GATEWAY_LEASE_MS": "500"}
+    with gateway_processes(tmp_path_factory.mktemp("gateways"), count=2, **leases) as urls:
         yield urls
 
 
@@ -70,6 +76,73 @@ def test_requests_per_minute_hold_across_two_gateway_processes(
     codes = asyncio.run(burst())
     assert codes.count(200) == 10, codes
     assert codes.count(429) == 20, codes
+
+
+def burst(urls: list[str], key: str, count: int, **extra: Any) -> list[httpx.Response]:
+    """``count`` chat requests at once, spread over ``urls``."""
+
+    async def send() -> list[httpx.Response]:
+        body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}], **extra}
+        headers = {"Authorization": f"Bearer {key}"}
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            calls = [
+                client.post(
+                    f"{urls[i % len(urls)]}/v1/chat/completions", headers=headers, json=body
+                )
+                for i in range(count)
+            ]
+            return list(await asyncio.gather(*calls))
+
+    return asyncio.run(send())
+
+
+def test_leased_requests_per_minute_hold_across_two_gateway_processes(
+    gateways, transactional_db, owner, engine
+):
+    """Each process leases 10 of the key's 100 requests a minute at a time: together
+    they never admit more than the limit (plus what refilled meanwhile), and what a lease
+    holds at the end is all that may go unused."""
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner, rpm_limit=100, max_concurrent=1000)
+    wait_until_listed(gateways, key, "olivia/pub")
+    started = time.monotonic()
+    first = burst(gateways[:1], key, 1)[0]
+    assert first.status_code == 200, first.text
+    # The first request took a lease: 10 requests from the bucket and 125 of the 1,000
+    # concurrency slots (an eighth, at most 128), named after the lease.
+    bucket = f"openmaas:rl:k{key_id(owner, key)}"
+    assert float(sync_redis().hget(bucket, "rv")) < 91
+    slots = sync_redis().zrange(bucket + ":conc", 0, -1)
+    assert len(slots) == 125 and all(b"#" in s for s in slots), slots[:3]
+    assert first.headers["x-ratelimit-remaining-requests"] == "99"
+    answers = burst(gateways, key, 160)
+    refill = (time.monotonic() - started) * 100 / 60
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 429}, codes
+    assert 100 - 1 - 2 * 10 <= codes.count(200) <= 100 - 1 + refill, codes
+    for refused in (r for r in answers if r.status_code == 429):
+        assert_openai_error(refused, 429, "rate_limit_exceeded")
+        assert refused.headers["x-ratelimit-limit-requests"] == "100"
+
+
+def test_leased_concurrency_holds_across_two_gateway_processes(
+    gateways, transactional_db, owner, engine
+):
+    """16 slots: each process's lease holds 2, the rest are taken request by request;
+    24 requests held open at once get exactly 16 through, and every slot is free after."""
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner, rpm_limit=6000, max_concurrent=16)
+    wait_until_listed(gateways, key, "olivia/pub")
+    codes = [r.status_code for r in burst(gateways, key, 24, user="sleep:2")]
+    assert sorted(codes) == [200] * 16 + [429] * 8, codes
+    conc = f"openmaas:rl:k{key_id(owner, key)}:conc"
+    wait_for(lambda: sync_redis().zcard(conc) == 0, timeout_s=10, what="slots handed back")
+
+
+def key_id(actor: Any, key: str) -> int:
+    listed = actor.client().get("/api/keys/").json()["results"]
+    return next(k["id"] for k in listed if key.startswith(k["prefix"]))
 
 
 def test_revoked_key_is_refused_by_every_process_within_a_second(gateways, transactional_db, owner):

@@ -335,3 +335,43 @@ def test_a_fine_tune_belongs_to_its_owners_namespace_in_allow_lists():
     assert model_allowed(["olivia/*"], name)
     assert not model_allowed(["openmaas/*"], name)  # the base's owner does not own the tune
     assert model_allowed([name], name)
+
+
+def test_which_keys_are_leased(settings):
+    from portal.limits.leases import Terms, terms
+    from portal.services.keys import KeyGrant
+
+    def grant(**fields: Any) -> KeyGrant:
+        limits = {"rpm": 60_000, "tpm": 6_000_000, "max_concurrent": 100, **fields}
+        return KeyGrant(
+            key_id=7, user_id=3, is_superuser=False, org_roles={}, expires_at=None, **limits
+        )
+
+    settings.GATEWAY_LEASE_SHARE = 600
+    settings.GATEWAY_LEASE_MIN_REQUESTS = 8
+    assert terms(grant()) == Terms(requests=100, tokens=10_000, slots=12)
+    assert terms(grant(rpm=0, tpm=0, max_concurrent=0)) == Terms(0, 0, 0)  # unlimited
+    assert terms(grant(max_concurrent=10_000)) == Terms(100, 10_000, 128)
+    assert terms(grant(rpm=4_799)) is None  # a lease would be under 8 requests
+    assert terms(grant(max_concurrent=15)) is None  # under 2 slots
+    assert terms(grant(user_token_budget=10**9)) is None  # budgets: request by request
+    assert terms(grant(org_spend_budget_ucny=5)) is not None  # no billing organisation
+    assert terms(grant(org_id=4, org_spend_budget_ucny=5)) is None
+    settings.GATEWAY_LEASE_SHARE = 0
+    assert terms(grant()) is None
+
+
+def test_a_lease_hands_back_its_slots_and_reports_its_usage_when_quiet(
+    live_portal, model, owner, settings
+):
+    """Leased requests are settled in the process; the usage reaches the monthly
+    counters by the time the quiet key's lease is handed back."""
+    settings.GATEWAY_LEASE_SHARE = 10
+    settings.GATEWAY_LEASE_S = 0.2
+    key = new_key(owner, rpm_limit=1000, tpm_limit=1_000_000, max_concurrent=64)
+    answers = [chat(live_portal, key, max_tokens=3 + i) for i in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert 990 <= int(answers[-1].headers["x-ratelimit-remaining-requests"]) < 1000
+    total = sum(a.json()["usage"]["total_tokens"] for a in answers)
+    # budget_used waits for the concurrency sets to empty: the lease's 8 slots go with it.
+    assert budget_used("u", owner.user.pk, "tok") == total
