@@ -18,13 +18,15 @@ and slots, so what all processes admit together never exceeds a limit. The price
 precision near a limit: capacity one process holds is not available to another until it
 is handed back (at most a share of the limit, for at most about ``GATEWAY_LEASE_S``). So
 only keys that can afford it are leased (:func:`terms`): requests per minute unlimited or
-at least ``GATEWAY_LEASE_SHARE × GATEWAY_LEASE_MIN_REQUESTS``, concurrency unlimited or at
-least 16, and no monthly budget (budgets are checked per request). A request the lease
-cannot cover even after a top-up (more tokens than a lease holds, all its slots busy)
-and every request of a key whose top-up was refused (a bucket ran short; for the next
-``GATEWAY_LEASE_S``) goes to Redis on its own, exactly as without leases, and gets the
-exact verdict and headers. The ``x-ratelimit-remaining-*`` headers of a leased request
-count what Redis had left at the last top-up plus what the lease still holds.
+at least ``GATEWAY_LEASE_SHARE × GATEWAY_LEASE_MIN_REQUESTS``; tokens per minute unlimited
+or a lease's share enough for that many requests of ``GATEWAY_DEFAULT_MAX_TOKENS``;
+concurrency unlimited or at least 16; and no monthly budget (budgets are checked per
+request). A request the lease cannot cover even after a top-up (more tokens than a lease
+holds, all its slots busy), and every request of a key whose top-up was refused (a
+bucket ran short) for the next ``GATEWAY_LEASE_S``, goes to Redis on its own, exactly as
+without leases, and gets the exact verdict and headers. The ``x-ratelimit-remaining-*``
+headers of a leased request count what Redis had left at the last top-up plus what the
+lease still holds.
 
 When Redis cannot be reached, a top-up fails and the lease stops admitting; the key's
 requests then meet the unreachable Redis on their own (``GATEWAY_REDIS_FAILURE``).
@@ -72,13 +74,16 @@ def terms(grant: Any) -> Terms | None:
         budgets += [grant.org_token_budget, grant.org_spend_budget_ucny]
     if any(b is not None for b in budgets):
         return None
-    requests = grant.rpm // share
-    if grant.rpm and requests < settings.GATEWAY_LEASE_MIN_REQUESTS:
+    least = settings.GATEWAY_LEASE_MIN_REQUESTS
+    requests, tokens = grant.rpm // share, grant.tpm // share
+    if grant.rpm and requests < least:
+        return None
+    if grant.tpm and tokens < least * settings.GATEWAY_DEFAULT_MAX_TOKENS:
         return None
     slots = min(grant.max_concurrent // SLOT_SHARE, MAX_SLOTS)
     if grant.max_concurrent and slots < 2:
         return None
-    return Terms(requests, grant.tpm // share, slots)
+    return Terms(requests, tokens, slots)
 
 
 ACTIVE, CLOSING, CLOSED = "active", "closing", "closed"
@@ -231,13 +236,14 @@ class Lease:
         if self.timer is None:
             self._tick_later()
 
-    def _close(self) -> None:
-        """Admit nothing more; hand the rest back once the requests in flight ended. The
-        key's requests go to Redis one by one for the next ``GATEWAY_LEASE_S``."""
+    def _close(self, *, exact: bool = True) -> None:
+        """Admit nothing more; hand the rest back once the requests in flight ended. With
+        ``exact`` (a top-up was refused or failed), the key's requests go to Redis one by
+        one for the next ``GATEWAY_LEASE_S``."""
         if self.state != ACTIVE:
             return
         self.state = CLOSING
-        self.leases.drop(self, exact_for_s=settings.GATEWAY_LEASE_S)
+        self.leases.drop(self, exact_for_s=settings.GATEWAY_LEASE_S if exact else 0.0)
         if self.inflight == 0:
             self._release_soon()
 
@@ -306,7 +312,7 @@ class Leases:
         if lease is not None:
             if lease.grant is grant or lease.grant == grant:
                 return lease
-            lease._close()  # the key's limits changed: a new lease under the new ones
+            lease._close(exact=False)  # the key's limits changed: a lease under the new ones
         lease_terms = terms(grant)
         if lease_terms is None:
             return None

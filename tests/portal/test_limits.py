@@ -349,10 +349,12 @@ def test_which_keys_are_leased(settings):
 
     settings.GATEWAY_LEASE_SHARE = 600
     settings.GATEWAY_LEASE_MIN_REQUESTS = 8
+    settings.GATEWAY_DEFAULT_MAX_TOKENS = 256
     assert terms(grant()) == Terms(requests=100, tokens=10_000, slots=12)
     assert terms(grant(rpm=0, tpm=0, max_concurrent=0)) == Terms(0, 0, 0)  # unlimited
     assert terms(grant(max_concurrent=10_000)) == Terms(100, 10_000, 128)
     assert terms(grant(rpm=4_799)) is None  # a lease would be under 8 requests
+    assert terms(grant(tpm=1_228_799)) is None  # ... under 8 × 256 tokens
     assert terms(grant(max_concurrent=15)) is None  # under 2 slots
     assert terms(grant(user_token_budget=10**9)) is None  # budgets: request by request
     assert terms(grant(org_spend_budget_ucny=5)) is not None  # no billing organisation
