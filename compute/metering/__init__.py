@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+import orjson
+
 STREAM = "openmaas:usage"
 PACKED = "e"
-_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class UsageEvent:
         }
 
     def pack(self) -> str:
-        """The stream entry's one field's value: the event as a JSON object."""
-        return _compact(vars(self))
+        """The stream entry's one field's value: the event as a JSON object (orjson: a
+        tenth of the standard encoder's time, on the gateway's hot path)."""
+        return orjson.dumps(vars(self)).decode()
 
     @classmethod
     def decode(cls, raw: dict[bytes | str, bytes | str]) -> UsageEvent:
