@@ -12,6 +12,9 @@ replica pointing at the stub. Then ``wrk``, in its own process, drives
   settings, so key authentication, the Redis limiter and the usage stream are in the
   path (1 and 2 workers);
 - *gateway, limits off*: the same with ``GATEWAY_LIMITS=0 GATEWAY_METERING=0``;
+- *gateway, limits on, request by request*: limits on with ``GATEWAY_LEASE_SHARE=0``,
+  so every request asks Redis (the bench key's high limits are otherwise leased, see
+  ``portal/limits/leases.py``; keys with the default limits are always checked so);
 - *gateway, limits on + inline moderation*: the defaults as shipped, which also put the
   governance filter (``GOVERNANCE_INLINE``, issue 9) in the path; the rows above run
   with it off, so that they compare limits and metering alone, as LiteLLM (which has no
@@ -70,6 +73,7 @@ SWITCHES = ("GATEWAY_LIMITS", "GATEWAY_METERING")
 # :func:`pin_cpus`; everything else then runs on the other CPUs.
 PROXY_CPU: list[str] = []
 INLINE = "GOVERNANCE_INLINE"
+LEASE_SHARE = "GATEWAY_LEASE_SHARE"
 DIRECT = "direct"
 PRELIMINARY = "**Preliminary**"
 LITELLM = "LiteLLM proxy (1 worker)"
@@ -301,7 +305,7 @@ class Stack:
 
     @contextmanager
     def gateway(
-        self, workers: int, limits: bool, inline: bool = False
+        self, workers: int, limits: bool, inline: bool = False, leases: bool = True
     ) -> Iterator[tuple[str, int, dict[str, str]]]:
         """The web process with ``workers`` workers, limits and metering on (default
         settings) or off, and the inline moderation filter on or off, for the duration
@@ -309,6 +313,7 @@ class Stack:
         and the headers of a checked answer."""
         port = free_port()
         tag = ("on" if limits else "off") + ("-inline" if inline else "")
+        tag += "" if leases else "-exact"
         log = self.root / "logs" / f"gateway-{workers}w-{tag}.log"
         argv = [
             sys.executable,
@@ -331,6 +336,8 @@ class Stack:
         ]
         env = dict(self.env) if limits else {**self.env, **{name: "0" for name in SWITCHES}}
         env[INLINE] = "1" if inline else "0"
+        if not leases:
+            env[LEASE_SHARE] = "0"
         if workers == 1:
             argv = [*PROXY_CPU, *argv]
         proc = spawn(argv, log=log, env=env, cwd=ROOT)
@@ -773,6 +780,17 @@ def aims(cells: list[Cell], on: str, off: str, facts: Facts) -> list[str]:
             )
         if by.get((moderated, stream, least)) and by.get((DIRECT, stream, least)):
             lines.append(added_p50_line(by, moderated, on, stream, least, compare="without"))
+    exact = gateway_name(1, True, leases=False)
+    for stream in (False, True):
+        kind = "streamed" if stream else "not streamed"
+        gw, without = by.get((exact, stream, most)), by.get((off, stream, most))
+        if gw and without and without.rps > 0:
+            lines.append(
+                f"- {exact}, req/s at {most} clients, {kind}: {gw.rps:,.0f} "
+                f"({1 - gw.rps / without.rps:.1%} below limits off)"
+            )
+        if by.get((exact, stream, least)) and by.get((DIRECT, stream, least)):
+            lines.append(added_p50_line(by, exact, on, stream, least, compare="leased"))
     return lines
 
 
@@ -784,6 +802,14 @@ def facts_lines(facts: Facts, on: str, off: str) -> list[str]:
         if limits
         else "- The key model has no per-key limit fields on this branch: only the defaults "
         "(budgets, if any) were in force."
+    )
+    lines.append(
+        "- Leases: with the default `GATEWAY_LEASE_SHARE` (600) the bench key's limits are "
+        "leased (`portal/limits/leases.py`): a gateway process takes 1/600 of its request "
+        "and token buckets and 128 of its concurrency slots in one Redis call, admits "
+        "requests against that locally, and tops it up every second; *request by request* "
+        "is the same gateway with `GATEWAY_LEASE_SHARE=0`, how keys with the default "
+        "limits (600 requests per minute) are always checked."
     )
     for target in (on, off):
         header = facts.ratelimit_header.get(target)
@@ -860,10 +886,10 @@ def render(
         f"with its default settings. wrk {plan.threads} thread(s), closed loop, "
         f"{plan.warmup:g} s warm-up then {plan.seconds:g} s measured per run; each row is "
         f"the median of {plan.rounds} run(s) (errors: their sum). *direct* and the 1-worker "
-        "gateways (limits on, off, on + inline moderation) run side by side and are "
-        "measured in turn, round after round (the order reversed every other round), so a "
-        "change in the machine's load falls on all of them alike; the others are measured "
-        "after. Latency is to "
+        "gateways (limits on, off, on + inline moderation, on request by request) run side "
+        "by side and are measured in turn, round after round (the order reversed every "
+        "other round), so a change in the machine's load falls on all of them alike; the "
+        "others are measured after. Latency is to "
         "the last byte (the whole stream when streamed). The load generator, the stub, "
         "Redis and PostgreSQL share the other CPUs. Added latency = proxy − "
         "direct at the same stream/clients; at 64 clients the servers are saturated, so "
@@ -985,10 +1011,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def gateway_name(workers: int, limits: bool, inline: bool = False) -> str:
+def gateway_name(workers: int, limits: bool, inline: bool = False, leases: bool = True) -> str:
     moderation = " + inline moderation" if inline else ""
+    exact = "" if leases else ", request by request"
     plural = "s" * (workers > 1)
-    return f"gateway, limits {'on' if limits else 'off'}{moderation} ({workers} worker{plural})"
+    on = "on" if limits else "off"
+    return f"gateway, limits {on}{exact}{moderation} ({workers} worker{plural})"
 
 
 def measure_gateways(
@@ -1003,10 +1031,14 @@ def measure_gateways(
             direct = write_scripts(stack.root, stack.key, SERVED_NAME, "direct")
             targets.append(Target(DIRECT, stack.stub_url, direct))
         pid_on = 0
-        variants = [(True, False), (False, False), (True, True)] if both else [(True, False)]
-        for limits, inline in variants:
-            name = gateway_name(workers, limits, inline)
-            url, pid, headers = running.enter_context(stack.gateway(workers, limits, inline))
+        variants = [(True, False, True)]
+        if both:
+            variants += [(False, False, True), (True, True, True), (True, False, False)]
+        for limits, inline, leases in variants:
+            name = gateway_name(workers, limits, inline, leases)
+            url, pid, headers = running.enter_context(
+                stack.gateway(workers, limits, inline, leases)
+            )
             if "x-ratelimit-limit-requests" in headers:
                 facts.ratelimit_header[name] = headers["x-ratelimit-limit-requests"]
             pid_on = pid_on or pid
