@@ -9,7 +9,11 @@ next write goes out: with the next command sent without delay (usually a reserva
 or :data:`SEND_WITHIN_S` later. So the requests that end close together cost Redis one
 call (settle them all, then XADD their events, one packed field each), and each keeps
 its place ahead of any reservation made later: a client's next request sees the slot
-and tokens its last one freed. The reply is checked by a callback, not by the request.
+and tokens its last one freed. A batch with no settlement in it (a key admitted against
+its lease settles in the process, see ``portal.limits.leases``; or limits are off) waits
+up to :data:`USAGE_WITHIN_S` instead, so that more requests share its call; a
+settlement added to it hurries it along. The reply is checked by a callback, not by the
+request.
 
 Governance events (moderation decisions, provenance, offenders: lists of packed entries
 for ``openmaas:governance``) ride along: a batch that may carry them is followed by its
@@ -42,6 +46,9 @@ logger = logging.getLogger(__name__)
 # write and one Redis wake-up fewer per request) before it is sent on its own: short,
 # since its slot stays taken until then for the key's requests on other connections.
 SEND_WITHIN_S = 0.001
+# How long usage and governance events alone may wait for company: they hold nothing
+# back, and a clean shutdown sends them (:func:`drain`).
+USAGE_WITHIN_S = 0.01
 
 
 # Appends ARGV[2..] to the stream KEYS[1], trimmed to about ARGV[1] entries.
@@ -127,9 +134,10 @@ class Ledger:
             metrics.observe(event)
         batch = self.open
         connection = wire()
+        within_s = USAGE_WITHIN_S if settlement is None else SEND_WITHIN_S
         if batch is None or not connection.queued_last(batch.tail or batch):
             batch = Batch()
-            reply = connection.queue(batch, SEND_WITHIN_S)
+            reply = connection.queue(batch, within_s)
             if reply is None:  # not connected: connect in a task of its own
                 batch.add(settlement, event, governance)
                 self._track(asyncio.ensure_future(send_batch(batch)))
@@ -139,10 +147,12 @@ class Ledger:
             self._track(reply)
             if settings.GOVERNANCE_INLINE:
                 batch.tail = Tail()
-                tail_reply = connection.queue(batch.tail, SEND_WITHIN_S)
+                tail_reply = connection.queue(batch.tail, within_s)
                 if tail_reply is not None:
                     tail_reply.add_done_callback(lambda done: self._check_tail(done, batch))
                     self._track(tail_reply)
+        elif settlement is not None:
+            connection.hurry(SEND_WITHIN_S)
         batch.add(settlement, event, governance)
 
     def _track(self, future: asyncio.Future[Any]) -> None:

@@ -310,7 +310,10 @@ class Leases:
         bucket = grant.bucket
         lease = self.by_bucket.get(bucket)
         if lease is not None:
-            if lease.grant is grant or lease.grant == grant:
+            if lease.grant is grant:
+                return lease
+            if lease.grant == grant:  # the same grant, read again
+                lease.grant = grant
                 return lease
             lease._close(exact=False)  # the key's limits changed: a lease under the new ones
         lease_terms = terms(grant)

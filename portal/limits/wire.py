@@ -56,7 +56,7 @@ class _Protocol(asyncio.Protocol):
         self.watchdog: asyncio.TimerHandle | None = None
         self.pending: list[bytes | Deferred] = []
         self.flusher: asyncio.Handle | None = None
-        self.flush_later = False
+        self.flush_at = 0.0  # when the pending write goes out (the loop's clock)
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: Any) -> None:
@@ -93,17 +93,24 @@ class _Protocol(asyncio.Protocol):
         futures = [loop.create_future() for _ in range(count)]
         self.waiters.extend((f, now) for f in futures)
         self.pending.append(payload)
-        if self.flusher is None:
-            if within_s:
-                self.flusher, self.flush_later = loop.call_later(within_s, self._flush), True
-            else:
-                self.flusher, self.flush_later = loop.call_soon(self._flush), False
-        elif self.flush_later and not within_s:
-            self.flusher.cancel()
-            self.flusher, self.flush_later = loop.call_soon(self._flush), False
+        self.hurry(within_s)
         if self.watchdog is None:
             self.watchdog = loop.call_later(REPLY_TIMEOUT_S, self._check)
         return futures
+
+    def hurry(self, within_s: float) -> None:
+        """Make sure what is pending goes out within ``within_s`` seconds (0: this turn)."""
+        loop = self.loop
+        deadline = loop.time() + within_s
+        if self.flusher is not None:
+            if deadline >= self.flush_at:
+                return
+            self.flusher.cancel()
+        self.flush_at = deadline
+        if within_s:
+            self.flusher = loop.call_later(within_s, self._flush)
+        else:
+            self.flusher = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Everything queued since the last write goes out in one write."""
@@ -200,6 +207,12 @@ class Wire:
         if protocol is None or protocol.lost:
             return None
         return protocol.send(command, 1, within_s)[0]
+
+    def hurry(self, within_s: float) -> None:
+        """What is queued goes out within ``within_s`` seconds at the latest."""
+        protocol = self.protocol
+        if protocol is not None and not protocol.lost and protocol.pending:
+            protocol.hurry(within_s)
 
     def queued_last(self, command: Deferred) -> bool:
         """Whether ``command`` is still unsent and nothing was queued after it."""

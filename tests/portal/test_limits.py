@@ -326,6 +326,32 @@ def test_a_queued_command_that_cannot_be_packed_fails_its_write_not_later_replie
     assert after == [b"after"]
 
 
+def test_a_command_queued_to_wait_goes_out_as_soon_as_something_hurries_it(settings):
+    """The ledger queues a batch of usage events alone to wait for company; a settlement
+    joining it hurries it (``Wire.hurry``), since a slot stays taken until it is sent."""
+    import hiredis
+
+    from portal.limits.wire import Wire
+
+    class Ping:
+        def pack(self) -> bytes:
+            return hiredis.pack_command(("PING",))
+
+    async def run() -> tuple[bool, Any]:
+        connection = Wire(settings.REDIS_URL)
+        await connection.execute(("PING",))
+        waiting = connection.queue(Ping(), 60.0)
+        assert waiting is not None
+        await asyncio.sleep(0.2)
+        sent_alone = waiting.done()
+        connection.hurry(0.001)
+        return sent_alone, await asyncio.wait_for(waiting, 5)
+
+    sent_alone, reply = asyncio.run(run())
+    assert not sent_alone
+    assert reply == b"PONG"
+
+
 def test_a_fine_tune_belongs_to_its_owners_namespace_in_allow_lists():
     from portal.models.keys import model_allowed, model_namespace
 
