@@ -487,20 +487,18 @@ async def _pump(
 def finish(ex: Exchange) -> None:
     """After the answer: queue the reservation's settlement, the usage event and the
     governance events for this loop's ledger, which sends them off the request's path
-    (see ``ledger``)."""
+    (see ``ledger``). The reservation is settled first: a lease's slot and tokens must
+    come back even if the rest fails."""
     metering = settings.GATEWAY_METERING
+    reservation, settled = ex.reservation, None
+    if reservation is not None or metering:
+        prompt, completion = ex.tokens()
+    if reservation is not None:
+        spend = ex.route.cost_ucny(prompt, completion) if ex.route else 0
+        settled = settlement(reservation, prompt + completion, spend)
     governance = moderation.finish(ex) if ex.governed is not None else None
-    if ex.reservation is None and not metering:
-        if governance:
-            record(None, None, governance)
-        return
-    prompt, completion = ex.tokens()
-    route = ex.route
-    settled = None
-    if ex.reservation is not None:
-        spend = route.cost_ucny(prompt, completion) if route else 0
-        settled = settlement(ex.reservation, prompt + completion, spend)
-    record(settled, usage_event(ex, prompt, completion) if metering else None, governance)
+    event = usage_event(ex, prompt, completion) if metering else None
+    record(settled, event, governance)
 
 
 def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:

@@ -82,12 +82,13 @@ def xadd_command(entries: list[str]) -> tuple[Any, ...]:
 class Batch:
     """The settlements and usage events of one script call (and its governance tail)."""
 
-    __slots__ = ("events", "settlements", "tail")
+    __slots__ = ("events", "observed", "settlements", "tail")
 
     def __init__(self) -> None:
         self.settlements: list[Settlement] = []
         self.events: list[UsageEvent] = []
         self.tail: Tail | None = None
+        self.observed = False  # its events were counted in the metrics
 
     def add(
         self,
@@ -110,18 +111,20 @@ class Batch:
                 self.settlements,
                 STREAM,
                 settings.GATEWAY_USAGE_STREAM_MAXLEN,
-                pack_events(self.events),
+                pack_events(self),
             )
         )
 
 
-def pack_events(events: list[UsageEvent]) -> list[str]:
-    """The events' stream entries; counts them in the metrics on the way (here, once per
-    batch, rather than on each request's path)."""
-    observe = metrics.observe
-    for event in events:
-        observe(event)
-    return [event.pack() for event in events]
+def pack_events(batch: Batch) -> list[str]:
+    """The batch's usage events' stream entries; the first time, counts them in the
+    metrics on the way (here, once per batch, rather than on each request's path)."""
+    if not batch.observed:
+        batch.observed = True
+        observe = metrics.observe
+        for event in batch.events:
+            observe(event)
+    return [event.pack() for event in batch.events]
 
 
 class Ledger:
@@ -206,7 +209,7 @@ async def send_batch(batch: Batch) -> None:
             batch.settlements,
             STREAM,
             settings.GATEWAY_USAGE_STREAM_MAXLEN,
-            pack_events(batch.events),
+            pack_events(batch),
         )
     except RedisError:
         logger.warning("Redis unreachable: usage of %d requests not recorded", _size(batch))

@@ -5,13 +5,20 @@ upstream (on a small machine about half of the gateway's own latency). For a key
 per-minute limits are large next to one request that is wasted: the answer is always
 yes. Such a key gets a **lease** instead, in one script call (:data:`scripts.LEASE`):
 ``1/GATEWAY_LEASE_SHARE`` of its requests-per-minute and tokens-per-minute buckets (by
-default a tenth of a second's worth) and up to an eighth of its concurrency slots (at
-most :data:`MAX_SLOTS`). The process then admits the key's requests against the lease
-locally, settles them locally (a request's unused tokens go back to the lease, its slot
-is free at once), tops the lease up in the background when half of it is used and once
-every ``GATEWAY_LEASE_S`` while the key is busy (which also adds the usage to the monthly
-counters and keeps the slots' own expiry fresh), and hands back what is left once the
-key has been quiet for ``GATEWAY_LEASE_S``, or when the process stops.
+default a tenth of a second's worth) and a few of its concurrency slots. The process then
+admits the key's requests against the lease locally, settles them locally (a request's
+unused tokens go back to the lease, its slot is free at once), tops the lease up in the
+background when half of it is used and once every ``GATEWAY_LEASE_S`` while the key is
+busy (which also adds the usage to the monthly counters), and hands back what is left
+once the key has been quiet for ``GATEWAY_LEASE_S``, or when the process stops.
+
+Slots follow demand: a lease holds a quarter more than the most requests it had in flight
+since the last top-up (at least 2, at most an eighth of the key's concurrency and
+:data:`MAX_SLOTS`), grows at once when a request finds them all busy (while Redis has
+room) and shrinks at the next top-up. They are members of the key's in-flight set with
+a short expiry (:func:`slot_ttl_s`) that every top-up refreshes, also while a closing
+lease's last requests run, so the slots of a process that died or cannot reach Redis
+free themselves within seconds.
 
 Limits still hold across processes and hosts: a lease is taken from the shared buckets
 and slots, so what all processes admit together never exceeds a limit. The price is
@@ -22,9 +29,10 @@ at least ``GATEWAY_LEASE_SHARE × GATEWAY_LEASE_MIN_REQUESTS``; tokens per minut
 or a lease's share enough for that many requests of ``GATEWAY_DEFAULT_MAX_TOKENS``;
 concurrency unlimited or at least 16; and no monthly budget (budgets are checked per
 request). A request the lease cannot cover even after a top-up (more tokens than a lease
-holds, all its slots busy), and every request of a key whose top-up was refused (a
-bucket ran short) for the next ``GATEWAY_LEASE_S``, goes to Redis on its own, exactly as
-without leases, and gets the exact verdict and headers. The ``x-ratelimit-remaining-*``
+holds, all its slots busy while Redis has no more), and, once a top-up was refused (a
+bucket ran short), every request beyond what the lease still holds until the next tick,
+goes to Redis on its own, exactly as without leases, and gets the exact verdict and
+headers. The ``x-ratelimit-remaining-*``
 headers of a leased request count what Redis had left at the last top-up plus what the
 lease still holds.
 
@@ -87,6 +95,13 @@ def terms(grant: Any) -> Terms | None:
 
 
 ACTIVE, CLOSING, CLOSED = "active", "closing", "closed"
+MIN_SLOTS = 2
+
+
+def slot_ttl_s() -> float:
+    """How long a lease's slots live in Redis unless refreshed (every tick refreshes
+    them): those of a process that died or stalled free themselves this soon."""
+    return 3 * settings.GATEWAY_LEASE_S + 1
 
 
 class Lease:
@@ -97,12 +112,20 @@ class Lease:
         self.terms = lease_terms
         self.leases = leases
         self.id = uuid.uuid4().hex[:16]
+        self.born = time.monotonic()
         self.state = ACTIVE
         self.held = False  # the first take succeeded
         # What the lease holds now (None: that limit is off).
         self.requests: int | None = 0 if grant.rpm else None
         self.tokens: int | None = 0 if grant.tpm else None
+        # Concurrency slots held (in Redis), and how many requests may use them now:
+        # while a call that may shrink them is under way, the smaller of the two.
+        self.slots = 0
+        self.slot_cap = 0
+        self.slots_short = False  # Redis had no room for more, until the next tick
+        self.exhausted = False  # a top-up was refused (a bucket is short), until the next tick
         self.inflight = 0
+        self.peak = 0  # most requests in flight (or wanting a slot) since the last tick
         # Usage not yet added to the monthly counters.
         self.used_tokens = 0
         self.spent_ucny = 0
@@ -123,24 +146,27 @@ class Lease:
             return False
         if self.tokens is not None and self.tokens < tokens:
             return False
-        if self.terms.slots and self.inflight >= self.terms.slots:
+        if self.terms.slots and self.inflight >= self.slot_cap:
+            self.peak = max(self.peak, self.inflight + 1)
             return False
         if self.requests is not None:
             self.requests -= 1
         if self.tokens is not None:
             self.tokens -= tokens
         self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
         self.busy = True
-        if self.syncing is None and self._low():
+        if self.syncing is None and not self.exhausted and self._low():
             self.sync()
         return True
 
     def can_grow(self, tokens: int) -> bool:
         """Whether a top-up could let a request of ``tokens`` in."""
-        if self.state != ACTIVE:
+        if self.state != ACTIVE or self.exhausted:
             return False
-        if self.terms.slots and self.inflight >= self.terms.slots:
-            return False
+        full = self.terms.slots and self.inflight >= self.slot_cap
+        if full and self.held and (self.slots >= self.terms.slots or self.slots_short):
+            return False  # no more slots to be had until the next tick
         return self.tokens is None or tokens <= self.terms.tokens
 
     def settle(self, reserved: int, used: int, spent_ucny: int) -> None:
@@ -166,10 +192,16 @@ class Lease:
             return True
         return self.tokens is not None and self.tokens * 2 < terms_.tokens
 
+    def _wanted_slots(self) -> int:
+        """Slots for the most requests in flight lately, plus a quarter, within terms."""
+        peak = max(self.peak, self.inflight)
+        return min(self.terms.slots, max(MIN_SLOTS, peak + peak // 4 + 1))
+
     # --- talking to Redis -------------------------------------------------------------
 
     def sync(self) -> asyncio.Future[None]:
-        """Top the lease up (one call; one at a time): its future."""
+        """Top the lease up (one call; one at a time): its future. A lease that is
+        closing only refreshes the slots its requests still use."""
         if self.syncing is None:
             self.syncing = asyncio.ensure_future(self._call(release=False))
             self.syncing.add_done_callback(_quiet)
@@ -179,12 +211,24 @@ class Lease:
         from portal.limits import LEASE_SHA, limit_keys
 
         grant, terms_ = self.grant, self.terms
-        take_requests = 0 if release or self.requests is None else terms_.requests - self.requests
-        take_tokens = 0 if release or self.tokens is None else terms_.tokens - self.tokens
+        taking = not release and self.state == ACTIVE
+        take_requests = take_tokens = 0
+        if taking and self.requests is not None:
+            take_requests = terms_.requests - self.requests
+        if taking and self.tokens is not None:
+            take_tokens = terms_.tokens - self.tokens
         back_requests = (self.requests or 0) if release else 0
         back_tokens = (self.tokens or 0) if release else 0
+        if release:
+            slots = 0
+        elif taking:
+            slots = self._wanted_slots()
+            self.peak = self.inflight
+        else:
+            slots = max(self.inflight, 0)
+        self.slot_cap = min(self.slots, slots)
         used, spent = self.used_tokens, self.spent_ucny
-        self.used_tokens = self.spent_ucny = 0
+        self.used_tokens = self.spent_ucny = 0  # a failed call loses them (never twice)
         try:
             answer = await wire().evalsha(
                 scripts.LEASE,
@@ -195,7 +239,7 @@ class Lease:
                     grant.tpm,
                     grant.max_concurrent,
                     self.id,
-                    terms_.slots,
+                    slots,
                     max(take_requests, 0),
                     max(take_tokens, 0),
                     back_requests,
@@ -203,13 +247,11 @@ class Lease:
                     used,
                     spent,
                     int(grant.org_id is not None),
-                    "release" if release else "take",
-                    settings.GATEWAY_CONCURRENCY_LEASE_S,
+                    self.slots,
+                    slot_ttl_s(),
                 ],
             )
         except RedisError:
-            self.used_tokens += used
-            self.spent_ucny += spent
             if not release:
                 logger.warning("Redis unreachable: the lease of %s stops admitting", grant.bucket)
                 self._close()
@@ -218,28 +260,28 @@ class Lease:
             if not release:
                 self.syncing = None
         self.redis_requests, self.redis_tokens = int(answer[1]), int(answer[3])
+        self.slots = self.slot_cap = int(answer[5])
         if release:
-            if back_requests and self.requests is not None:
-                self.requests -= back_requests
-            if back_tokens and self.tokens is not None:
-                self.tokens -= back_tokens
             return
+        self.slots_short = self.slots < slots
         verdict = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
-        if verdict != "ok":
-            self._close()
-            return
         self.held = True
+        if self.timer is None and self.state != CLOSED:
+            self._tick_later()
+        if verdict != "ok":
+            # A bucket is short: admit what the lease still holds, send the rest to Redis
+            # one by one (exact verdicts), and try again at the next tick.
+            self.exhausted = True
+            return
         if self.requests is not None:
             self.requests += max(take_requests, 0)
         if self.tokens is not None:
             self.tokens += max(take_tokens, 0)
-        if self.timer is None:
-            self._tick_later()
 
     def _close(self, *, exact: bool = True) -> None:
-        """Admit nothing more; hand the rest back once the requests in flight ended. With
-        ``exact`` (a top-up was refused or failed), the key's requests go to Redis one by
-        one for the next ``GATEWAY_LEASE_S``."""
+        """Admit nothing more; hand the rest back once the requests in flight ended
+        (refreshing their slots until then). With ``exact`` (a top-up failed), the key's
+        requests go to Redis one by one for the next ``GATEWAY_LEASE_S``."""
         if self.state != ACTIVE:
             return
         self.state = CLOSING
@@ -255,7 +297,9 @@ class Lease:
         self.leases.track(asyncio.ensure_future(self.release()))
 
     async def release(self) -> None:
-        """Hand back what the lease holds and its slots (after any top-up in flight)."""
+        """Hand back what the lease holds and its slots (after any top-up in flight).
+        If Redis cannot be reached, the slots expire on their own (:func:`slot_ttl_s`)
+        and the requests and tokens refill with the buckets."""
         if self.syncing is not None:
             await asyncio.gather(self.syncing, return_exceptions=True)
         if not self.held:
@@ -270,16 +314,18 @@ class Lease:
         self.timer = asyncio.get_running_loop().call_later(settings.GATEWAY_LEASE_S, self._tick)
 
     def _tick(self) -> None:
-        """Every ``GATEWAY_LEASE_S``: a busy lease tops up (reporting its usage), a
-        quiet one is handed back."""
+        """Every ``GATEWAY_LEASE_S``: a busy lease tops up (reporting its usage and
+        fitting its slots to its recent peak), a quiet one is handed back, a closing one
+        refreshes the slots its requests still use."""
         self.timer = None
-        if self.state != ACTIVE:
+        if self.state == CLOSED:
             return
-        if not self.busy and self.inflight == 0:
+        if self.state == ACTIVE and not self.busy and self.inflight == 0:
             self.leases.drop(self)
             self._release_soon()
             return
         self.busy = False
+        self.exhausted = False
         self.sync()
         self._tick_later()
 
@@ -306,7 +352,7 @@ class Leases:
 
     def get(self, grant: Any) -> Lease | None:
         """The key's lease (made if needed), or None when its requests go to Redis one
-        by one (it may not be leased, or its last top-up was refused)."""
+        by one (it may not be leased, or its last top-up failed)."""
         bucket = grant.bucket
         lease = self.by_bucket.get(bucket)
         if lease is not None:
@@ -315,6 +361,8 @@ class Leases:
             if lease.grant == grant:  # the same grant, read again
                 lease.grant = grant
                 return lease
+            if time.monotonic() - lease.born < settings.GATEWAY_LEASE_S:
+                return None  # requests with the key's old and new grants overlap
             lease._close(exact=False)  # the key's limits changed: a lease under the new ones
         lease_terms = terms(grant)
         if lease_terms is None:

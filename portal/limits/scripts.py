@@ -216,20 +216,19 @@ return n
 """
 
 # KEYS: rate buckets, in-flight set, user budget, org budget (as RESERVE).
-# ARGV: rpm, tpm, max concurrent, lease id, the lease's slots (k), requests to take,
-# tokens to take, requests handed back, tokens handed back (negative when its requests
-# used more than they reserved), tokens used and micro-CNY spent since the last call
-# (added to the budget counters), has a billing organisation (0/1), "take" or "release",
-# slot lease seconds.
-# "take" takes the requests, the tokens and the lease's k concurrency slots (members
-# <lease id>#1..k; refreshed when held already), all or nothing (slots already held stay
-# held); "release" drops the slots and takes nothing. Hand-backs and usage always count.
+# ARGV: rpm, tpm, max concurrent, lease id, slots wanted, requests to take, tokens to
+# take, requests handed back, tokens handed back (negative when its requests used more
+# than they reserved), tokens used and micro-CNY spent since the last call (added to the
+# budget counters), has a billing organisation (0/1), slots held now, slot lease seconds.
+# Takes the requests and tokens, both or neither; hand-backs and usage always count.
+# Concurrency slots are members <lease id>#1..n of the in-flight set with a short expiry:
+# the ones still held are refreshed (up to the number wanted; the rest dropped) and more
+# are added while the set has room, up to the number wanted (0: hand them all back).
 # Returns {verdict, requests left, ms until the request bucket is full, tokens left, ms
-# until the token bucket is full}; verdict "ok" or what was short: "concurrency",
-# "requests", "tokens".
+# until the token bucket is full, slots held}; verdict "ok", "requests" or "tokens".
 LEASE = """
 local rpm, tpm, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local k, want_req, want_tok = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local want_req, want_tok = tonumber(ARGV[6]), tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
@@ -257,25 +256,25 @@ if used ~= 0 or spent ~= 0 then
 end
 
 local verdict = 'ok'
-local member = ARGV[4] .. '#'
-local release = ARGV[13] == 'release'
-local held = conc > 0 and redis.call('ZSCORE', KEYS[2], member .. '1')
-if release then
-  want_req, want_tok = 0, 0
-elseif conc > 0 and not held and redis.call('ZCARD', KEYS[2]) + k > conc then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) + k > conc then verdict = 'concurrency' end
-end
-if verdict == 'ok' and rpm > 0 and req < want_req then verdict = 'requests' end
+if rpm > 0 and req < want_req then verdict = 'requests' end
 if verdict == 'ok' and tpm > 0 and tok < want_tok then verdict = 'tokens' end
 if verdict == 'ok' then req, tok = req - want_req, tok - want_tok end
+
+local slots = 0
 if conc > 0 then
-  if release then
-    for i = 1, k do redis.call('ZREM', KEYS[2], member .. i) end
-  elseif verdict == 'ok' or held then
-    local lease = tonumber(ARGV[14])
-    for i = 1, k do redis.call('ZADD', KEYS[2], now + lease, member .. i) end
-    redis.call('EXPIRE', KEYS[2], lease)
+  local want, held, ttl = tonumber(ARGV[5]), tonumber(ARGV[13]), tonumber(ARGV[14])
+  local member = ARGV[4] .. '#'
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local kept = 0
+  for i = 1, math.min(want, held) do
+    if not redis.call('ZSCORE', KEYS[2], member .. i) then break end
+    kept = i
+  end
+  for i = kept + 1, held do redis.call('ZREM', KEYS[2], member .. i) end
+  slots = kept + math.max(0, math.min(want - kept, conc - redis.call('ZCARD', KEYS[2])))
+  for i = 1, slots do redis.call('ZADD', KEYS[2], now + ttl, member .. i) end
+  if slots > 0 and redis.call('TTL', KEYS[2]) < ttl then
+    redis.call('EXPIRE', KEYS[2], math.ceil(ttl))
   end
 end
 
@@ -291,5 +290,5 @@ if rpm > 0 or tpm > 0 then
   redis.call('EXPIRE', KEYS[1], 61 + debt)
 end
 return {verdict, math.floor(math.max(req, 0)), full_ms(req, rpm),
-        math.floor(math.max(tok, 0)), full_ms(tok, tpm)}
+        math.floor(math.max(tok, 0)), full_ms(tok, tpm), slots}
 """

@@ -395,11 +395,58 @@ def test_a_lease_hands_back_its_slots_and_reports_its_usage_when_quiet(
     """Leased requests are settled in the process; the usage reaches the monthly
     counters by the time the quiet key's lease is handed back."""
     settings.GATEWAY_LEASE_SHARE = 10
-    settings.GATEWAY_LEASE_S = 0.2
+    settings.GATEWAY_LEASE_S = 0.5
     key = new_key(owner, rpm_limit=1000, tpm_limit=1_000_000, max_concurrent=64)
     answers = [chat(live_portal, key, max_tokens=3 + i) for i in range(5)]
+    slots = [
+        m for k in sync_redis().keys("openmaas:rl:*:conc") for m in sync_redis().zrange(k, 0, -1)
+    ]
+    assert len(slots) == 2 and all(b"#" in m for m in slots), slots  # the lease's, to begin
     assert [a.status_code for a in answers] == [200] * 5
     assert 990 <= int(answers[-1].headers["x-ratelimit-remaining-requests"]) < 1000
     total = sum(a.json()["usage"]["total_tokens"] for a in answers)
     # budget_used waits for the concurrency sets to empty: the lease's 8 slots go with it.
     assert budget_used("u", owner.user.pk, "tok") == total
+
+
+def test_a_lease_spends_what_it_holds_then_sends_requests_to_redis_one_by_one(settings):
+    """One process, 100 requests a minute, leases of 10: exactly the bucket's 100 are
+    admitted (the last top-up is refused, the lease spends what it holds, and the rest
+    get Redis' own verdict), and the lease's slots grow with the requests in flight."""
+    from portal.limits import RateLimited, leases, reserve, settlement
+    from portal.services.keys import KeyGrant
+
+    settings.GATEWAY_LEASE_SHARE = 10
+    settings.GATEWAY_LEASE_S = 30.0  # no tick during the test
+    grant = KeyGrant(10**9 + 1, 10**9, False, {}, None, rpm=100, max_concurrent=80)
+    bucket = "openmaas:rl:k1000000001"
+    sync_redis().delete(bucket, bucket + ":conc")
+
+    def leased_slots() -> int:
+        return sum(b"#" in m for m in sync_redis().zrange(bucket + ":conc", 0, -1))
+
+    async def run() -> tuple[list[int], int, list[str]]:
+        held, slots, verdicts = [], [], []
+        for i in range(110):
+            try:
+                reservation = await reserve(grant, f"r{i}", 10, 0)
+            except RateLimited as refused:
+                verdicts.append(refused.code)
+                continue
+            held.append(reservation)
+            if i in (0, 2, 11):
+                slots.append(leased_slots())
+            if len(held) == 12:  # 12 in flight at most, then they end
+                for done in held:
+                    if settlement(done, 7, 0) is not None:
+                        verdicts.append("exact")
+                held.clear()
+        for done in held:
+            settlement(done, 7, 0)
+        await leases.release_all()
+        return slots, leased_slots(), verdicts
+
+    slots, left, verdicts = asyncio.run(run())
+    assert slots == [2, 4, 10]  # 2 to begin; a quarter over the peak; at most an eighth
+    assert verdicts.count("rate_limit_exceeded") in (10, 9)  # 9 if a request refilled
+    assert left == 0  # handed back
