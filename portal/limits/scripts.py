@@ -103,9 +103,11 @@ return #hashes
 # ms until the token bucket is full, retry-after ms}; verdict "ok" or what refused it:
 # "concurrency", "requests", "tokens", "too_large", "user_tokens", "user_spend",
 # "org_tokens", "org_spend".
-RESERVE = """
+# The start of RESERVE and LEASE: ARGV[1..3] are rpm, tpm and max concurrent; the
+# buckets' levels now (``level``), the time until one is full (``full_ms``), writing
+# both back (``store``), and adding to a monthly budget counter (``count``).
+_BUCKETS = """
 local rpm, tpm, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local need, spend = tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
@@ -119,7 +121,30 @@ local function full_ms(v, cap)
   if cap <= 0 then return 0 end
   return math.ceil(math.max(0, cap - v) * 60000 / cap)
 end
+local function store(r, k)
+  if rpm <= 0 and tpm <= 0 then return end
+  local fields, debt = {}, 0
+  if rpm > 0 then fields = {'rv', r, 'rt', now} end
+  if tpm > 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'tv', k
+    fields[#fields + 1], fields[#fields + 2] = 'tt', now
+    debt = math.ceil(math.max(0, -k) * 60 / tpm)
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], 61 + debt)
+end
+local function count(key, tokens, ucny)
+  if redis.call('HINCRBY', key, 'tok', tokens) == tokens then
+    redis.call('EXPIRE', key, 3456000)
+  end
+  redis.call('HINCRBY', key, 'ucny', ucny)
+end
+"""
 
+RESERVE = (
+    _BUCKETS
+    + """
+local need, spend = tonumber(ARGV[4]), tonumber(ARGV[5])
 local req = rpm > 0 and level(b[1], b[2], rpm) or 0
 local tok = tpm > 0 and level(b[3], b[4], tpm) or 0
 local function answer(verdict, r, k, retry_ms)
@@ -145,34 +170,19 @@ if over(KEYS[3], 'ucny', tonumber(ARGV[7]), spend) then return answer('user_spen
 if over(KEYS[4], 'tok', tonumber(ARGV[8]), need) then return answer('org_tokens', req, tok, 0) end
 if over(KEYS[4], 'ucny', tonumber(ARGV[9]), spend) then return answer('org_spend', req, tok, 0) end
 
-if rpm > 0 or tpm > 0 then
-  local fields, debt = {}, 0
-  if rpm > 0 then
-    req = req - 1
-    fields = {'rv', req, 'rt', now}
-  end
-  if tpm > 0 then
-    tok = tok - need
-    fields[#fields + 1], fields[#fields + 2] = 'tv', tok
-    fields[#fields + 1], fields[#fields + 2] = 'tt', now
-    debt = math.ceil(math.max(0, -tok) * 60 / tpm)
-  end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('EXPIRE', KEYS[1], 61 + debt)
-end
+if rpm > 0 then req = req - 1 end
+if tpm > 0 then tok = tok - need end
+store(req, tok)
 if conc > 0 then
   local lease = tonumber(ARGV[11])
   redis.call('ZADD', KEYS[2], now + lease, ARGV[10])
   redis.call('EXPIRE', KEYS[2], lease)
 end
-local function count(key)
-  if redis.call('HINCRBY', key, 'tok', need) == need then redis.call('EXPIRE', key, 3456000) end
-  redis.call('HINCRBY', key, 'ucny', spend)
-end
-count(KEYS[3])
-if ARGV[12] == '1' then count(KEYS[4]) end
+count(KEYS[3], need, spend)
+if ARGV[12] == '1' then count(KEYS[4], need, spend) end
 return answer('ok', req, tok, 0)
 """
+)
 
 # KEYS: for each settlement, its rate buckets, in-flight set, user budget, org budget;
 # then the usage stream.
@@ -226,33 +236,17 @@ return n
 # are added while the set has room, up to the number wanted (0: hand them all back).
 # Returns {verdict, requests left, ms until the request bucket is full, tokens left, ms
 # until the token bucket is full, slots held}; verdict "ok", "requests" or "tokens".
-LEASE = """
-local rpm, tpm, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+LEASE = (
+    _BUCKETS
+    + """
 local want_req, want_tok = tonumber(ARGV[6]), tonumber(ARGV[7])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-
-local b = redis.call('HMGET', KEYS[1], 'rv', 'rt', 'tv', 'tt')
-local function level(v, at, cap)
-  v, at = tonumber(v), tonumber(at)
-  if not v then return cap end
-  return math.min(cap, v + (now - at) * cap / 60)
-end
-local function full_ms(v, cap)
-  if cap <= 0 then return 0 end
-  return math.ceil(math.max(0, cap - v) * 60000 / cap)
-end
 local req = rpm > 0 and math.min(rpm, level(b[1], b[2], rpm) + tonumber(ARGV[8])) or 0
 local tok = tpm > 0 and math.min(tpm, level(b[3], b[4], tpm) + tonumber(ARGV[9])) or 0
 
 local used, spent = tonumber(ARGV[10]), tonumber(ARGV[11])
-local function count(key)
-  if redis.call('HINCRBY', key, 'tok', used) == used then redis.call('EXPIRE', key, 3456000) end
-  redis.call('HINCRBY', key, 'ucny', spent)
-end
 if used ~= 0 or spent ~= 0 then
-  count(KEYS[3])
-  if ARGV[12] == '1' then count(KEYS[4]) end
+  count(KEYS[3], used, spent)
+  if ARGV[12] == '1' then count(KEYS[4], used, spent) end
 end
 
 local verdict = 'ok'
@@ -278,17 +272,8 @@ if conc > 0 then
   end
 end
 
-if rpm > 0 or tpm > 0 then
-  local fields, debt = {}, 0
-  if rpm > 0 then fields = {'rv', req, 'rt', now} end
-  if tpm > 0 then
-    fields[#fields + 1], fields[#fields + 2] = 'tv', tok
-    fields[#fields + 1], fields[#fields + 2] = 'tt', now
-    debt = math.ceil(math.max(0, -tok) * 60 / tpm)
-  end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('EXPIRE', KEYS[1], 61 + debt)
-end
+store(req, tok)
 return {verdict, math.floor(math.max(req, 0)), full_ms(req, rpm),
         math.floor(math.max(tok, 0)), full_ms(tok, tpm), slots}
 """
+)
