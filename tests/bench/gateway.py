@@ -806,8 +806,9 @@ def facts_lines(facts: Facts, on: str, off: str) -> list[str]:
     lines.append(
         "- Leases: with the default `GATEWAY_LEASE_SHARE` (600) the bench key's limits are "
         "leased (`portal/limits/leases.py`): a gateway process takes 1/600 of its request "
-        "and token buckets and 128 of its concurrency slots in one Redis call, admits "
-        "requests against that locally, and tops it up every second; *request by request* "
+        "and token buckets and the concurrency slots its requests in flight need (at most "
+        "128) in one Redis call, admits requests against that locally, and tops it up "
+        "every second; *request by request* "
         "is the same gateway with `GATEWAY_LEASE_SHARE=0`, how keys with the default "
         "limits (600 requests per minute) are always checked."
     )
