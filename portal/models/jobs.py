@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -92,11 +92,14 @@ class Job(models.Model):
         # The attempt is part of the swap: a worker presumed dead and requeued must not
         # finish the job that a later attempt now runs (running → queued → running).
         current = type(self).objects.filter(pk=self.pk, status=old, attempts=self.attempts)  # type: ignore[attr-defined]
-        if not current.update(**values):
-            return False
-        for name, value in values.items():
-            setattr(self, name, value)
-        self.log(message or f"{old} → {new}", old_status=old, new_status=new)
+        # The move and its event commit together: a worker killed between them must not
+        # leave a status change that the job's history never shows.
+        with transaction.atomic():
+            if not current.update(**values):
+                return False
+            for name, value in values.items():
+                setattr(self, name, value)
+            self.log(message or f"{old} → {new}", old_status=old, new_status=new)
         return True
 
     def log(self, message: str, level: str = "info", **extra: Any) -> JobEvent:
