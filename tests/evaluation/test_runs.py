@@ -18,6 +18,7 @@ from django.utils import timezone
 from compute.agent.procs import free_port, wait_for
 from evaluation.models import EvalRun, EvalSample
 from evaluation.services import catalog, endpoints, runs
+from portal import jobs
 from portal.jobs import JobContext, JobLost, requeue_stale
 from portal.models.jobs import JobStatus
 from tests.evaluation.conftest import GEN_TASK, MC_ROWS, MC_TASK
@@ -115,9 +116,15 @@ def test_a_resumed_run_skips_stored_samples_and_scores_as_an_uninterrupted_one(
 
 
 def test_cancelling_a_running_run_stops_it_and_keeps_its_samples(
-    owner: Any, gen_task: Any, engine_endpoint: Any, finish: Finish
+    owner: Any,
+    gen_task: Any,
+    engine_endpoint: Any,
+    finish: Finish,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Sixty answers of 64 tokens each: long enough for the cancel to land mid-run.
+    # Sixty answers of 64 tokens each, and the handler looks for a cancel every 50 ms
+    # rather than every 2 s: on a fast machine the whole run takes about 2 s.
+    monkeypatch.setattr(jobs, "HEARTBEAT_EVERY_S", 0.05)
     longer = GEN_TASK.format(name="long-add", limit=60)
     longer = longer.replace('max_tokens: 8, until: ["\\n"]', 'max_tokens: 64, until: ["@@@"]')
     assert "max_tokens: 64" in longer
@@ -130,6 +137,7 @@ def test_cancelling_a_running_run_stops_it_and_keeps_its_samples(
                 lambda: EvalSample.objects.filter(run_id=run.pk).exists(),
                 timeout_s=120,
                 what="a first sample",
+                interval_s=0.02,
             )
             response = owner.client().post(RUNS + run.pk + "/cancel/")
             assert response.status_code == 200, response.json()

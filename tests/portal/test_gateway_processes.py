@@ -60,12 +60,12 @@ def wait_until_listed(urls: list[str], key: str, name: str) -> None:
 def test_requests_per_minute_hold_across_two_gateway_processes(
     gateways, transactional_db, owner, engine
 ):
-    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    model = serve(owner, "rpm", engine)
     key = new_key(owner, rpm_limit=10)
-    wait_until_listed(gateways, key, "olivia/pub")  # /v1/models costs no request quota
+    wait_until_listed(gateways, key, model)  # /v1/models costs no request quota
 
     async def burst() -> list[int]:
-        body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}]}
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(timeout=30) as client:
             calls = [
@@ -79,11 +79,20 @@ def test_requests_per_minute_hold_across_two_gateway_processes(
     assert codes.count(429) == 20, codes
 
 
-def burst(urls: list[str], key: str, count: int, **extra: Any) -> list[httpx.Response]:
-    """``count`` chat requests at once, spread over ``urls``."""
+def serve(owner: Any, name: str, engine: Any) -> str:
+    """A model served by this test's engine. Each test has its own name: the gateways
+    live through the module, and a name an earlier test served may stay routed to that
+    test's engine (gone by now) until their next route refresh."""
+    served = deployment(owner.user, f"pub-{name}").served_name
+    add_replica(served, engine[0])
+    return str(served)
+
+
+def burst(urls: list[str], key: str, count: int, model: str, **extra: Any) -> list[httpx.Response]:
+    """``count`` chat requests to ``model`` at once, spread over ``urls``."""
 
     async def send() -> list[httpx.Response]:
-        body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}], **extra}
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
         headers = {"Authorization": f"Bearer {key}"}
         limits = httpx.Limits(max_connections=count)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
@@ -104,11 +113,11 @@ def test_leased_requests_per_minute_hold_across_two_gateway_processes(
     """Each process leases 10 of the key's 100 requests a minute at a time: together
     they never admit more than the limit (plus what refilled meanwhile), and what a lease
     holds at the end is all that may go unused."""
-    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    model = serve(owner, "leased-rpm", engine)
     key = new_key(owner, rpm_limit=100, max_concurrent=1000)
-    wait_until_listed(gateways, key, "olivia/pub")
+    wait_until_listed(gateways, key, model)
     started = time.monotonic()
-    first = burst(gateways[:1], key, 1)[0]
+    first = burst(gateways[:1], key, 1, model)[0]
     assert first.status_code == 200, first.text
     # The first request took a lease: 10 requests from the bucket and 2 concurrency slots
     # to begin with (more as its requests need them), named after the lease.
@@ -117,7 +126,7 @@ def test_leased_requests_per_minute_hold_across_two_gateway_processes(
     slots = sync_redis().zrange(bucket + ":conc", 0, -1)
     assert len(slots) == 2 and all(b"#" in s for s in slots), slots
     assert first.headers["x-ratelimit-remaining-requests"] == "99"
-    answers = burst(gateways, key, 160)
+    answers = burst(gateways, key, 160, model)
     refill = (time.monotonic() - started) * 100 / 60
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 429}, codes
@@ -133,12 +142,12 @@ def test_leased_concurrency_holds_across_two_gateway_processes(
     """16 slots: each process's lease holds 2 (an eighth), the rest are taken request by
     request; 24 requests held open at once get exactly 16 through, and every slot is
     free after."""
-    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    model = serve(owner, "leased-concurrency", engine)
     key = new_key(owner, rpm_limit=6000, max_concurrent=16)
-    wait_until_listed(gateways, key, "olivia/pub")
+    wait_until_listed(gateways, key, model)
     conc = f"openmaas:rl:k{key_id(owner, key)}:conc"
     with ThreadPoolExecutor(1) as pool:
-        answers = pool.submit(burst, gateways, key, 24, user="sleep:2")
+        answers = pool.submit(burst, gateways, key, 24, model, user="sleep:2")
         leased = wait_for(
             lambda: sum(b"#" in m for m in sync_redis().zrange(conc, 0, -1)) or None,
             timeout_s=10,
