@@ -14,11 +14,9 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import aiohttp
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -35,7 +33,7 @@ from portal.errors import (
     Unavailable,
     openai_error_body,
 )
-from portal.gateway import moderation
+from portal.gateway import moderation, upstream
 from portal.gateway.exchange import (
     Exchange,
     StreamTap,
@@ -63,34 +61,16 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 INFERENCE_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def handles(path: str) -> bool:
     return path in INFERENCE_PATHS or path == "/v1/models" or path.startswith("/v1/models/")
 
 
-def _session() -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=5, sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT_S
-        )
-        session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
-        _sessions[loop] = session
-    return session
-
-
 async def close_sessions() -> None:
     """Close the upstream sessions, hand back the limits' leases, send what the ledger
     holds and close the Redis connection (the process is stopping)."""
-    for session in list(_sessions.values()):
-        await session.close()
-    _sessions.clear()
+    upstream.close()
     await leases.release_all()
     await drain()
     close_wires()
@@ -300,11 +280,7 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
         table.begin(url)
         try:
             ex.replica = url
-            upstream_headers = {
-                "content-type": "application/json",
-                "authorization": f"Bearer {route.secrets.get(url, '')}",
-            }
-            if await relay(url + scope["path"], body, upstream_headers, ex, receive, stream=stream):
+            if await relay(url, scope["path"], body, ex, receive):
                 return
         finally:
             table.end(url)
@@ -337,24 +313,21 @@ async def reserve_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any], ro
     ex.headers.extend(ex.reservation.headers)
 
 
-async def relay(
-    url: str,
-    body: bytes,
-    upstream_headers: dict[str, str],
-    ex: Exchange,
-    receive: Receive,
-    *,
-    stream: bool,
-) -> bool:
+async def relay(url: str, path: str, body: bytes, ex: Exchange, receive: Receive) -> bool:
     """Forward to one replica; False if it could not be reached (try another)."""
-    if not stream:
-        answer = await unless_hung_up(_fetch(url, body, upstream_headers), receive)
+    assert ex.route is not None
+    secret = ex.route.secrets.get(url, "")
+    if not ex.stream:
+        try:
+            answer = await unless_hung_up(upstream.fetch(url, path, body, secret), receive)
+        except upstream.Unreachable:
+            return False
+        except upstream.BrokenOff as exc:
+            raise _replica_failed(exc) from None
         if answer is None:
             # The client hung up; the upstream request was cancelled with it.
             ex.status, ex.error_code = CLIENT_CLOSED, "client_disconnected"
             return True
-        if answer is False:
-            return False
         status, content_type, payload = answer
         if ex.governed is not None:
             payload = await ex.governed.answer(status, payload)
@@ -362,38 +335,41 @@ async def relay(
         await _send_whole(ex.send, status, content_type, payload)
         return True
     try:
-        upstream = await _session().post(url, data=body, headers=upstream_headers)
-    except (TimeoutError, aiohttp.ClientConnectionError):
+        stream = await upstream.open_stream(url, path, body, secret)
+    except upstream.Unreachable:
         return False
-    async with upstream:
-        content_type = upstream.headers.get("content-type", "application/json").encode()
-        if upstream.status != 200:
-            payload = await upstream.read()
-            ex.read_answer(upstream.status, payload)
-            await _send_whole(ex.send, upstream.status, content_type, payload)
+    except upstream.BrokenOff as exc:
+        raise _replica_failed(exc) from None
+    try:
+        if stream.status != 200:
+            try:
+                payload = await stream.read_all()
+            except upstream.BrokenOff as exc:
+                raise _replica_failed(exc) from None
+            ex.read_answer(stream.status, payload)
+            await _send_whole(ex.send, stream.status, stream.content_type, payload)
             return True
         headers = [
-            (b"content-type", content_type),
+            (b"content-type", stream.content_type),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
         ]
         filtered = ex.governed.stream() if ex.governed is not None else None
         await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
-        await _pump(upstream, ex, receive, filtered)
+        await _pump(stream, ex, receive, filtered)
+    finally:
+        stream.close()
     return True
 
 
-async def _fetch(
-    url: str, body: bytes, upstream_headers: dict[str, str]
-) -> tuple[int, bytes, bytes] | Literal[False]:
-    """A non-streamed answer: (status, content type, body); False if unreachable."""
-    try:
-        upstream = await _session().post(url, data=body, headers=upstream_headers)
-    except (TimeoutError, aiohttp.ClientConnectionError):
-        return False
-    async with upstream:
-        content_type = upstream.headers.get("content-type", "application/json").encode()
-        return upstream.status, content_type, await upstream.read()
+def _replica_failed(exc: Exception) -> PlatformError:
+    logger.warning("replica failed: %s", exc)
+    return PlatformError(
+        "The model replica failed to answer.",
+        code="replica_failed",
+        status=502,
+        error_type="server_error",
+    )
 
 
 async def _send_whole(send: Send, status: int, content_type: bytes, payload: bytes) -> None:
@@ -404,7 +380,7 @@ async def _send_whole(send: Send, status: int, content_type: bytes, payload: byt
 
 async def unless_hung_up(work: Awaitable[T], receive: Receive) -> T | None:
     """``work``'s result, or None if the client sends ``http.disconnect`` first: ``work``
-    is then cancelled (aiohttp closes the upstream connection, which cancels the replica's
+    is then cancelled (which closes the upstream connection: that cancels the replica's
     generation), so an abandoned request does not keep a replica busy for nobody.
 
     One watcher task per call, which cancels this task on a hang-up (cheaper than racing
@@ -433,7 +409,7 @@ async def unless_hung_up(work: Awaitable[T], receive: Receive) -> T | None:
 
 
 async def _pump(
-    upstream: aiohttp.ClientResponse,
+    answer: upstream.Answer,
     ex: Exchange,
     receive: Receive,
     filtered: StreamFilter | None = None,
@@ -452,7 +428,7 @@ async def _pump(
 
     watcher = asyncio.create_task(watch())
     try:
-        async for chunk in upstream.content.iter_any():
+        while chunk := await answer.read():
             if disconnected.is_set():
                 ex.error_code = "client_disconnected"
                 return
@@ -469,7 +445,7 @@ async def _pump(
         await ex.send(
             {"type": "http.response.body", "body": filtered.close(rest) if filtered else rest}
         )
-    except (TimeoutError, aiohttp.ClientError):
+    except upstream.BrokenOff:
         # The replica died mid-stream: end the response with an error event the SDKs
         # surface, rather than leaving the client hanging.
         ex.error_code = "replica_failed"

@@ -4,7 +4,8 @@ It counts tokens as whitespace-separated words (prompt) and answers ``max_tokens
 (default 5). Streams send ``usage: null`` on every chunk and a final usage-only chunk
 when asked with ``stream_options.include_usage``, as vLLM and the CPU engine do. The
 request's ``user`` field steers it: ``sleep:<s>`` waits before answering, ``fail:<status>``
-answers that error status.
+answers that error status, ``die`` breaks off halfway (a stream after its first chunk)
+as a replica whose process died would.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class FakeEngine:
         count = body.get("max_tokens") or 5
         usage = {"prompt_tokens": prompt, "completion_tokens": count}
         usage["total_tokens"] = prompt + count
-        if body.get("stream"):
+        if steer == "die":
+            await self._die(send, bool(body.get("stream")))
+        elif body.get("stream"):
             await self._stream(send, body, count, usage)
         else:
             message = {"role": "assistant", "content": " ".join(["word"] * count)}
@@ -77,6 +80,20 @@ class FakeEngine:
         if include:
             await self._event(send, {**base, "choices": [], "usage": usage})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    async def _die(self, send: Any, stream: bool) -> None:
+        """Start an answer and fail: uvicorn closes the connection mid-answer."""
+        if stream:
+            head = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await self._event(
+                send, {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+            )
+        else:
+            head = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
+        raise RuntimeError("the fake engine died mid-answer (as asked)")
 
     @staticmethod
     async def _event(send: Any, data: Any) -> None:

@@ -150,6 +150,34 @@ def test_failed_requests_are_recorded_and_unknown_callers_are_not(live_portal, o
     assert stranger.headers["x-request-id"] not in recorded
 
 
+def test_a_replica_dying_mid_answer_is_a_502_or_an_error_event_and_is_metered(
+    live_portal, owner, engine
+):
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "olivia/pub", "messages": [{"role": "user", "content": "hi"}], "user": "die"}
+    url = f"{live_portal}/v1/chat/completions"
+
+    plain = httpx.post(url, headers=headers, json=body)
+    assert plain.status_code == 502
+    assert plain.json()["error"]["code"] == "replica_failed"
+    streamed = httpx.post(url, headers=headers, json={**body, "stream": True})
+    assert streamed.status_code == 200  # the answer had begun: it ends with an error event
+    events = [e for e in streamed.text.split("\n\n") if e.startswith("data: ")]
+    assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == "a"
+    assert json.loads(events[-1][6:])["error"]["code"] == "replica_failed"
+    # The replica stays routed: its next answer comes through.
+    fine = httpx.post(url, headers=headers, json={**body, "user": ""})
+    assert fine.status_code == 200, fine.text
+
+    recorded = events_for([r.headers["x-request-id"] for r in (plain, streamed)])
+    assert {(e.status, e.error_code) for e in recorded.values()} == {
+        (502, "replica_failed"),
+        (200, "replica_failed"),
+    }
+
+
 def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
     settings.GATEWAY_METERING = False
     add_replica(deployment(owner.user, "pub").served_name, engine[0])
