@@ -24,12 +24,19 @@ class PerLoop(Generic[T]):
         self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
             weakref.WeakKeyDictionary()
         )
+        # The last loop asked about and its object: a process serves from one loop, and
+        # this skips the weak dictionary (on the gateway's path several times a request).
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], T] | None = None
 
     def __call__(self) -> T:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         found = self._made.get(loop)
         if found is None:
             found = self._made[loop] = self._factory()
+        self._last = (weakref.ref(loop), found)
         return found
 
     def existing(self) -> T | None:
@@ -42,3 +49,4 @@ class PerLoop(Generic[T]):
 
     def clear(self) -> None:
         self._made.clear()
+        self._last = None

@@ -1,7 +1,7 @@
 """Prometheus metrics of the gateway and the pool (``prometheus-client``).
 
-The gateway calls :func:`observe` once per inference request, after it answered, in
-the same place it publishes the :class:`~compute.metering.UsageEvent`. The pool's
+The gateway counts its inference requests with :func:`observe_all`, a batch of
+:class:`~compute.metering.UsageEvent` at a time, as it publishes them. The pool's
 gauges (replicas by state, node heartbeat age, GPUs) are read from the database when
 ``/metrics`` is scraped, by :class:`PoolCollector`.
 
@@ -75,27 +75,52 @@ class _ModelSeries:
 _series: dict[str, _ModelSeries] = {}
 
 
+def _series_of(model: str) -> _ModelSeries:
+    series = _series.get(model)
+    if series is None:
+        series = _series[model] = _ModelSeries(model)
+    return series
+
+
 def observe(event: UsageEvent) -> None:
     """Count the request, its tokens, latency and time to first token by model.
 
     A request that reached no model (unknown name, refused before routing) is counted
     under ``(unrouted)``: client-chosen names never become label values.
     """
-    model = event.model if event.model_version_id is not None else UNROUTED
-    series = _series.get(model)
-    if series is None:
-        series = _series[model] = _ModelSeries(model)
-    requests = series.requests.get(event.status)
-    if requests is None:
-        requests = series.requests[event.status] = REQUESTS.labels(model, str(event.status))
-    requests.inc()
-    if event.prompt_tokens:
-        series.prompt.inc(event.prompt_tokens)
-    if event.completion_tokens:
-        series.completion.inc(event.completion_tokens)
-    series.latency.observe(event.latency_ms / 1000)
-    if event.ttft_ms is not None:
-        series.ttft.observe(event.ttft_ms / 1000)
+    observe_all([event])
+
+
+def observe_all(events: list[UsageEvent]) -> None:
+    """:func:`observe` for many events: the counters move once per model and status
+    (each move takes a lock), the histograms once per event."""
+    requests: dict[tuple[str, int], int] = {}
+    tokens: dict[str, list[int]] = {}
+    for event in events:
+        model = event.model if event.model_version_id is not None else UNROUTED
+        key = (model, event.status)
+        requests[key] = requests.get(key, 0) + 1
+        counted = tokens.get(model)
+        if counted is None:
+            counted = tokens[model] = [0, 0]
+        counted[0] += event.prompt_tokens
+        counted[1] += event.completion_tokens
+        series = _series_of(model)
+        series.latency.observe(event.latency_ms / 1000)
+        if event.ttft_ms is not None:
+            series.ttft.observe(event.ttft_ms / 1000)
+    for (model, status), count in requests.items():
+        series = _series_of(model)
+        child = series.requests.get(status)
+        if child is None:
+            child = series.requests[status] = REQUESTS.labels(model, str(status))
+        child.inc(count)
+    for model, (prompt, completion) in tokens.items():
+        series = _series_of(model)
+        if prompt:
+            series.prompt.inc(prompt)
+        if completion:
+            series.completion.inc(completion)
 
 
 class PoolCollector:

@@ -43,7 +43,7 @@ from portal.gateway.exchange import (
 from portal.gateway.ledger import drain, record
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
-from portal.limits import leases, limits_unavailable, reserve, settlement
+from portal.limits import leases, limits_unavailable, reserve, reserve_leased, settlement
 from portal.limits.wire import close_wires
 from portal.logs import request_id
 from portal.models.keys import model_allowed, model_namespace, scope_allows
@@ -274,8 +274,8 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
         await moderation.begin(ex, grant, payload, route)
     if stream and (settings.GATEWAY_LIMITS or settings.GATEWAY_METERING):
         body = ex.ask_for_usage(payload, body)
-    if settings.GATEWAY_LIMITS:
-        await reserve_for(ex, grant, payload, route)
+    if settings.GATEWAY_LIMITS and not reserve_leased_for(ex, grant, payload):
+        await reserve_for(ex, grant, route)
     for url in table.candidates(route):
         table.begin(url)
         try:
@@ -293,10 +293,22 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
     )
 
 
-async def reserve_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any], route: Route) -> None:
+def reserve_leased_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any]) -> bool:
+    """Estimate the request's tokens; True if the key's lease in this process admitted it
+    at once (the usual case for a busy key with large limits), else :func:`reserve_for`."""
+    ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
+    ex.completion_reserve = completion_reserve(payload, ex.kind)
+    reservation = reserve_leased(grant, ex.request_id, ex.prompt_estimate + ex.completion_reserve)
+    if reservation is None:
+        return False
+    ex.reservation = reservation
+    ex.headers += reservation.headers
+    return True
+
+
+async def reserve_for(ex: Exchange, grant: KeyGrant, route: Route) -> None:
     """Reserve the request's estimated tokens and spend; 429 if a limit refuses it."""
-    prompt = ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
-    completion = completion_reserve(payload, ex.kind)
+    prompt, completion = ex.prompt_estimate, ex.completion_reserve
     try:
         ex.reservation = await reserve(
             grant,
@@ -310,7 +322,7 @@ async def reserve_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any], ro
             raise limits_unavailable() from None
         logger.warning("Redis unreachable: serving without limits (GATEWAY_REDIS_FAILURE=open)")
         return
-    ex.headers.extend(ex.reservation.headers)
+    ex.headers += ex.reservation.headers
 
 
 async def relay(url: str, path: str, body: bytes, ex: Exchange, receive: Receive) -> bool:

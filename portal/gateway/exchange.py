@@ -50,6 +50,7 @@ class Exchange:
         "_send",
         "cancelled",
         "client_usage",
+        "completion_reserve",
         "content_events",
         "error_code",
         "governed",
@@ -88,6 +89,7 @@ class Exchange:
         self.replica: str | None = None
         self.reservation: Any = None
         self.prompt_estimate = 0
+        self.completion_reserve = 0  # completion tokens reserved (max_tokens per choice)
         self.content_events = 0
         self.usage: tuple[int, int] | None = None
         self.ttft: float | None = None

@@ -35,6 +35,7 @@ __all__ = [
     "Reservation",
     "Settlement",
     "reserve",
+    "reserve_leased",
     "settle",
     "settle_command",
     "settlement",
@@ -105,21 +106,35 @@ def duration(ms: int) -> str:
     return f"{secs}s"
 
 
+_resets: dict[int, bytes] = {}
+
+
+def _reset(ms: Any) -> bytes:
+    """:func:`duration` of ``ms`` as a header value (remembered: a leased key's resets
+    repeat the same few values)."""
+    found = _resets.get(ms)
+    if found is None:
+        if len(_resets) >= 4096:
+            _resets.clear()
+        found = _resets[ms] = duration(int(ms)).encode()
+    return found
+
+
 def rate_headers(grant: Any, answer: list[Any]) -> list[tuple[bytes, bytes]]:
     """``x-ratelimit-*`` for the dimensions the key limits (unlimited ones are omitted)."""
-    headers = []
+    headers: list[tuple[bytes, bytes]] = []
     if grant.rpm:
-        headers += [
-            (b"x-ratelimit-limit-requests", str(grant.rpm).encode()),
-            (b"x-ratelimit-remaining-requests", str(answer[1]).encode()),
-            (b"x-ratelimit-reset-requests", duration(int(answer[2])).encode()),
-        ]
+        headers += (
+            (b"x-ratelimit-limit-requests", b"%d" % grant.rpm),
+            (b"x-ratelimit-remaining-requests", b"%d" % int(answer[1])),
+            (b"x-ratelimit-reset-requests", _reset(answer[2])),
+        )
     if grant.tpm:
-        headers += [
-            (b"x-ratelimit-limit-tokens", str(grant.tpm).encode()),
-            (b"x-ratelimit-remaining-tokens", str(answer[3]).encode()),
-            (b"x-ratelimit-reset-tokens", duration(int(answer[4])).encode()),
-        ]
+        headers += (
+            (b"x-ratelimit-limit-tokens", b"%d" % grant.tpm),
+            (b"x-ratelimit-remaining-tokens", b"%d" % int(answer[3])),
+            (b"x-ratelimit-reset-tokens", _reset(answer[4])),
+        )
     return headers
 
 
@@ -152,6 +167,17 @@ def limit_keys(grant: Any, now: float | None = None) -> list[str]:
             scripts.budget_key("o", grant.org_id, _month[0]),
         ]
     return keys
+
+
+def reserve_leased(grant: Any, request_id: str, tokens: int) -> Reservation | None:
+    """The request admitted at once against this process's lease of the key, or None:
+    then :func:`reserve` it (no waiting here; see :mod:`portal.limits.leases`)."""
+    if not settings.GATEWAY_LEASE_SHARE:
+        return None
+    lease = leases.admit_now(grant, tokens)
+    if lease is None:
+        return None
+    return Reservation([], request_id, grant.tpm, False, tokens, 0, lease.rate_headers(), lease)
 
 
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:

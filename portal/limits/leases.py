@@ -96,6 +96,7 @@ def terms(grant: Any) -> Terms | None:
 
 ACTIVE, CLOSING, CLOSED = "active", "closing", "closed"
 MIN_SLOTS = 2
+HEADER_STEP_CAP = 100_000
 
 
 def slot_ttl_s() -> float:
@@ -133,6 +134,8 @@ class Lease:
         self.redis_requests = 0
         self.redis_tokens = 0
         self.busy = False  # admitted a request since the last tick
+        self.cached_headers: list[tuple[bytes, bytes]] = []
+        self.headers_left = 0  # admissions until the headers are recomputed
         self.syncing: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -178,6 +181,21 @@ class Lease:
         self.spent_ucny += spent_ucny
         if self.state == CLOSING and self.inflight == 0:
             self._release_soon()
+
+    def rate_headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``x-ratelimit-*`` headers of a request it admits. Recomputed after every
+        top-up and once a hundredth of what a full lease holds was admitted since: exact
+        for a small lease, within a hundredth of a lease (itself a small share of the
+        limit) for a large one, at a fraction of the cost per request."""
+        self.headers_left -= 1
+        if self.headers_left < 0:
+            from portal.limits import rate_headers
+
+            self.cached_headers = rate_headers(self.grant, self.headers())
+            terms_ = self.terms
+            step = min(terms_.requests or HEADER_STEP_CAP, terms_.tokens or HEADER_STEP_CAP)
+            self.headers_left = min(step, HEADER_STEP_CAP) // 100
+        return self.cached_headers
 
     def headers(self) -> list[Any]:
         """RESERVE's answer shape for :func:`portal.limits.rate_headers`."""
@@ -260,6 +278,7 @@ class Lease:
             if not release:
                 self.syncing = None
         self.redis_requests, self.redis_tokens = int(answer[1]), int(answer[3])
+        self.headers_left = 0
         self.slots = self.slot_cap = int(answer[5])
         if release:
             return
@@ -348,11 +367,15 @@ class Leases:
     def __init__(self) -> None:
         self.by_bucket: dict[str, Lease] = {}
         self.exact_until: dict[str, float] = {}
+        # Grants (cached objects, replaced when re-read) found not leasable, by id.
+        self.unleasable: dict[int, Any] = {}
         self.pending: set[asyncio.Future[Any]] = set()
 
     def get(self, grant: Any) -> Lease | None:
         """The key's lease (made if needed), or None when its requests go to Redis one
         by one (it may not be leased, or its last top-up failed)."""
+        if self.unleasable.get(id(grant)) is grant:
+            return None
         bucket = grant.bucket
         lease = self.by_bucket.get(bucket)
         if lease is not None:
@@ -366,6 +389,9 @@ class Leases:
             lease._close(exact=False)  # the key's limits changed: a lease under the new ones
         lease_terms = terms(grant)
         if lease_terms is None:
+            if len(self.unleasable) >= 10_000:
+                self.unleasable.clear()
+            self.unleasable[id(grant)] = grant
             return None
         if self.exact_until:
             until = self.exact_until.get(bucket)
@@ -400,6 +426,13 @@ class Leases:
 
 
 leases = PerLoop(Leases)
+
+
+def admit_now(grant: Any, tokens: int) -> Lease | None:
+    """The lease that admitted a request of ``grant`` needing ``tokens`` at once, or
+    None (then :func:`admit` may wait for a top-up, or the request goes to Redis)."""
+    lease = leases().get(grant)
+    return lease if lease is not None and lease.admit(tokens) else None
 
 
 async def admit(grant: Any, tokens: int) -> Lease | None:

@@ -389,6 +389,34 @@ def test_which_keys_are_leased(settings):
     assert terms(grant()) is None
 
 
+def test_a_large_lease_recomputes_its_rate_headers_every_hundredth_of_it():
+    """Exact headers cost formatting on every request; a lease holding 50,000 requests
+    refreshes them every 500 admissions (and after each top-up), a small one always."""
+    from portal.limits.leases import Lease, Leases, Terms
+    from portal.services.keys import KeyGrant
+
+    def remaining(lease: Lease) -> int:
+        return int(dict(lease.rate_headers())[b"x-ratelimit-remaining-requests"])
+
+    grant = KeyGrant(
+        key_id=7, user_id=3, is_superuser=False, org_roles={}, expires_at=None, rpm=3_000_000
+    )
+    lease = Lease(grant, Terms(requests=50_000, tokens=0, slots=0), Leases())
+    lease.held, lease.requests, lease.redis_requests = True, 50_000, 2_900_000
+    seen = []
+    for _ in range(1002):
+        assert lease.admit(0)
+        seen.append(remaining(lease))
+    assert seen[0] == 2_949_999 and seen[500] == 2_949_999
+    assert seen[501] == 2_949_999 - 501 and seen[1002 - 1] == 2_949_999 - 501
+    lease.headers_left = 0  # as a top-up does
+    assert lease.admit(0) and remaining(lease) == 2_949_999 - 1002
+
+    small = Lease(grant, Terms(requests=10, tokens=0, slots=0), Leases())
+    small.held, small.requests = True, 10
+    assert [small.admit(0) and remaining(small) for _ in range(3)] == [9, 8, 7]
+
+
 def test_a_lease_hands_back_its_slots_and_reports_its_usage_when_quiet(
     live_portal, model, owner, settings
 ):
