@@ -495,23 +495,25 @@ def usage_event(ex: Exchange, prompt: int, completion: int) -> UsageEvent:
     replica, node = (None, None)
     if route is not None and ex.replica is not None:
         replica, node = route.replica_ids.get(ex.replica, (None, None))
+    now = time.perf_counter()
+    # Positional, in the order of UsageEvent's fields (keywords cost more on this path).
     return UsageEvent(
-        request_id=ex.request_id,
-        ts=ex.ts,
-        key_id=grant.key_id,
-        user_id=grant.user_id,
-        org_id=grant.org_id,
-        model=ex.model,
-        model_version_id=route.model_version_id if route else None,
-        replica_id=replica,
-        node_id=node,
-        endpoint=ex.kind,
-        stream=ex.stream,
-        status=ex.status or 499,
-        error_code=ex.error_code if ex.status else "client_disconnected",
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        latency_ms=round((time.perf_counter() - ex.started) * 1000, 3),
-        ttft_ms=None if ex.ttft is None else round((ex.ttft - ex.started) * 1000, 3),
-        cost_cny=str(route.cost(prompt, completion)) if route else "0",
+        ex.request_id,
+        ex.ts,
+        grant.key_id,
+        grant.user_id,
+        grant.org_id,
+        ex.model,
+        route.model_version_id if route else None,
+        replica,
+        node,
+        ex.kind,
+        ex.stream,
+        ex.status or CLIENT_CLOSED,
+        ex.error_code if ex.status else "client_disconnected",
+        prompt,
+        completion,
+        round((now - ex.started) * 1000, 3),
+        None if ex.ttft is None else round((ex.ttft - ex.started) * 1000, 3),
+        str(route.cost(prompt, completion)) if route else "0",
     )

@@ -170,17 +170,26 @@ class StreamTap:
             ex.content_events += found
             if ex.ttft is None:
                 ex.ttft = time.perf_counter()
-        if b'"usage"' not in events or not _USAGE.search(events):
+        if b'"usage"' not in events:
             return events
-        kept = []
-        for event in events.split(b"\n\n"):
-            usage = read_usage(event) if b'"usage"' in event else None
-            if usage is not None:
-                ex.usage = usage
+        at = 0
+        while (usage := _USAGE.search(events, at)) is not None:
+            # The event holding this usage object: read it, and drop it when it is the
+            # usage-only chunk the gateway asked for on the client's behalf.
+            before = events.rfind(b"\n\n", 0, usage.start())
+            start = 0 if before < 0 else before + 2
+            end = events.find(b"\n\n", usage.end())
+            end = len(events) if end < 0 else end + 2
+            event = events[start:end]
+            counted = read_usage(event)
+            if counted is not None:
+                ex.usage = counted
                 if self.strip and _EMPTY_CHOICES.search(event):
+                    events = events[:start] + events[end:]
+                    at = start
                     continue
-            kept.append(event)
-        return b"\n\n".join(kept)
+            at = end
+        return events
 
 
 def _text_tokens(text: str) -> int:
