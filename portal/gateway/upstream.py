@@ -2,7 +2,7 @@
 
 A replica is always ``http://IP:port`` (the address resolved when its node registered),
 the request always a POST of a JSON body, the answer JSON or a server-sent event stream.
-For that much, aiohttp's general-purpose client cost about a fifth of the gateway's CPU
+For that much, aiohttp's general-purpose client cost over a third of the gateway's CPU
 time per request (URL objects, header multidicts, its connector and response classes).
 This module keeps keep-alive connections per replica on plain asyncio protocols and
 parses answers with httptools (llhttp, the parser uvicorn reads the gateway's own
@@ -62,6 +62,7 @@ class Answer(asyncio.Protocol):
         "content_type",
         "error",
         "head",
+        "idle",
         "keep_alive",
         "last_read",
         "parser",
@@ -81,6 +82,7 @@ class Answer(asyncio.Protocol):
         self.replica = replica
         self.transport: asyncio.Transport | None = None
         self.reused = False
+        self.idle = False  # kept in the pool, waiting for a request
         self.waiter: asyncio.Future[None] | None = None
         self.watchdog: asyncio.TimerHandle | None = None
         self.parser = httptools.HttpResponseParser(self)  # it reads one answer after another
@@ -271,6 +273,7 @@ class Pool:
             idle = self.idle.get(replica)
             while idle:
                 answer = idle.pop()
+                answer.idle = False
                 if answer.transport is not None and not answer.transport.is_closing():
                     return answer
         try:
@@ -285,18 +288,21 @@ class Pool:
     def keep(self, answer: Answer) -> None:
         idle = self.idle.setdefault(answer.replica, [])
         if len(idle) < MAX_IDLE:
+            answer.idle = True
             idle.append(answer)
         else:
             answer.abort()
 
     def forget(self, answer: Answer) -> None:
-        idle = self.idle.get(answer.replica)
-        if idle and answer in idle:
-            idle.remove(answer)
+        """A kept connection closed (the replica's keep-alive timeout, or it stopped)."""
+        if answer.idle:
+            answer.idle = False
+            self.idle[answer.replica].remove(answer)
 
     def close(self) -> None:
         for idle in self.idle.values():
             for answer in idle:
+                answer.idle = False
                 if answer.transport is not None:
                     answer.transport.close()
         self.idle.clear()

@@ -368,15 +368,20 @@ class Stack:
         # Several answers in a row, so that every worker has started and loaded its routes.
         return all(http(url + "/v1/models", key=self.key)[0] == 200 for _ in range(4 * workers))
 
-    def usage_events(self) -> int:
-        """How many usage events the usage stream holds (nothing consumes it here)."""
+    def usage_events(self, *, clear: bool = False) -> int:
+        """How many usage events the usage stream holds (nothing consumes it here); with
+        ``clear``, empty it after counting, so that it never reaches its length cap
+        (``GATEWAY_USAGE_STREAM_MAXLEN``), past which counting by length undercounts."""
         import redis
 
         from compute.metering import STREAM
 
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         try:
-            return int(client.xlen(STREAM))
+            count = int(client.xlen(STREAM))
+            if clear:
+                client.delete(STREAM)
+            return count
         finally:
             client.close()
 
@@ -478,13 +483,14 @@ def settled(read: Callable[[], int], every_s: float = 0.05, timeout_s: float = 2
 
 
 def measure(
-    targets: list[Target], plan: Plan, events: Callable[[], int] = lambda: 0
+    targets: list[Target], plan: Plan, events: Callable[..., int] = lambda clear=False: 0
 ) -> tuple[list[Cell], dict[str, tuple[int, int]]]:
     """Every cell of every target, in ``plan.rounds`` rounds that take the targets in
     turn (in reverse order every other round), so that a change in the machine's load
     falls on all of them alike; a cell's numbers are the medians of its rounds (errors:
     the sum). Also, per target, the usage events published during its runs (``events``
-    reads the stream's length) and the requests sent, warm-ups included."""
+    reads the stream's length; ``events(clear=True)`` also empties it) and the requests
+    sent, warm-ups included."""
     counts = {t.name: [0, 0] for t in targets}
     cells = []
     for stream in (False, True):
@@ -492,14 +498,14 @@ def measure(
             runs: dict[str, list[Cell]] = {t.name: [] for t in targets}
             for turn in range(plan.rounds):
                 for target in targets if turn % 2 == 0 else targets[::-1]:
-                    before = events()
+                    events(clear=True)  # earlier runs' events were counted: start from none
                     seconds = [plan.warmup] if turn == 0 and plan.warmup > 0 else []
                     for duration in [*seconds, plan.seconds]:
                         raw = run_wrk(
                             target.url, target.scripts[stream], clients, plan.threads, duration
                         )
                         counts[target.name][1] += raw["requests"]
-                    counts[target.name][0] += settled(events) - before
+                    counts[target.name][0] += settled(events)
                     runs[target.name].append(Cell.from_wrk(target.name, stream, clients, raw))
             for target in targets:
                 cell = median_cell(runs[target.name])
