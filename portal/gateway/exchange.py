@@ -224,18 +224,16 @@ def estimate_prompt_tokens(payload: dict[str, Any], kind: str) -> int:
     return 0
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def completion_reserve(payload: dict[str, Any], kind: str) -> int:
-    """Completion tokens to reserve: ``max_tokens`` (or the default cap) per choice."""
+    """Completion tokens to reserve: ``max_tokens`` (or the default cap) per choice.
+    ``payload`` passed :func:`~portal.gateway.validation.validate_body`: its counts are
+    integers from 0 up, or absent."""
     cap = (
-        _count(payload.get("max_completion_tokens"))
-        or _count(payload.get("max_tokens"))
+        payload.get("max_completion_tokens")
+        or payload.get("max_tokens")
         or settings.GATEWAY_DEFAULT_MAX_TOKENS
     )
-    choices = min(_count(payload.get("n")) or 1, 128)
+    choices = min(payload.get("n") or 1, 128)
     prompt = payload.get("prompt")
     if kind == "completion" and isinstance(prompt, list):
         choices *= _prompt_count(prompt)

@@ -369,20 +369,26 @@ class Leases:
         self.exact_until: dict[str, float] = {}
         # Grants (cached objects, replaced when re-read) found not leasable, by id.
         self.unleasable: dict[int, Any] = {}
+        self.last: Lease | None = None  # the lease get() returned last
         self.pending: set[asyncio.Future[Any]] = set()
 
     def get(self, grant: Any) -> Lease | None:
         """The key's lease (made if needed), or None when its requests go to Redis one
         by one (it may not be leased, or its last top-up failed)."""
+        last = self.last
+        if last is not None and last.grant is grant and last.state == ACTIVE:
+            return last  # the key of the previous request, most often
         if self.unleasable.get(id(grant)) is grant:
             return None
         bucket = grant.bucket
         lease = self.by_bucket.get(bucket)
         if lease is not None:
             if lease.grant is grant:
+                self.last = lease
                 return lease
             if lease.grant == grant:  # the same grant, read again
                 lease.grant = grant
+                self.last = lease
                 return lease
             if time.monotonic() - lease.born < settings.GATEWAY_LEASE_S:
                 return None  # requests with the key's old and new grants overlap
@@ -399,7 +405,7 @@ class Leases:
                 if time.monotonic() < until:
                     return None
                 del self.exact_until[bucket]
-        lease = self.by_bucket[bucket] = Lease(grant, lease_terms, self)
+        lease = self.by_bucket[bucket] = self.last = Lease(grant, lease_terms, self)
         return lease
 
     def drop(self, lease: Lease, exact_for_s: float = 0.0) -> None:
