@@ -102,6 +102,10 @@ async def send_error(send: Send, exc: PlatformError) -> None:
     await send_json(send, exc.status, body, headers)
 
 
+class ClientGone(Exception):
+    """The client hung up before its request was read: nothing to answer."""
+
+
 class BodyTooLarge(PlatformError):
     status = 413
     code = "request_too_large"
@@ -117,7 +121,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -232,9 +236,8 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     except PlatformError as exc:
         ex.error_code = exc.code
         await send_error(ex.send, exc)
-    except asyncio.CancelledError:
-        ex.cancelled = True
-        raise
+    except ClientGone:
+        ex.status, ex.error_code = CLIENT_CLOSED, "client_disconnected"
     except Exception:
         logger.exception("gateway failure on %s", path)
         ex.error_code = "internal_error"

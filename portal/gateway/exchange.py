@@ -48,7 +48,6 @@ class Exchange:
 
     __slots__ = (
         "_send",
-        "cancelled",
         "client_usage",
         "completion_reserve",
         "content_events",
@@ -79,7 +78,6 @@ class Exchange:
         self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
         self.status = 0
         self.error_code = ""
-        self.cancelled = False
         self.grant: Any = None
         self.kind = ""
         self.model = ""

@@ -178,6 +178,36 @@ def test_a_replica_dying_mid_answer_is_a_502_or_an_error_event_and_is_metered(
     }
 
 
+def test_a_client_hanging_up_mid_body_is_metered_quietly(live_portal, owner, engine, caplog):
+    """A request whose client goes away before its body arrived is recorded as 499
+    ``client_disconnected``, and is no server error in the logs."""
+    import socket
+    from urllib.parse import urlsplit
+
+    add_replica(deployment(owner.user, "pub").served_name, engine[0])
+    key = new_key(owner)
+    address = urlsplit(live_portal)
+    before = {UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")}
+    with socket.create_connection((address.hostname, address.port)) as client:
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            b'{"model": "olivia/pub", '
+        )
+
+    def gone() -> UsageEvent | None:
+        for _, fields in sync_redis().xrange(STREAM, "-", "+"):
+            event = UsageEvent.decode(fields)
+            if event.request_id not in before:
+                return event
+        return None
+
+    event = wait_for(gone, timeout_s=10, what="the hung-up request's usage event")
+    assert (event.status, event.error_code) == (499, "client_disconnected")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
     settings.GATEWAY_METERING = False
     add_replica(deployment(owner.user, "pub").served_name, engine[0])
