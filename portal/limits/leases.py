@@ -184,9 +184,10 @@ class Lease:
 
     def rate_headers(self) -> list[tuple[bytes, bytes]]:
         """The ``x-ratelimit-*`` headers of a request it admits. Recomputed after every
-        top-up and once a hundredth of what a full lease holds was admitted since: exact
-        for a small lease, within a hundredth of a lease (itself a small share of the
-        limit) for a large one, at a fraction of the cost per request."""
+        top-up and after every n admissions, n a hundredth of the lease's requests or
+        tokens (the smaller; at most 1,000): exact for a small lease, behind by at most n
+        requests for a large one (whose lease is itself a small share of the limit), at a
+        fraction of the cost per request."""
         self.headers_left -= 1
         if self.headers_left < 0:
             from portal.limits import rate_headers
