@@ -125,12 +125,6 @@ class Answer(asyncio.Protocol):
                 self.error = Unreachable(f"the replica closed the connection{why}")
             self._wake()
 
-    def pause_writing(self) -> None:  # a large body to a slow replica: the buffer grows
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # --- httptools callbacks --------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -217,11 +211,11 @@ class Answer(asyncio.Protocol):
         return data
 
     async def read_all(self) -> bytes:
-        """The rest of the body."""
-        while not self.complete:
-            await self._wait()
-        chunks, self.chunks = self.chunks, []
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        """The rest of the body (read as it comes, so that reading never pauses)."""
+        parts = []
+        while data := await self.read():
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         """The caller is done: a complete answer's connection is kept for the next

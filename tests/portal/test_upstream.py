@@ -250,3 +250,25 @@ def test_a_stream_read_slowly_pauses_the_replica_and_loses_nothing() -> None:
             assert list(upstream.stats().values()) == [1]  # ended well: kept
 
     run(test)
+
+
+def test_a_whole_answer_larger_than_the_buffer_comes_whole() -> None:
+    """Past ``MAX_BUFFER`` a stream pauses for its reader; a whole answer is read as it
+    comes, so it never waits on itself."""
+
+    async def test() -> None:
+        big = b"x" * (4 * upstream.MAX_BUFFER)
+
+        async def handler(reader: Any, writer: Any, number: int) -> None:
+            await replica.read_request(reader)
+            writer.write(head(len(big)))
+            for at in range(0, len(big), 65536):
+                writer.write(big[at : at + 65536])
+                await writer.drain()
+
+        replica = Replica(handler)
+        async with replica as url:
+            answer = await asyncio.wait_for(upstream.fetch(url, PATH, BODY, ""), 10)
+            assert answer == (200, b"application/json", big)
+
+    run(test)
