@@ -329,41 +329,40 @@ async def reserve_for(ex: Exchange, grant: KeyGrant, route: Route) -> None:
 
 
 async def relay(url: str, path: str, body: bytes, ex: Exchange, receive: Receive) -> bool:
-    """Forward to one replica; False if it could not be reached (try another)."""
+    """Forward to one replica; False if it could not be reached (try another). A replica
+    that fails before the answer began is a 502 (after, see :func:`_pump`)."""
     assert ex.route is not None
-    secret = ex.route.secrets.get(url, "")
+    try:
+        await _relay(url, path, body, ex, receive, ex.route.secrets.get(url, ""))
+    except upstream.Unreachable:
+        return False
+    except upstream.BrokenOff as exc:
+        raise _replica_failed(exc) from None
+    return True
+
+
+async def _relay(
+    url: str, path: str, body: bytes, ex: Exchange, receive: Receive, secret: str
+) -> None:
     if not ex.stream:
-        try:
-            answer = await unless_hung_up(upstream.fetch(url, path, body, secret), receive)
-        except upstream.Unreachable:
-            return False
-        except upstream.BrokenOff as exc:
-            raise _replica_failed(exc) from None
+        answer = await unless_hung_up(upstream.fetch(url, path, body, secret), receive)
         if answer is None:
             # The client hung up; the upstream request was cancelled with it.
             ex.status, ex.error_code = CLIENT_CLOSED, "client_disconnected"
-            return True
+            return
         status, content_type, payload = answer
         if ex.governed is not None:
             payload = await ex.governed.answer(status, payload)
         ex.read_answer(status, payload)
         await _send_whole(ex.send, status, content_type, payload)
-        return True
-    try:
-        stream = await upstream.open_stream(url, path, body, secret)
-    except upstream.Unreachable:
-        return False
-    except upstream.BrokenOff as exc:
-        raise _replica_failed(exc) from None
+        return
+    stream = await upstream.open_stream(url, path, body, secret)
     try:
         if stream.status != 200:
-            try:
-                payload = await stream.read_all()
-            except upstream.BrokenOff as exc:
-                raise _replica_failed(exc) from None
+            payload = await stream.read_all()
             ex.read_answer(stream.status, payload)
             await _send_whole(ex.send, stream.status, stream.content_type, payload)
-            return True
+            return
         headers = [
             (b"content-type", stream.content_type),
             (b"cache-control", b"no-cache"),
@@ -374,7 +373,6 @@ async def relay(url: str, path: str, body: bytes, ex: Exchange, receive: Receive
         await _pump(stream, ex, receive, filtered)
     finally:
         stream.close()
-    return True
 
 
 def _replica_failed(exc: Exception) -> PlatformError:
