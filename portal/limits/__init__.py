@@ -175,8 +175,11 @@ def reserve_leased(grant: Any, request_id: str, tokens: int) -> Reservation | No
     if not settings.GATEWAY_LEASE_SHARE:
         return None
     lease = leases.admit_now(grant, tokens)
-    if lease is None:
-        return None
+    return None if lease is None else _leased(grant, request_id, tokens, lease)
+
+
+def _leased(grant: Any, request_id: str, tokens: int, lease: leases.Lease) -> Reservation:
+    """A request its lease admitted (settled by the lease, not in Redis: no keys)."""
     return Reservation([], request_id, grant.tpm, False, tokens, 0, lease.rate_headers(), lease)
 
 
@@ -189,10 +192,7 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     if settings.GATEWAY_LEASE_SHARE:
         lease = await leases.admit(grant, tokens)
         if lease is not None:
-            headers = rate_headers(grant, lease.headers())
-            return Reservation(
-                [], request_id, grant.tpm, has_org, tokens, spend_ucny, headers, lease
-            )
+            return _leased(grant, request_id, tokens, lease)
     keys = limit_keys(grant)
     answer = await wire().evalsha(
         scripts.RESERVE,
