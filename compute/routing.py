@@ -43,11 +43,10 @@ class Route:
     # Whether its engines plant the text watermark (the deployment's engine_args).
     watermarked: bool = False
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        """The price of a request in CNY."""
-        return (prompt_tokens * self.price_input + completion_tokens * self.price_output) / (
-            1_000_000
-        )
+    @cached_property
+    def prices(self) -> tuple[str, str]:
+        """The prices as decimal strings (for usage rows: see ``compute.metering.ROW``)."""
+        return str(self.price_input), str(self.price_output)
 
     def cost_ucny(self, prompt_tokens: int, completion_tokens: int) -> int:
         """The price of a request in micro-CNY (what budgets count), rounded up."""

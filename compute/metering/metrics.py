@@ -1,7 +1,7 @@
 """Prometheus metrics of the gateway and the pool (``prometheus-client``).
 
-The gateway counts its inference requests with :func:`observe_all`, a batch of
-:class:`~compute.metering.UsageEvent` at a time, as it publishes them. The pool's
+The gateway counts its inference requests with :func:`observe_all`, a batch of usage
+rows (:data:`~compute.metering.ROW`) at a time, as it publishes them. The pool's
 gauges (replicas by state, node heartbeat age, GPUs) are read from the database when
 ``/metrics`` is scraped, by :class:`PoolCollector`.
 
@@ -13,7 +13,9 @@ kept in files there and :func:`exposition` sums them across processes.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from dataclasses import astuple
 from typing import Any
 
 from prometheus_client import (
@@ -26,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 
-from compute.metering import UsageEvent
+from compute.metering import ROW, Row, UsageEvent
 from compute.metering.pool import pool_gauges
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -88,27 +90,43 @@ def observe(event: UsageEvent) -> None:
     A request that reached no model (unknown name, refused before routing) is counted
     under ``(unrouted)``: client-chosen names never become label values.
     """
-    observe_all([event])
+    observe_all([(*astuple(event)[:-1], None, None)])
 
 
-def observe_all(events: list[UsageEvent]) -> None:
-    """:func:`observe` for many events: the counters move once per model and status
-    (each move takes a lock), the histograms once per event."""
+_MODEL, _VERSION, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _TTFT = (
+    ROW.index(name)
+    for name in (
+        "model",
+        "model_version_id",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+    )
+)
+
+
+def observe_all(rows: list[Row]) -> None:
+    """:func:`observe` for many events, as rows (:data:`~compute.metering.ROW`): each
+    counter and histogram bucket moves once per batch (each move takes a lock)."""
     requests: dict[tuple[str, int], int] = {}
     tokens: dict[str, list[int]] = {}
-    for event in events:
-        model = event.model if event.model_version_id is not None else UNROUTED
-        key = (model, event.status)
+    latencies: dict[str, list[float]] = {}
+    ttfts: dict[str, list[float]] = {}
+    for row in rows:
+        model = row[_MODEL] if row[_VERSION] is not None else UNROUTED
+        key = (model, row[_STATUS])
         requests[key] = requests.get(key, 0) + 1
         counted = tokens.get(model)
         if counted is None:
             counted = tokens[model] = [0, 0]
-        counted[0] += event.prompt_tokens
-        counted[1] += event.completion_tokens
-        series = _series_of(model)
-        series.latency.observe(event.latency_ms / 1000)
-        if event.ttft_ms is not None:
-            series.ttft.observe(event.ttft_ms / 1000)
+            latencies[model] = []
+        counted[0] += row[_PROMPT]
+        counted[1] += row[_COMPLETION]
+        latencies[model].append(row[_LATENCY] / 1000)
+        if row[_TTFT] is not None:
+            ttfts.setdefault(model, []).append(row[_TTFT] / 1000)
     for (model, status), count in requests.items():
         series = _series_of(model)
         child = series.requests.get(status)
@@ -121,6 +139,31 @@ def observe_all(events: list[UsageEvent]) -> None:
             series.prompt.inc(prompt)
         if completion:
             series.completion.inc(completion)
+        observe_many(series.latency, latencies[model])
+        if model in ttfts:
+            observe_many(series.ttft, ttfts[model])
+
+
+def observe_many(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe`` of each value, moving each bucket once. prometheus-client
+    has no batch observe, so this adds to the child's bucket and sum values as its
+    ``observe`` does (by its bucket bounds: the first bound at or above the value),
+    through its private attributes; should a release rename them, it observes one by
+    one."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1
+    total.inc(sum(values))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 class PoolCollector:

@@ -15,6 +15,7 @@ import math
 import os
 import socket
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -25,7 +26,7 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
-from compute.metering import STREAM, UsageEvent
+from compute.metering import STREAM, UsageEvent, unpack
 from compute.metering.models import UsageHourly, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,28 @@ def drain(
         entries = _reclaim(client, me, idle, size) or _read_new(client, me, size)
         if not entries:
             break
-        written += store_entries(entries)
-        _ack(client, [entry_id for entry_id, _fields in entries])
+        for ids, records in _transactions(entries, size):
+            written += store_records(records)
+            _ack(client, ids)
     return written
+
+
+def _transactions(
+    entries: list[Entry], size: int
+) -> Iterator[tuple[list[bytes], list[UsageRecord]]]:
+    """The entries' ids and records in groups of whole entries, each of about ``size``
+    records or fewer (a gateway's entry holds a batch of events), one transaction each."""
+    ids: list[bytes] = []
+    records: list[UsageRecord] = []
+    for entry_id, fields in entries:
+        found = _records(entry_id, fields)
+        if ids and len(records) + len(found) > size:
+            yield ids, records
+            ids, records = [], []
+        ids.append(entry_id)
+        records += found
+    if ids:
+        yield ids, records
 
 
 def _reclaim(client: redis.Redis, me: str, min_idle_ms: int, count: int) -> list[Entry]:
@@ -122,14 +142,11 @@ def _ack(client: redis.Redis, ids: list[bytes]) -> None:
     pipe.execute()
 
 
-def store_entries(entries: list[Entry]) -> int:
-    """Write the entries' records and roll them up, in one transaction. Malformed
-    entries are logged and skipped (acknowledged: retrying cannot fix them)."""
+def store_records(found: list[UsageRecord]) -> int:
+    """Write the records and roll them up, in one transaction; how many were new."""
     records: dict[str, UsageRecord] = {}
-    for entry_id, fields in entries:
-        record = _record_or_none(entry_id, fields)
-        if record is not None:
-            records.setdefault(record.request_id, record)
+    for record in found:
+        records.setdefault(record.request_id, record)
     if not records:
         return 0
     with transaction.atomic():
@@ -171,12 +188,26 @@ def insert_records(records: list[UsageRecord]) -> list[str]:
         return [request_id for (request_id,) in cursor.fetchall()]
 
 
-def _record_or_none(entry_id: bytes, fields: dict[Any, Any]) -> UsageRecord | None:
+_MALFORMED = (TypeError, ValueError, OverflowError, OSError, InvalidOperation)
+
+
+def _records(entry_id: bytes, fields: dict[Any, Any]) -> list[UsageRecord]:
+    """The rows of an entry's events, less the malformed ones (logged, and acknowledged
+    with the rest: retrying cannot fix them)."""
     try:
-        return record_from(UsageEvent.decode(fields))
-    except (TypeError, ValueError, OverflowError, OSError, InvalidOperation) as exc:
-        logger.warning("dropping malformed usage event %s: %s", entry_id.decode(), exc)
-        return None
+        found = unpack(fields)
+    except _MALFORMED as exc:
+        logger.warning("dropping malformed usage entry %s: %s", entry_id.decode(), exc)
+        return []
+    records = []
+    for values in found:
+        try:
+            if isinstance(values, ValueError):
+                raise values
+            records.append(record_from(UsageEvent.from_values(values)))
+        except _MALFORMED as exc:
+            logger.warning("dropping malformed usage event in %s: %s", entry_id.decode(), exc)
+    return records
 
 
 def record_from(event: UsageEvent) -> UsageRecord:

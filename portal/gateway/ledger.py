@@ -7,7 +7,8 @@ connection at once (:meth:`Wire.queue`) and adds to it every settlement and even
 recorded until something else is queued behind it; it is packed when the connection's
 next write goes out: with the next command sent without delay (usually a reservation),
 or :data:`SEND_WITHIN_S` later. So the requests that end close together cost Redis one
-call (settle them all, then XADD their events, one packed field each), and each keeps
+call (settle them all, then XADD their events as one entry, see ``compute.metering``),
+and each keeps
 its place ahead of any reservation made later: a client's next request sees the slot
 and tokens its last one freed. A batch with no settlement in it (a key admitted against
 its lease settles in the process, see ``portal.limits.leases``; or limits are off) waits
@@ -35,7 +36,7 @@ import hiredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from compute.metering import STREAM, UsageEvent, metrics
+from compute.metering import STREAM, Row, metrics, pack_rows
 from governance.services import events as governance_events
 from portal.limits import Settlement, settle, settle_command
 from portal.limits.wire import is_noscript, wire
@@ -86,14 +87,14 @@ class Batch:
 
     def __init__(self) -> None:
         self.settlements: list[Settlement] = []
-        self.events: list[UsageEvent] = []
+        self.events: list[Row] = []
         self.tail: Tail | None = None
         self.observed = False  # its events were counted in the metrics
 
     def add(
         self,
         settlement: Settlement | None,
-        event: UsageEvent | None,
+        event: Row | None,
         governance: list[str] | None = None,
     ) -> None:
         if settlement is not None:
@@ -116,13 +117,16 @@ class Batch:
         )
 
 
-def pack_events(batch: Batch) -> list[str]:
-    """The batch's usage events' stream entries; the first time, counts them in the
-    metrics on the way (here, once per batch, rather than on each request's path)."""
+def pack_events(batch: Batch) -> list[bytes]:
+    """The batch's usage events as stream entries (one, or none); the first time, counts
+    them in the metrics on the way (here, once per batch, rather than on each request's
+    path)."""
+    if not batch.events:
+        return []
     if not batch.observed:
         batch.observed = True
         metrics.observe_all(batch.events)
-    return [event.pack() for event in batch.events]
+    return [pack_rows(batch.events)]
 
 
 class Ledger:
@@ -135,7 +139,7 @@ class Ledger:
     def record(
         self,
         settlement: Settlement | None,
-        event: UsageEvent | None,
+        event: Row | None,
         governance: list[str] | None = None,
     ) -> None:
         """Send a finished request's settlement, usage event and governance events;
@@ -221,7 +225,7 @@ ledger = PerLoop(Ledger)
 
 def record(
     settlement: Settlement | None,
-    event: UsageEvent | None,
+    event: Row | None,
     governance: list[str] | None = None,
 ) -> None:
     """Queue a finished request's settlement, usage event and governance events (see

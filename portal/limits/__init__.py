@@ -270,11 +270,11 @@ def settlement(reservation: Reservation, tokens_used: int, spent_ucny: int) -> S
 
 
 def settle_command(
-    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[bytes]
 ) -> tuple[Any, ...]:
     """One script call that settles every reservation in ``settlements`` (in order):
     correct tokens and spend by what was really used, free the slots; then appends
-    ``entries`` (packed usage events) to ``stream``, trimmed to about ``maxlen``."""
+    ``entries`` (batches of usage events) to ``stream``, trimmed to about ``maxlen``."""
     keys: list[str] = []
     args: list[Any] = [maxlen]
     for reservation, tokens_used, spend_used_ucny in settlements:
@@ -291,7 +291,7 @@ def settle_command(
 
 
 async def settle(
-    settlements: list[Settlement], stream: str, maxlen: int, entries: list[str]
+    settlements: list[Settlement], stream: str, maxlen: int, entries: list[bytes]
 ) -> None:
     """:func:`settle_command` in one round trip, loading the script if Redis lacks it.
 

@@ -187,9 +187,9 @@ return answer('ok', req, tok, 0)
 # KEYS: for each settlement, its rate buckets, in-flight set, user budget, org budget;
 # then the usage stream.
 # ARGV: the stream's approximate maximum length; for each settlement, tpm, request id,
-# token delta (actual - reserved), micro-CNY delta, has org (0/1); then usage events,
-# each one packed entry field. Settles in order, then appends the events (one field,
-# "e", each); returns how many settlements.
+# token delta (actual - reserved), micro-CNY delta, has org (0/1); then stream entries,
+# each a batch of usage events (compute.metering.pack_rows). Settles in order, then
+# appends the entries (one field, "b", each); returns how many settlements.
 SETTLE = """
 local now
 local n = (#KEYS - 1) / 4
@@ -220,7 +220,7 @@ for i = 0, n - 1 do
 end
 local stream = KEYS[#KEYS]
 for i = 2 + n * 5, #ARGV do
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[i])
 end
 return n
 """

@@ -369,16 +369,19 @@ class Stack:
         return all(http(url + "/v1/models", key=self.key)[0] == 200 for _ in range(4 * workers))
 
     def usage_events(self, *, clear: bool = False) -> int:
-        """How many usage events the usage stream holds (nothing consumes it here); with
-        ``clear``, empty it after counting, so that it never reaches its length cap
-        (``GATEWAY_USAGE_STREAM_MAXLEN``), past which counting by length undercounts."""
+        """How many usage events the usage stream holds (nothing consumes it here; an
+        entry holds a batch of them); with ``clear``, empty it after counting, so that it
+        never reaches its length cap (``GATEWAY_USAGE_STREAM_MAXLEN``)."""
         import redis
 
-        from compute.metering import STREAM
+        from compute.metering import STREAM, unpack
 
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         try:
-            count = int(client.xlen(STREAM))
+            count, after = 0, "-"
+            while entries := client.xrange(STREAM, after, "+", count=1000):
+                count += sum(len(unpack(fields)) for _, fields in entries)
+                after = b"(" + entries[-1][0]
             if clear:
                 client.delete(STREAM)
             return count

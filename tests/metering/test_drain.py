@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from compute.metering import PACKED, STREAM
+from compute.metering import BATCH, PACKED, STREAM, UsageEvent, pack_rows
 from compute.metering.models import UsageHourly, UsageRecord
-from compute.metering.services import GROUP, ensure_group
+from compute.metering.services import GROUP, drain, ensure_group
 from compute.metering.tasks import drain_usage
 from tests.metering.conftest import publish, usage_event
 
@@ -93,6 +93,40 @@ def test_malformed_packed_events_are_dropped_without_blocking_the_rest(db, strea
 
     assert drain_usage() == 1
     assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [good.request_id]
+    assert stream.xlen(STREAM) == 0
+
+
+def row(event: UsageEvent, price_input: object = "2.5", price_output: object = "10") -> tuple:
+    """``event`` as a gateway's usage row, with the model's prices instead of its cost."""
+    return (*astuple(event)[:-1], price_input, price_output)
+
+
+def test_a_batch_entry_gives_a_record_per_row_priced_exactly_and_skips_bad_rows(db, stream, owner):
+    priced = usage_event(owner.user.pk, prompt_tokens=3, completion_tokens=7)
+    unrouted = usage_event(owner.user.pk, status=404, prompt_tokens=0, completion_tokens=0)
+    bad = [
+        row(usage_event(owner.user.pk))[:-1],  # a value short
+        row(usage_event(owner.user.pk), price_input="abc"),
+        row(usage_event(owner.user.pk), price_input=2.5),  # prices travel as strings
+        row(usage_event(owner.user.pk, ts="soon")),
+        "not a row",
+    ]
+    rows = [row(priced), *bad, row(unrouted, None, None)]
+    stream.xadd(STREAM, {BATCH: pack_rows(rows)})
+
+    assert drain_usage() == 2
+    costs = dict(UsageRecord.objects.values_list("request_id", "cost_cny"))
+    assert costs == {priced.request_id: Decimal("0.0000775"), unrouted.request_id: 0}
+    assert stream.xlen(STREAM) == 0
+
+
+def test_batch_entries_larger_than_a_transaction_are_stored_whole(db, stream, owner):
+    stream.xadd(STREAM, {BATCH: pack_rows([row(usage_event(owner.user.pk)) for _ in range(5)])})
+    publish(stream, usage_event(owner.user.pk), usage_event(owner.user.pk))
+    stream.xadd(STREAM, {BATCH: pack_rows([row(usage_event(owner.user.pk)) for _ in range(3)])})
+
+    assert drain(batch_size=2) == 10
+    assert UsageHourly.objects.get().requests == 10
     assert stream.xlen(STREAM) == 0
 
 

@@ -110,3 +110,31 @@ def test_multiprocess_mode_sums_the_workers(tmp_path):
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     text = result.stdout.decode()
     assert sample(text, 'openmaas_inference_requests_total{model="m/multi",status="200"}') == 2
+
+
+def test_observing_many_values_at_once_counts_as_observing_each():
+    """The gateway observes a batch of latencies per model in one go
+    (``observe_many``, through prometheus-client's bucket values): the buckets, count
+    and sum come out as ``observe`` gives them one by one, bounds and +Inf included."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from compute.metering.metrics import LATENCY_BUCKETS, observe_many
+
+    registry = CollectorRegistry()
+    values = [0.0, 0.05, 0.0500001, 0.1, 0.3, 2.5, 299.9, 300, 301, 1e9, 0.07, 0.07]
+    one_by_one = Histogram("one", "", buckets=LATENCY_BUCKETS, registry=registry)
+    batched = Histogram("many", "", buckets=LATENCY_BUCKETS, registry=registry)
+    for value in values:
+        one_by_one.observe(value)
+    observe_many(batched, values)
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        (metric,) = [m for m in registry.collect() if m.name == name]
+        return [
+            (s.name.removeprefix(name), s.labels, round(s.value, 6))
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples("many") == samples("one")
+    assert ("_bucket", {"le": "+Inf"}, len(values)) in samples("many")

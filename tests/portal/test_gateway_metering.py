@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from compute.agent.procs import wait_for
-from compute.metering import PACKED, STREAM, UsageEvent
+from compute.metering import PACKED, ROW, STREAM, UsageEvent
 from compute.models import Deployment
 from portal.models import APIKey
 from portal.models.keys import hash_key
@@ -25,13 +25,21 @@ from tests.portal.gateways import add_replica
 from tests.portal.test_limits import new_key
 
 
+def stream_events() -> list[UsageEvent]:
+    """Every event on the usage stream (an entry holds a batch of them)."""
+    return [
+        event
+        for _, fields in sync_redis().xrange(STREAM, "-", "+")
+        for event in UsageEvent.decode_all(fields)
+    ]
+
+
 def events_for(request_ids: list[str]) -> dict[str, UsageEvent]:
     """The stream's events of these requests, once all are there (they follow the answer)."""
 
     def read() -> dict[str, UsageEvent] | None:
         found = {}
-        for _, fields in sync_redis().xrange(STREAM, "-", "+"):
-            event = UsageEvent.decode(fields)
+        for event in stream_events():
             if event.request_id in request_ids:
                 assert event.request_id not in found, "one event per request"
                 found[event.request_id] = event
@@ -146,7 +154,7 @@ def test_failed_requests_are_recorded_and_unknown_callers_are_not(live_portal, o
     assert by_name["bad_body"].status == 400
     assert by_name["rate_limited"].error_code == "rate_limit_exceeded"
     assert by_name["fine"].prompt_tokens == 2 and by_name["fine"].completion_tokens == 5
-    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
+    recorded = [event.request_id for event in stream_events()]
     assert stranger.headers["x-request-id"] not in recorded
 
 
@@ -187,7 +195,7 @@ def test_a_client_hanging_up_mid_body_is_metered_quietly(live_portal, owner, eng
     add_replica(deployment(owner.user, "pub").served_name, engine[0])
     key = new_key(owner)
     address = urlsplit(live_portal)
-    before = {UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")}
+    before = {event.request_id for event in stream_events()}
     with socket.create_connection((address.hostname, address.port)) as client:
         client.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -197,8 +205,7 @@ def test_a_client_hanging_up_mid_body_is_metered_quietly(live_portal, owner, eng
         )
 
     def gone() -> UsageEvent | None:
-        for _, fields in sync_redis().xrange(STREAM, "-", "+"):
-            event = UsageEvent.decode(fields)
+        for event in stream_events():
             if event.request_id not in before:
                 return event
         return None
@@ -225,7 +232,7 @@ def test_metering_can_be_switched_off(live_portal, owner, engine, settings):
         json=body,
     )
     events_for([marker.headers["x-request-id"]])  # published after the first one would be
-    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
+    recorded = [event.request_id for event in stream_events()]
     assert response.headers["x-request-id"] not in recorded
 
 
@@ -302,38 +309,18 @@ def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
     """The lifespan shutdown drains the ledger before closing Redis: nothing queued is lost."""
     from portal.gateway import ledger
 
-    events = [
-        UsageEvent(
-            f"drain-{i}",
-            1.5,
-            None,
-            3,
-            4,
-            "m",
-            None,
-            5,
-            6,
-            "chat",
-            False,
-            200,
-            "",
-            1,
-            2,
-            3.0,
-            None,
-            "0",
-        )
-        for i in range(5)
-    ]
+    row = (1.5, None, 3, 4, "m", None, 5, 6, "chat", False, 200, "", 1, 2, 3.0, None, None, None)
+    rows = [(f"drain-{i}", *row) for i in range(5)]
+    assert len(rows[0]) == len(ROW)
 
     async def stop_right_after() -> None:
-        for event in events:
-            ledger.record(None, event)
+        for row in rows:
+            ledger.record(None, row)
         await ledger.drain()  # then the loop ends: whatever was not sent is gone
 
     asyncio.run(stop_right_after())
-    recorded = [UsageEvent.decode(f).request_id for _, f in sync_redis().xrange(STREAM, "-", "+")]
-    assert [e.request_id for e in events] == [r for r in recorded if r.startswith("drain-")]
+    recorded = [event.request_id for event in stream_events()]
+    assert [f"drain-{i}" for i in range(5)] == [r for r in recorded if r.startswith("drain-")]
 
 
 @pytest.mark.parametrize(
