@@ -110,38 +110,34 @@ _MODEL, _VERSION, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _TTFT = (
 def observe_all(rows: list[Row]) -> None:
     """:func:`observe` for many events, as rows (:data:`~compute.metering.ROW`): each
     counter and histogram bucket moves once per batch (each move takes a lock)."""
-    requests: dict[tuple[str, int], int] = {}
-    tokens: dict[str, list[int]] = {}
-    latencies: dict[str, list[float]] = {}
-    ttfts: dict[str, list[float]] = {}
+    groups: dict[tuple[str, int], list[Row]] = {}
     for row in rows:
-        model = row[_MODEL] if row[_VERSION] is not None else UNROUTED
-        key = (model, row[_STATUS])
-        requests[key] = requests.get(key, 0) + 1
-        counted = tokens.get(model)
-        if counted is None:
-            counted = tokens[model] = [0, 0]
-            latencies[model] = []
-        counted[0] += row[_PROMPT]
-        counted[1] += row[_COMPLETION]
-        latencies[model].append(row[_LATENCY] / 1000)
-        if row[_TTFT] is not None:
-            ttfts.setdefault(model, []).append(row[_TTFT] / 1000)
-    for (model, status), count in requests.items():
+        key = (row[_MODEL] if row[_VERSION] is not None else UNROUTED, row[_STATUS])
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [row]
+        else:
+            group.append(row)
+    by_model: dict[str, list[Row]] = {}
+    for (model, status), group in groups.items():
         series = _series_of(model)
         child = series.requests.get(status)
         if child is None:
             child = series.requests[status] = REQUESTS.labels(model, str(status))
-        child.inc(count)
-    for model, (prompt, completion) in tokens.items():
+        child.inc(len(group))
+        by_model.setdefault(model, []).extend(group)
+    for model, group in by_model.items():
         series = _series_of(model)
+        prompt = sum([row[_PROMPT] for row in group])
+        completion = sum([row[_COMPLETION] for row in group])
         if prompt:
             series.prompt.inc(prompt)
         if completion:
             series.completion.inc(completion)
-        observe_many(series.latency, latencies[model])
-        if model in ttfts:
-            observe_many(series.ttft, ttfts[model])
+        observe_many(series.latency, [row[_LATENCY] / 1000 for row in group])
+        ttfts = [row[_TTFT] / 1000 for row in group if row[_TTFT] is not None]
+        if ttfts:
+            observe_many(series.ttft, ttfts)
 
 
 def observe_many(histogram: Any, values: list[float]) -> None:

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from compute.metering import STREAM, Row, metrics, pack_rows
 from governance.services import events as governance_events
 from portal.limits import Settlement, settle, settle_command
-from portal.limits.wire import is_noscript, wire
+from portal.limits.wire import Wire, is_noscript, wire
 from portal.loops import PerLoop
 
 logger = logging.getLogger(__name__)
@@ -83,13 +83,14 @@ def xadd_command(entries: list[str]) -> tuple[Any, ...]:
 class Batch:
     """The settlements and usage events of one script call (and its governance tail)."""
 
-    __slots__ = ("events", "observed", "settlements", "tail")
+    __slots__ = ("events", "observed", "settlements", "tail", "wire")
 
-    def __init__(self) -> None:
+    def __init__(self, connection: Wire | None = None) -> None:
         self.settlements: list[Settlement] = []
         self.events: list[Row] = []
         self.tail: Tail | None = None
         self.observed = False  # its events were counted in the metrics
+        self.wire = connection  # the connection it is queued on
 
     def add(
         self,
@@ -145,10 +146,20 @@ class Ledger:
         """Send a finished request's settlement, usage event and governance events;
         returns at once."""
         batch = self.open
+        if (
+            settlement is None
+            and governance is None
+            and batch is not None
+            and batch.wire is not None
+            and batch.wire.queued_last(batch.tail or batch)
+        ):
+            if event is not None:  # the usual case: usage alone, to a batch still open
+                batch.events.append(event)
+            return
         connection = wire()
         within_s = USAGE_WITHIN_S if settlement is None else SEND_WITHIN_S
         if batch is None or not connection.queued_last(batch.tail or batch):
-            batch = Batch()
+            batch = Batch(connection)
             reply = connection.queue(batch, within_s)
             if reply is None:  # not connected: connect in a task of its own
                 batch.add(settlement, event, governance)

@@ -67,7 +67,7 @@ def limits_unavailable() -> LimitsUnavailable:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Reservation:
     """What :func:`reserve` took, to be settled after the answer."""
 
@@ -174,8 +174,10 @@ def reserve_leased(grant: Any, request_id: str, tokens: int) -> Reservation | No
     then :func:`reserve` it (no waiting here; see :mod:`portal.limits.leases`)."""
     if not settings.GATEWAY_LEASE_SHARE:
         return None
-    lease = leases.admit_now(grant, tokens)
-    return None if lease is None else _leased(grant, request_id, tokens, lease)
+    lease = leases.leases().get(grant)
+    if lease is None or not lease.admit(tokens):
+        return None
+    return _leased(grant, request_id, tokens, lease)
 
 
 def _leased(grant: Any, request_id: str, tokens: int, lease: leases.Lease) -> Reservation:

@@ -435,13 +435,6 @@ class Leases:
 leases = PerLoop(Leases)
 
 
-def admit_now(grant: Any, tokens: int) -> Lease | None:
-    """The lease that admitted a request of ``grant`` needing ``tokens`` at once, or
-    None (then :func:`admit` may wait for a top-up, or the request goes to Redis)."""
-    lease = leases().get(grant)
-    return lease if lease is not None and lease.admit(tokens) else None
-
-
 async def admit(grant: Any, tokens: int) -> Lease | None:
     """The lease that admitted a request of ``grant`` needing ``tokens``, or None when it
     must go to Redis on its own. Raises Redis' errors when a top-up cannot reach it."""

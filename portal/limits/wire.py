@@ -215,9 +215,15 @@ class Wire:
             protocol.hurry(within_s)
 
     def queued_last(self, command: Deferred) -> bool:
-        """Whether ``command`` is still unsent and nothing was queued after it."""
+        """Whether ``command`` is still unsent on the open connection and nothing was
+        queued after it."""
         protocol = self.protocol
-        return protocol is not None and bool(protocol.pending) and protocol.pending[-1] is command
+        return (
+            protocol is not None
+            and not protocol.lost
+            and bool(protocol.pending)
+            and protocol.pending[-1] is command
+        )
 
     async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one write; their replies (errors as ``ResponseError``)."""
