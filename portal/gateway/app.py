@@ -43,7 +43,7 @@ from portal.gateway.exchange import (
 from portal.gateway.ledger import drain, record
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
-from portal.limits import leases, limits_unavailable, reserve, reserve_leased, settlement
+from portal.limits import admit_leased, leases, limits_unavailable, reserve, settlement
 from portal.limits.wire import close_wires
 from portal.logs import request_id
 from portal.models.keys import model_allowed, model_namespace, scope_allows
@@ -301,11 +301,11 @@ def reserve_leased_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any]) -
     at once (the usual case for a busy key with large limits), else :func:`reserve_for`."""
     ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
     ex.completion_reserve = completion_reserve(payload, ex.kind)
-    reservation = reserve_leased(grant, ex.request_id, ex.prompt_estimate + ex.completion_reserve)
-    if reservation is None:
+    lease = admit_leased(grant, ex.prompt_estimate + ex.completion_reserve)
+    if lease is None:
         return False
-    ex.reservation = reservation
-    ex.headers += reservation.headers
+    ex.lease = lease
+    ex.headers += lease.rate_headers()
     return True
 
 
@@ -474,17 +474,20 @@ async def _pump(
 
 
 def finish(ex: Exchange) -> None:
-    """After the answer: queue the reservation's settlement, the usage event and the
-    governance events for this loop's ledger, which sends them off the request's path
-    (see ``ledger``). The reservation is settled first: a lease's slot and tokens must
-    come back even if the rest fails."""
+    """After the answer: settle the request with the lease that admitted it, or queue
+    its reservation's settlement; queue the usage event and the governance events for
+    this loop's ledger, which sends them off the request's path (see ``ledger``). The
+    lease is settled first: its slot and tokens must come back even if the rest fails."""
     metering = settings.GATEWAY_METERING
-    reservation, settled = ex.reservation, None
-    if reservation is not None or metering:
+    lease, reservation, settled = ex.lease, ex.reservation, None
+    if lease is not None or reservation is not None or metering:
         prompt, completion = ex.tokens()
-    if reservation is not None:
+    if lease is not None or reservation is not None:
         spend = ex.route.cost_ucny(prompt, completion) if ex.route else 0
-        settled = settlement(reservation, prompt + completion, spend)
+        if lease is not None:
+            lease.settle(ex.prompt_estimate + ex.completion_reserve, prompt + completion, spend)
+        else:
+            settled = settlement(reservation, prompt + completion, spend)
     governance = moderation.finish(ex) if ex.governed is not None else None
     event = usage_row(ex, prompt, completion) if metering else None
     record(settled, event, governance)

@@ -56,6 +56,7 @@ class Exchange:
         "grant",
         "headers",
         "kind",
+        "lease",
         "model",
         "prompt_estimate",
         "replica",
@@ -85,7 +86,8 @@ class Exchange:
         self.client_usage = True
         self.route: Any = None
         self.replica: str | None = None
-        self.reservation: Any = None
+        self.reservation: Any = None  # portal.limits.Reservation, when reserved in Redis
+        self.lease: Any = None  # or the key's lease in this process, when it admitted it
         self.prompt_estimate = 0
         self.completion_reserve = 0  # completion tokens reserved (max_tokens per choice)
         self.content_events = 0

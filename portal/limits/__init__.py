@@ -34,8 +34,8 @@ __all__ = [
     "RateLimited",
     "Reservation",
     "Settlement",
+    "admit_leased",
     "reserve",
-    "reserve_leased",
     "settle",
     "settle_command",
     "settlement",
@@ -169,20 +169,15 @@ def limit_keys(grant: Any, now: float | None = None) -> list[str]:
     return keys
 
 
-def reserve_leased(grant: Any, request_id: str, tokens: int) -> Reservation | None:
-    """The request admitted at once against this process's lease of the key, or None:
-    then :func:`reserve` it (no waiting here; see :mod:`portal.limits.leases`)."""
+def admit_leased(grant: Any, tokens: int) -> leases.Lease | None:
+    """The lease of ``grant`` in this process if it admitted a request needing ``tokens``
+    at once (the request then owes it ``lease.settle``), or None: then :func:`reserve`
+    it (no waiting here, and no reservation object: the hot path; see
+    :mod:`portal.limits.leases`)."""
     if not settings.GATEWAY_LEASE_SHARE:
         return None
     lease = leases.leases().get(grant)
-    if lease is None or not lease.admit(tokens):
-        return None
-    return _leased(grant, request_id, tokens, lease)
-
-
-def _leased(grant: Any, request_id: str, tokens: int, lease: leases.Lease) -> Reservation:
-    """A request its lease admitted (settled by the lease, not in Redis: no keys)."""
-    return Reservation([], request_id, grant.tpm, False, tokens, 0, lease.rate_headers(), lease)
+    return lease if lease is not None and lease.admit(tokens) else None
 
 
 async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> Reservation:
@@ -193,8 +188,9 @@ async def reserve(grant: Any, request_id: str, tokens: int, spend_ucny: int) -> 
     has_org = grant.org_id is not None
     if settings.GATEWAY_LEASE_SHARE:
         lease = await leases.admit(grant, tokens)
-        if lease is not None:
-            return _leased(grant, request_id, tokens, lease)
+        if lease is not None:  # settled by the lease, not in Redis: no keys
+            headers = lease.rate_headers()
+            return Reservation([], request_id, grant.tpm, False, tokens, 0, headers, lease)
     keys = limit_keys(grant)
     answer = await wire().evalsha(
         scripts.RESERVE,
