@@ -3,17 +3,17 @@
 A request that ends hands its limiter settlement and its usage event to this event
 loop's :class:`Ledger` (:func:`record`, no waiting) and returns, so the connection is
 free for its next request at once. The ledger queues one script call on the shared Redis
-connection at once (:meth:`Wire.queue`) and adds to it every settlement and event
-recorded until something else is queued behind it; it is packed when the connection's
-next write goes out: with the next command sent without delay (usually a reservation),
-or :data:`SEND_WITHIN_S` later. So the requests that end close together cost Redis one
-call (settle them all, then XADD their events as one entry, see ``compute.metering``),
-and each keeps
-its place ahead of any reservation made later: a client's next request sees the slot
-and tokens its last one freed. A batch with no settlement in it (a key admitted against
-its lease settles in the process, see ``portal.limits.leases``; or limits are off) waits
-up to :data:`USAGE_WITHIN_S` instead, so that more requests share its call; a
-settlement added to it hurries it along. The reply is checked by a callback, not by the
+connection at once (:meth:`Wire.queue`) and adds to it every settlement recorded until
+something else is queued behind it, and every usage event until it is sent; it is packed
+when the connection's next write goes out: with the next command sent without delay
+(usually a reservation), or :data:`SEND_WITHIN_S` later. So the requests that end close
+together cost Redis one call (settle them all, then XADD their events as one entry, see
+``compute.metering``), and each settlement keeps its place ahead of any reservation
+made later: a client's next request sees the slot and tokens its last one freed. A
+batch with no settlement in it (a key admitted against its lease settles in the process,
+see ``portal.limits.leases``; or limits are off) waits up to :data:`USAGE_WITHIN_S`
+instead, so that more requests share its call; a settlement added to it hurries it
+along. The reply is checked by a callback, not by the
 request.
 
 Governance events (moderation decisions, provenance, offenders: lists of packed entries
@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from compute.metering import STREAM, Row, metrics, pack_rows
 from governance.services import events as governance_events
 from portal.limits import Settlement, settle, settle_command
-from portal.limits.wire import Wire, is_noscript, wire
+from portal.limits.wire import is_noscript, wire
 from portal.loops import PerLoop
 
 logger = logging.getLogger(__name__)
@@ -83,14 +83,15 @@ def xadd_command(entries: list[str]) -> tuple[Any, ...]:
 class Batch:
     """The settlements and usage events of one script call (and its governance tail)."""
 
-    __slots__ = ("events", "observed", "settlements", "tail", "wire")
+    __slots__ = ("events", "observed", "sealed", "settlements", "tail")
 
-    def __init__(self, connection: Wire | None = None) -> None:
+    def __init__(self) -> None:
         self.settlements: list[Settlement] = []
         self.events: list[Row] = []
         self.tail: Tail | None = None
         self.observed = False  # its events were counted in the metrics
-        self.wire = connection  # the connection it is queued on
+        # Packed to be sent, or its call failed: it takes no more usage events.
+        self.sealed = False
 
     def add(
         self,
@@ -108,6 +109,7 @@ class Batch:
             self.tail.entries.extend(governance)
 
     def pack(self) -> bytes:
+        self.sealed = True
         return hiredis.pack_command(
             settle_command(
                 self.settlements,
@@ -146,20 +148,16 @@ class Ledger:
         """Send a finished request's settlement, usage event and governance events;
         returns at once."""
         batch = self.open
-        if (
-            settlement is None
-            and governance is None
-            and batch is not None
-            and batch.wire is not None
-            and batch.wire.queued_last(batch.tail or batch)
-        ):
-            if event is not None:  # the usual case: usage alone, to a batch still open
+        if settlement is None and governance is None and batch is not None and not batch.sealed:
+            # The usual case: a usage event alone, which may join any batch not sent yet
+            # (only settlements must stay ahead of the commands queued after them).
+            if event is not None:
                 batch.events.append(event)
             return
         connection = wire()
         within_s = USAGE_WITHIN_S if settlement is None else SEND_WITHIN_S
         if batch is None or not connection.queued_last(batch.tail or batch):
-            batch = Batch(connection)
+            batch = Batch()
             reply = connection.queue(batch, within_s)
             if reply is None:  # not connected: connect in a task of its own
                 batch.add(settlement, event, governance)
@@ -184,6 +182,7 @@ class Ledger:
 
     def _check(self, done: asyncio.Future[Any], batch: Batch) -> None:
         """A reply arrived: retry a batch Redis did not know the script for."""
+        batch.sealed = True
         if done.cancelled() or done.exception() is not None:
             logger.warning("Redis unreachable: usage of %d requests not recorded", _size(batch))
         elif is_noscript(done.result()):

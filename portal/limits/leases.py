@@ -142,25 +142,33 @@ class Lease:
     # --- admitting and settling requests (local, no waiting) -------------------------
 
     def admit(self, tokens: int) -> bool:
-        """Take one request and ``tokens`` from the lease if it holds them."""
+        """Take one request and ``tokens`` from the lease if it holds them (every
+        request of a leased key passes here: locals, no calls)."""
         if self.state != ACTIVE or not self.held:
             return False
-        if self.requests is not None and self.requests < 1:
+        requests, left = self.requests, self.tokens
+        if requests is not None and requests < 1:
             return False
-        if self.tokens is not None and self.tokens < tokens:
+        if left is not None and left < tokens:
             return False
-        if self.terms.slots and self.inflight >= self.slot_cap:
-            self.peak = max(self.peak, self.inflight + 1)
+        inflight = self.inflight
+        if inflight >= self.slot_cap and self.terms.slots:
+            self.peak = max(self.peak, inflight + 1)
             return False
-        if self.requests is not None:
-            self.requests -= 1
-        if self.tokens is not None:
-            self.tokens -= tokens
-        self.inflight += 1
-        self.peak = max(self.peak, self.inflight)
+        if requests is not None:
+            self.requests = requests = requests - 1
+        if left is not None:
+            self.tokens = left = left - tokens
+        self.inflight = inflight = inflight + 1
+        if inflight > self.peak:
+            self.peak = inflight
         self.busy = True
-        if self.syncing is None and not self.exhausted and self._low():
-            self.sync()
+        if self.syncing is None and not self.exhausted:
+            terms_ = self.terms
+            if (requests is not None and requests * 2 < terms_.requests) or (
+                left is not None and left * 2 < terms_.tokens
+            ):
+                self.sync()  # half of it is used: top it up
         return True
 
     def can_grow(self, tokens: int) -> bool:
@@ -204,12 +212,6 @@ class Lease:
         requests = self.redis_requests + (self.requests or 0)
         tokens = self.redis_tokens + (self.tokens or 0)
         return [b"ok", requests, _full_ms(requests, grant.rpm), tokens, _full_ms(tokens, grant.tpm)]
-
-    def _low(self) -> bool:
-        terms_ = self.terms
-        if self.requests is not None and self.requests * 2 < terms_.requests:
-            return True
-        return self.tokens is not None and self.tokens * 2 < terms_.tokens
 
     def _wanted_slots(self) -> int:
         """Slots for the most requests in flight lately, plus a quarter, within terms."""
