@@ -173,9 +173,7 @@ def admit_leased(grant: Any, tokens: int) -> leases.Lease | None:
     """The lease of ``grant`` in this process if it admitted a request needing ``tokens``
     at once (the request then owes it ``lease.settle``), or None: then :func:`reserve`
     it (no waiting here, and no reservation object: the hot path; see
-    :mod:`portal.limits.leases`)."""
-    if not settings.GATEWAY_LEASE_SHARE:
-        return None
+    :mod:`portal.limits.leases`; ``GATEWAY_LEASE_SHARE`` is read when a lease is made)."""
     lease = leases.leases().get(grant)
     return lease if lease is not None and lease.admit(tokens) else None
 
