@@ -111,6 +111,33 @@ def test_answers_come_whole_and_connections_are_reused() -> None:
     run(test)
 
 
+def test_requests_sent_in_one_turn_of_the_loop_all_go_out() -> None:
+    """On kept connections, requests sent together in one turn of the event loop: the
+    first is written at once, the others at the end of the turn; every one is answered."""
+
+    async def test() -> None:
+        async def handler(reader: Any, writer: Any, number: int) -> None:
+            while request := await replica.read_request(reader):
+                tag = request.rsplit(b'"tag": ', 1)[1].rstrip(b"}")
+                answer = b'{"tag": %b}' % tag
+                writer.write(head(len(answer)) + answer)
+
+        def body(tag: int) -> bytes:
+            return b'{"model": "m", "messages": [], "tag": %d}' % tag
+
+        replica = Replica(handler)
+        async with replica as url, asyncio.timeout(10):  # a request never written: no answer
+            await asyncio.gather(*(upstream.fetch(url, PATH, body(i), "") for i in range(8)))
+            assert list(upstream.stats().values()) == [8]
+            answers = await asyncio.gather(
+                *(upstream.fetch(url, PATH, body(i), "") for i in range(8))
+            )
+            assert [a[2] for a in answers] == [b'{"tag": %d}' % i for i in range(8)]
+            assert (replica.connections, replica.requests) == (8, 16)
+
+    run(test)
+
+
 def test_a_kept_connection_the_replica_just_closed_is_retried_on_a_new_one() -> None:
     """A replica closes a kept-alive connection (its keep-alive timeout) just as the
     next request arrives on it: that request goes again on a new connection rather than
