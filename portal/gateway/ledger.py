@@ -13,8 +13,7 @@ made later: a client's next request sees the slot and tokens its last one freed.
 batch with no settlement in it (a key admitted against its lease settles in the process,
 see ``portal.limits.leases``; or limits are off) waits up to :data:`USAGE_WITHIN_S`
 instead, so that more requests share its call; a settlement added to it hurries it
-along. The reply is checked by a callback, not by the
-request.
+along. The reply is checked by a callback, not by the request.
 
 Governance events (moderation decisions, provenance, offenders: lists of packed entries
 for ``openmaas:governance``) ride along: a batch that may carry them is followed by its
