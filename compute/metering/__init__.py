@@ -62,8 +62,8 @@ class UsageEvent:
         }
 
     def pack(self) -> str:
-        """The stream entry's one field's value: the event as a JSON object (orjson: a
-        sixth of the standard encoder's time, on the gateway's hot path)."""
+        """A :data:`PACKED` entry's value: the event as a JSON object (the one-event
+        format earlier gateways wrote; the gateway now publishes :data:`BATCH` rows)."""
         return orjson.dumps(vars(self)).decode()
 
     @classmethod

@@ -269,9 +269,9 @@ class Pool:
         load this costs a fifth to a quarter less CPU per request than writing each as it
         comes (bench-gateway, 64 clients; see docs/benchmarks.md): the replica woken by
         the first write finds the rest waiting, and the answers come back together, so
-        the loop wakes once for many. A connection that
-        closed meanwhile is skipped: its answer failed with it
-        (:meth:`Answer.connection_lost`), or its caller gave it up (:meth:`Answer.abort`)."""
+        the loop wakes once for many. A connection that closed meanwhile is skipped: its
+        answer failed with it (:meth:`Answer.connection_lost`), or its caller gave it up
+        (:meth:`Answer.abort`)."""
         self.turn_open = False
         outgoing, self.outgoing = self.outgoing, []
         for answer, request in outgoing:

@@ -370,7 +370,7 @@ class Stack:
 
     def usage_events(self, *, clear: bool = False) -> int:
         """How many usage events the usage stream holds (nothing consumes it here; an
-        entry holds a batch of them); with ``clear``, empty it after counting, so that it
+        entry holds a batch of them); with ``clear``, empty it instead (0), so that it
         never reaches its length cap (``GATEWAY_USAGE_STREAM_MAXLEN``)."""
         import redis
 
@@ -378,12 +378,13 @@ class Stack:
 
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         try:
+            if clear:
+                client.delete(STREAM)
+                return 0
             count, after = 0, "-"
             while entries := client.xrange(STREAM, after, "+", count=1000):
                 count += sum(len(unpack(fields)) for _, fields in entries)
                 after = b"(" + entries[-1][0]
-            if clear:
-                client.delete(STREAM)
             return count
         finally:
             client.close()
@@ -492,7 +493,7 @@ def measure(
     turn (in reverse order every other round), so that a change in the machine's load
     falls on all of them alike; a cell's numbers are the medians of its rounds (errors:
     the sum). Also, per target, the usage events published during its runs (``events``
-    reads the stream's length; ``events(clear=True)`` also empties it) and the requests
+    counts the stream's events; ``events(clear=True)`` empties it) and the requests
     sent, warm-ups included."""
     counts = {t.name: [0, 0] for t in targets}
     cells = []
