@@ -101,6 +101,7 @@ def serving_portal() -> Iterator[str]:
     import uvicorn
 
     from compute.agent.procs import free_port, wait_for
+    from portal.gateway.server import HTTP_PROTOCOL
 
     port = free_port()
     server = uvicorn.Server(
@@ -108,6 +109,7 @@ def serving_portal() -> Iterator[str]:
             "portal.asgi:application",
             host="127.0.0.1",
             port=port,
+            http=HTTP_PROTOCOL,
             log_level="warning",
             lifespan="on",
         )

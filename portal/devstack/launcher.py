@@ -24,6 +24,7 @@ import httpx
 
 from compute.agent.procs import port_open, spawn, stop, wait_for
 from portal.devstack.services import BackingServices
+from portal.gateway.server import HTTP_PROTOCOL
 
 DEMO_MODEL = "openmaas/demo-tiny"
 
@@ -139,7 +140,7 @@ class Launcher:
                 "--loop",
                 "uvloop",
                 "--http",
-                "httptools",
+                HTTP_PROTOCOL,
                 "--no-access-log",
             ],
             env,

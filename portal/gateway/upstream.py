@@ -9,7 +9,7 @@ parses answers with httptools (llhttp, the parser uvicorn reads the gateway's ow
 requests with).
 
 Under load, the requests sent in one turn of the event loop are written together at its
-end (the first at once): see :meth:`Pool.write_soon`.
+end (when the gateway is quiet, the first at once): see :meth:`Pool.write_soon`.
 
 * :func:`fetch`: a whole answer, ``(status, content type, body)``.
 * :func:`open_stream`: an :class:`Answer` as soon as its head arrived; :meth:`Answer.read`
@@ -251,16 +251,21 @@ class Pool:
         self.addresses: dict[str, tuple[tuple[str, int], bytes]] = {}
         self.outgoing: list[tuple[Answer, tuple[bytes, bytes]]] = []  # held back this turn
         self.turn_open = False  # a request was written this turn of the loop
+        self.busy = False  # the last turn sent more than one request: hold back all
 
     def write_soon(self, answer: Answer, request: tuple[bytes, bytes]) -> None:
-        """Send ``request`` on ``answer``'s connection: the first of a turn of the event
-        loop at once (no delay when the gateway is not busy), the others of the same
-        turn together at its end (:meth:`write_all`)."""
+        """Send ``request`` on ``answer``'s connection at the end of this turn of the
+        event loop, with the others of the turn (:meth:`write_all`); but the first of a
+        turn at once when the last turn sent one request or none (no delay when the
+        gateway is not busy)."""
         if self.turn_open:
             self.outgoing.append((answer, request))
             return
         self.turn_open = True
         self.loop.call_soon(self.write_all)
+        if self.busy:
+            self.outgoing.append((answer, request))
+            return
         assert answer.transport is not None
         answer.transport.writelines(request)
 
@@ -274,6 +279,9 @@ class Pool:
         (:meth:`Answer.abort`)."""
         self.turn_open = False
         outgoing, self.outgoing = self.outgoing, []
+        # Busy when this turn sent more than one request (the first went at once unless
+        # the turn before was busy too).
+        self.busy = len(outgoing) > (1 if self.busy else 0)
         for answer, request in outgoing:
             transport = answer.transport
             if transport is not None and not transport.is_closing():

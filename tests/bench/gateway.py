@@ -54,6 +54,7 @@ from typing import Any
 
 from compute.agent.procs import free_port, spawn, stop, wait_for
 from portal.devstack.services import BackingServices
+from portal.gateway.server import HTTP_PROTOCOL
 from tests.bench import litellm_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,7 +330,7 @@ class Stack:
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            HTTP_PROTOCOL,
             "--no-access-log",
             "--log-level",
             "warning",

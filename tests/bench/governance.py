@@ -47,6 +47,7 @@ from governance.moderation.lexicon import Lexicon, LexiconChecker, Term
 from governance.moderation.pii import PiiChecker, id_check_char, luhn_ok
 from governance.moderation.pipeline import Pipeline, default_pipeline
 from governance.moderation.taxonomy import RISKS
+from portal.gateway.server import HTTP_PROTOCOL
 from tests.bench.gateway import cpu_model, load_average, memory_gib, write_section
 from tests.bench.stub_engine import answer_chunks
 
@@ -268,7 +269,7 @@ def _gateway(stack: Any, inline: bool) -> Iterator[tuple[str, int]]:
     log = stack.root / "logs" / f"gateway-inline-{tag}.log"
     argv = [
         sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
-        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--port", str(port), "--loop", "uvloop", "--http", HTTP_PROTOCOL, "--no-access-log",
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**stack.env, "GOVERNANCE_INLINE": "1" if inline else "0"}

@@ -39,6 +39,7 @@ from playwright.sync_api import (
 )
 
 from compute.agent.procs import free_port, spawn, stop, wait_for
+from portal.gateway.server import HTTP_PROTOCOL
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
@@ -102,7 +103,11 @@ def portal_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
 
     port = free_port()
     config = uvicorn.Config(
-        "portal.asgi:application", host="127.0.0.1", port=port, log_level="warning"
+        "portal.asgi:application",
+        host="127.0.0.1",
+        port=port,
+        http=HTTP_PROTOCOL,
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     with django_db_blocker.unblock():

@@ -16,6 +16,7 @@ import httpx
 
 from compute.agent.procs import free_port, wait_for
 from compute.models import Deployment, Node, Replica, ReplicaStatus
+from portal.gateway.server import HTTP_PROTOCOL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,8 @@ def gateway_processes(log_dir: Path, count: int = 1, **env: str) -> Iterator[lis
             log = log_dir / f"gateway-{port}.log"
             command = [
                 sys.executable, "-m", "uvicorn", "portal.asgi:application",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                "--host", "127.0.0.1", "--port", str(port), "--http", HTTP_PROTOCOL,
+                "--log-level", "warning",
             ]  # fmt: skip
             with log.open("wb") as out:
                 proc = subprocess.Popen(

@@ -113,7 +113,9 @@ def test_answers_come_whole_and_connections_are_reused() -> None:
 
 def test_requests_sent_in_one_turn_of_the_loop_all_go_out() -> None:
     """On kept connections, requests sent together in one turn of the event loop: the
-    first is written at once, the others at the end of the turn; every one is answered."""
+    first is written at once, the others at the end of the turn; after such a busy turn,
+    all of them at its end; every one is answered. A turn with one request makes the
+    pool quiet again (its next first request goes at once)."""
 
     async def test() -> None:
         async def handler(reader: Any, writer: Any, number: int) -> None:
@@ -134,6 +136,11 @@ def test_requests_sent_in_one_turn_of_the_loop_all_go_out() -> None:
             )
             assert [a[2] for a in answers] == [b'{"tag": %d}' % i for i in range(8)]
             assert (replica.connections, replica.requests) == (8, 16)
+            pool = upstream.pools()
+            assert pool.busy  # the last turn that wrote sent eight
+            assert (await upstream.fetch(url, PATH, body(16), ""))[2] == b'{"tag": 16}'
+            assert not pool.busy  # held back all the same, alone in its turn
+            assert (await upstream.fetch(url, PATH, body(17), ""))[2] == b'{"tag": 17}'
 
     run(test)
 
