@@ -7,8 +7,9 @@ finishes many answers in one turn of the event loop, and a client woken by the f
 finds the others only when woken again. :class:`Corked` holds a connection's writes
 back until the end of the turn (:class:`Cork`) and writes them in one call: the answers
 of a turn go out together, each head with its body. In bench-gateway (64 clients, one
-worker) this costs the gateway a tenth to a sixth less CPU per request, more with limits
-and metering on, whose longer requests woke the client more often (see
+worker), with the requests to replicas held back likewise (``upstream.Pool``), the
+gateway spent an eighth less CPU per request with limits and metering off, and a sixth
+less with them on, whose longer requests had woken the client more often (see
 docs/benchmarks.md).
 
 A quiet server holds nothing back that would wait for the next turn: when the last turn
