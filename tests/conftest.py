@@ -93,9 +93,10 @@ def anon(db: Any) -> APIClient:
 
 
 @contextlib.contextmanager
-def serving_portal() -> Iterator[str]:
+def serving_portal(http: str = "") -> Iterator[str]:
     """The real ASGI app (gateway + Django) served by uvicorn in a thread on a free loopback
-    port, for as long as the block runs; yields its base URL."""
+    port, for as long as the block runs; yields its base URL. ``http``: uvicorn's HTTP
+    protocol, by default the web process's (``portal.gateway.server``)."""
     import threading
 
     import uvicorn
@@ -109,7 +110,7 @@ def serving_portal() -> Iterator[str]:
             "portal.asgi:application",
             host="127.0.0.1",
             port=port,
-            http=HTTP_PROTOCOL,
+            http=http or HTTP_PROTOCOL,
             log_level="warning",
             lifespan="on",
         )

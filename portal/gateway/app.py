@@ -41,6 +41,7 @@ from portal.gateway.exchange import (
     estimate_prompt_tokens,
 )
 from portal.gateway.ledger import drain, record
+from portal.gateway.server import HEAD
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
 from portal.limits import admit_leased, leases, limits_unavailable, reserve, settlement
@@ -277,7 +278,7 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
         await moderation.begin(ex, grant, payload, route)
     if stream and (settings.GATEWAY_LIMITS or settings.GATEWAY_METERING):
         body = ex.ask_for_usage(payload, body)
-    if settings.GATEWAY_LIMITS and not reserve_leased_for(ex, grant, payload):
+    if settings.GATEWAY_LIMITS and not reserve_leased_for(ex, grant, payload, scope):
         await reserve_for(ex, grant, route)
     for url in table.candidates(route):
         table.begin(url)
@@ -296,16 +297,24 @@ async def infer(scope: Scope, receive: Receive, ex: Exchange, grant: KeyGrant) -
     )
 
 
-def reserve_leased_for(ex: Exchange, grant: KeyGrant, payload: dict[str, Any]) -> bool:
+def reserve_leased_for(
+    ex: Exchange, grant: KeyGrant, payload: dict[str, Any], scope: Scope
+) -> bool:
     """Estimate the request's tokens; True if the key's lease in this process admitted it
-    at once (the usual case for a busy key with large limits), else :func:`reserve_for`."""
+    at once (the usual case for a busy key with large limits), else :func:`reserve_for`.
+    Its rate headers go to the answer's head as lines when the connection takes them."""
     ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
     ex.completion_reserve = completion_reserve(payload, ex.kind)
     lease = admit_leased(grant, ex.prompt_estimate + ex.completion_reserve)
     if lease is None:
         return False
     ex.lease = lease
-    ex.headers += lease.rate_headers()
+    extensions = scope.get("extensions")
+    corked = extensions.get(HEAD) if extensions else None
+    if corked is not None:
+        ex.corked, ex.head_lines = corked, lease.rate_head()
+    else:
+        ex.headers += lease.rate_headers()
     return True
 
 

@@ -16,8 +16,16 @@ A quiet server holds nothing back that would wait for the next turn: when the la
 wrote to one client only, the first client written to in this turn has its first write
 held only until its second (an answer's head joins its body) and nothing else waits.
 
+Header lines the application made itself may skip uvicorn's checks: a request's scope
+carries its connection under ``extensions[HEAD]``, and lines set on its ``head_lines``
+just before ``http.response.start`` are written into that answer's head. The gateway
+does so with the ``x-ratelimit-*`` lines of leased requests (rendered once per lease
+refresh, from numbers), which in uvicorn's loop over header pairs cost as much as the
+rest of the limiter's work per request.
+
 Serve with ``uvicorn --http portal.gateway.server:HttpProtocol`` (:data:`HTTP_PROTOCOL`);
-plain ``httptools`` serves the same answers, uncorked.
+plain ``httptools`` serves the same answers, uncorked (the gateway then sends its
+headers as pairs).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from portal.loops import PerLoop
 
 HTTP_PROTOCOL = "portal.gateway.server:HttpProtocol"
+HEAD = "openmaas.head"  # the scope extension: the request's Corked connection
 
 
 class Cork:
@@ -76,16 +85,23 @@ class Corked:
     """A client connection's transport whose writes wait for the end of the turn (see
     the module's text); everything else goes to the transport itself."""
 
-    __slots__ = ("cork", "pending", "transport")
+    __slots__ = ("cork", "head_lines", "pending", "transport")
 
     def __init__(self, transport: asyncio.Transport, cork: Cork) -> None:
         self.transport = transport
         self.cork = cork
         self.pending: list[bytes] | None = None  # held back this turn
+        # Header lines (each ending in CRLF) for the head written next: the application
+        # sets them just before it starts its answer, whose head is the next write.
+        self.head_lines = b""
 
     def write(self, data: bytes) -> None:
         if not data:
             return
+        if self.head_lines:
+            if data.endswith(b"\r\n\r\n"):  # the head (always written whole)
+                data = data[:-2] + self.head_lines + b"\r\n"
+            self.head_lines = b""
         pending = self.pending
         if pending is None:
             self.cork.hold(self, data)
@@ -132,7 +148,12 @@ class Corked:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a :class:`Corked` transport."""
+    """uvicorn's httptools protocol on a :class:`Corked` transport, which each request's
+    scope carries (``extensions[HEAD]``)."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {HEAD: self.transport}  # type: ignore[dict-item]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport instances, hence the casts.)

@@ -135,6 +135,7 @@ class Lease:
         self.redis_tokens = 0
         self.busy = False  # admitted a request since the last tick
         self.cached_headers: list[tuple[bytes, bytes]] = []
+        self.cached_head = b""  # the same as header lines
         self.headers_left = 0  # admissions until the headers are recomputed
         self.syncing: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -198,13 +199,25 @@ class Lease:
         fraction of the cost per request."""
         self.headers_left -= 1
         if self.headers_left < 0:
-            from portal.limits import rate_headers
-
-            self.cached_headers = rate_headers(self.grant, self.headers())
-            terms_ = self.terms
-            step = min(terms_.requests or HEADER_STEP_CAP, terms_.tokens or HEADER_STEP_CAP)
-            self.headers_left = min(step, HEADER_STEP_CAP) // 100
+            self._render_headers()
         return self.cached_headers
+
+    def rate_head(self) -> bytes:
+        """The same headers as header lines, each ending in CRLF (for an answer's head
+        written by ``portal.gateway.server``)."""
+        self.headers_left -= 1
+        if self.headers_left < 0:
+            self._render_headers()
+        return self.cached_head
+
+    def _render_headers(self) -> None:
+        from portal.limits import rate_headers
+
+        self.cached_headers = rate_headers(self.grant, self.headers())
+        self.cached_head = b"".join(b"%b: %b\r\n" % pair for pair in self.cached_headers)
+        terms_ = self.terms
+        step = min(terms_.requests or HEADER_STEP_CAP, terms_.tokens or HEADER_STEP_CAP)
+        self.headers_left = min(step, HEADER_STEP_CAP) // 100
 
     def headers(self) -> list[Any]:
         """RESERVE's answer shape for :func:`portal.limits.rate_headers`."""

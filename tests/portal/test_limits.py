@@ -437,6 +437,26 @@ def test_a_lease_hands_back_its_slots_and_reports_its_usage_when_quiet(
     assert budget_used("u", owner.user.pk, "tok") == total
 
 
+def test_leased_answers_carry_each_rate_header_once_served_corked_or_plain(
+    live_portal, model, owner, settings
+):
+    """The web process's protocol writes a leased request's rate headers into the head
+    as lines (``portal.gateway.server``); plain httptools gets them as header pairs."""
+    from tests.conftest import serving_portal
+
+    settings.GATEWAY_LEASE_SHARE = 10
+    key = new_key(owner, rpm_limit=1000, tpm_limit=1_000_000)
+    with serving_portal(http="httptools") as plain:
+        for url in (live_portal, plain):
+            answers = [chat(url, key, max_tokens=2) for _ in range(3)]
+            for answer in answers:
+                assert answer.status_code == 200, answer.text
+                for name in RATE_HEADERS:
+                    assert len(answer.headers.get_list(name)) == 1, (url, name, answer.headers)
+                assert answer.headers["x-ratelimit-limit-requests"] == "1000"
+                assert answer.json()["usage"]["completion_tokens"] >= 1
+
+
 def test_a_lease_spends_what_it_holds_then_sends_requests_to_redis_one_by_one(settings):
     """One process, 100 requests a minute, leases of 10: exactly the bucket's 100 are
     admitted (the last top-up is refused, the lease spends what it holds, and the rest
