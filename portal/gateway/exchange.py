@@ -3,11 +3,10 @@
 An :class:`Exchange` wraps the ASGI ``send``: it adds ``x-request-id`` and the
 ``x-ratelimit-*`` headers to the response (those of a leased request as lines its
 corked connection writes into the head, see ``portal.gateway.server``) and notes the
-status. For usage records it
-reads ``usage`` from a non-streamed answer and, through :class:`StreamTap`, from the
-usage chunk of a stream (which the gateway asks the engine for and drops again if the
-client did not ask), and the time to the first content chunk. Byte searches only: no
-JSON parsing of answers on the hot path.
+status. For usage records it reads ``usage`` from a non-streamed answer and, through
+:class:`StreamTap`, from the usage chunk of a stream (which the gateway asks the engine
+for and drops again if the client did not ask), and the time to the first content
+chunk. Byte searches only: no JSON parsing of answers on the hot path.
 """
 
 from __future__ import annotations
