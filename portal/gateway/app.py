@@ -302,7 +302,8 @@ def reserve_leased_for(
 ) -> bool:
     """Estimate the request's tokens; True if the key's lease in this process admitted it
     at once (the usual case for a busy key with large limits), else :func:`reserve_for`.
-    Its rate headers go to the answer's head as lines when the connection takes them."""
+    Its rate headers go to the connection as lines for the answer's head when it takes
+    them (``portal.gateway.server``: the head is the connection's next write)."""
     ex.prompt_estimate = estimate_prompt_tokens(payload, ex.kind)
     ex.completion_reserve = completion_reserve(payload, ex.kind)
     lease = admit_leased(grant, ex.prompt_estimate + ex.completion_reserve)
@@ -312,7 +313,7 @@ def reserve_leased_for(
     extensions = scope.get("extensions")
     corked = extensions.get(HEAD) if extensions else None
     if corked is not None:
-        ex.corked, ex.head_lines = corked, lease.rate_head()
+        corked.head_lines = lease.rate_head()
     else:
         ex.headers += lease.rate_headers()
     return True

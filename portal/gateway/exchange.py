@@ -1,8 +1,8 @@
 """What the gateway learns about one ``/v1`` request while it relays it.
 
 An :class:`Exchange` wraps the ASGI ``send``: it adds ``x-request-id`` and the
-``x-ratelimit-*`` headers to the response (those of a leased request as lines its
-corked connection writes into the head, see ``portal.gateway.server``) and notes the
+``x-ratelimit-*`` headers to the response (a leased request's go to its corked
+connection as lines for the head instead, see ``reserve_leased_for``) and notes the
 status. For usage records it reads ``usage`` from a non-streamed answer and, through
 :class:`StreamTap`, from the usage chunk of a stream (which the gateway asks the engine
 for and drops again if the client did not ask), and the time to the first content
@@ -52,11 +52,9 @@ class Exchange:
         "client_usage",
         "completion_reserve",
         "content_events",
-        "corked",
         "error_code",
         "governed",
         "grant",
-        "head_lines",
         "headers",
         "kind",
         "lease",
@@ -80,10 +78,6 @@ class Exchange:
         self.ts = time.time()
         self.started = time.perf_counter()
         self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
-        # Header lines for the answer's head, written by its connection (corked: see
-        # portal.gateway.server), not checked pair by pair by uvicorn.
-        self.head_lines = b""
-        self.corked: Any = None
         self.status = 0
         self.error_code = ""
         self.grant: Any = None
@@ -106,8 +100,6 @@ class Exchange:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message["headers"], *self.headers]
-            if self.head_lines:
-                self.corked.head_lines = self.head_lines  # for the head written next
         await self._send(message)
 
     def ask_for_usage(self, payload: dict[str, Any], body: bytes) -> bytes:

@@ -18,7 +18,8 @@ held only until its second (an answer's head joins its body) and nothing else wa
 
 Header lines the application made itself may skip uvicorn's checks: a request's scope
 carries its connection under ``extensions[HEAD]``, and lines set on its ``head_lines``
-just before ``http.response.start`` are written into that answer's head. The gateway
+are written into the next head it writes (that request's answer: nothing else is
+written on the connection in between). The gateway
 does so with the ``x-ratelimit-*`` lines of leased requests (rendered once per lease
 refresh, from numbers), which in uvicorn's loop over header pairs cost as much as the
 rest of the limiter's work per request.
@@ -91,8 +92,8 @@ class Corked:
         self.transport = transport
         self.cork = cork
         self.pending: list[bytes] | None = None  # held back this turn
-        # Header lines (each ending in CRLF) for the head written next: the application
-        # sets them just before it starts its answer, whose head is the next write.
+        # Header lines (each ending in CRLF) for the head written next: the request's
+        # answer, which the application is working on.
         self.head_lines = b""
 
     def write(self, data: bytes) -> None:

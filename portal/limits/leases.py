@@ -204,10 +204,8 @@ class Lease:
 
     def rate_head(self) -> bytes:
         """The same headers as header lines, each ending in CRLF (for an answer's head
-        written by ``portal.gateway.server``)."""
-        self.headers_left -= 1
-        if self.headers_left < 0:
-            self._render_headers()
+        written by ``portal.gateway.server``), rendered with them."""
+        self.rate_headers()
         return self.cached_head
 
     def _render_headers(self) -> None:
