@@ -13,9 +13,12 @@ kept in files there and :func:`exposition` sums them across processes.
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
+from bisect import bisect_right
+from collections import Counter as CountOf
 from collections.abc import Iterable, Iterator
 from dataclasses import astuple
+from itertools import repeat
+from operator import itemgetter, truediv
 from typing import Any
 
 from prometheus_client import (
@@ -105,39 +108,53 @@ _MODEL, _VERSION, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _TTFT = (
         "ttft_ms",
     )
 )
+_MODEL_VERSION_STATUS = itemgetter(_MODEL, _VERSION, _STATUS)
+_PROMPT_OF, _COMPLETION_OF, _LATENCY_OF, _TTFT_OF = (
+    itemgetter(i) for i in (_PROMPT, _COMPLETION, _LATENCY, _TTFT)
+)
 
 
 def observe_all(rows: list[Row]) -> None:
     """:func:`observe` for many events, as rows (:data:`~compute.metering.ROW`): each
-    counter and histogram bucket moves once per batch (each move takes a lock)."""
-    groups: dict[tuple[str, int], list[Row]] = {}
-    for row in rows:
-        key = (row[_MODEL] if row[_VERSION] is not None else UNROUTED, row[_STATUS])
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [row]
-        else:
-            group.append(row)
-    by_model: dict[str, list[Row]] = {}
-    for (model, status), group in groups.items():
-        series = _series_of(model)
+    counter and histogram bucket moves once per batch (each move takes a lock), and the
+    rows are read by C loops (``map``, ``Counter``) rather than one by one in Python:
+    this runs in the gateway's process, once per batch of usage events."""
+    keys = list(map(_MODEL_VERSION_STATUS, rows))
+    first = keys[0] if keys else None
+    # Most batches are one model's successes: one key, counted without hashing each.
+    statuses = {first: len(keys)} if keys.count(first) == len(keys) else CountOf(keys)
+    models: set[str] = set()
+    for (model, version, status), count in statuses.items():
+        label = model if version is not None else UNROUTED
+        models.add(label)
+        series = _series_of(label)
         child = series.requests.get(status)
         if child is None:
-            child = series.requests[status] = REQUESTS.labels(model, str(status))
-        child.inc(len(group))
-        by_model.setdefault(model, []).extend(group)
-    for model, group in by_model.items():
-        series = _series_of(model)
-        prompt = sum([row[_PROMPT] for row in group])
-        completion = sum([row[_COMPLETION] for row in group])
-        if prompt:
-            series.prompt.inc(prompt)
-        if completion:
-            series.completion.inc(completion)
-        observe_many(series.latency, [row[_LATENCY] / 1000 for row in group])
-        ttfts = [row[_TTFT] / 1000 for row in group if row[_TTFT] is not None]
-        if ttfts:
-            observe_many(series.ttft, ttfts)
+            child = series.requests[status] = REQUESTS.labels(label, str(status))
+        child.inc(count)
+    if len(models) == 1:
+        _observe_model(_series_of(models.pop()), rows)
+        return
+    by_model: dict[str, list[Row]] = {}
+    for row in rows:
+        label = row[_MODEL] if row[_VERSION] is not None else UNROUTED
+        by_model.setdefault(label, []).append(row)
+    for label, group in by_model.items():
+        _observe_model(_series_of(label), group)
+
+
+def _observe_model(series: _ModelSeries, rows: list[Row]) -> None:
+    """One model's tokens, latencies and times to first token."""
+    prompt = sum(map(_PROMPT_OF, rows))
+    completion = sum(map(_COMPLETION_OF, rows))
+    if prompt:
+        series.prompt.inc(prompt)
+    if completion:
+        series.completion.inc(completion)
+    observe_many(series.latency, list(map(truediv, map(_LATENCY_OF, rows), repeat(1000))))
+    ttfts = [ms / 1000 for ms in map(_TTFT_OF, rows) if ms is not None]
+    if ttfts:
+        observe_many(series.ttft, ttfts)
 
 
 def observe_many(histogram: Any, values: list[float]) -> None:
@@ -153,13 +170,14 @@ def observe_many(histogram: Any, values: list[float]) -> None:
         for value in values:
             histogram.observe(value)
         return
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect_left(bounds, value)] += 1
     total.inc(sum(values))
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
+    ordered = sorted(values)
+    below = 0  # values in the buckets before this one
+    for bound, bucket in zip(bounds, buckets, strict=True):
+        upto = bisect_right(ordered, bound, below)  # values at or below the bound
+        if upto > below:
+            bucket.inc(upto - below)
+            below = upto
 
 
 class PoolCollector:

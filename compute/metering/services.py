@@ -233,8 +233,8 @@ def record_from(event: UsageEvent) -> UsageRecord:
         error_code=event.error_code[:64],
         prompt_tokens=_count(event.prompt_tokens),
         completion_tokens=_count(event.completion_tokens),
-        latency_ms=_finite(event.latency_ms) or 0.0,
-        ttft_ms=_finite(event.ttft_ms),
+        latency_ms=_ms(event.latency_ms) or 0.0,
+        ttft_ms=_ms(event.ttft_ms),
         cost_cny=cost,
     )
 
@@ -243,8 +243,10 @@ def _count(value: int) -> int:
     return min(max(value, 0), 2**31 - 1)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def _ms(value: float | None) -> float | None:
+    """A duration in milliseconds, to the microsecond (the gateway sends it unrounded:
+    rounding is not for its hot path); None when missing or not finite."""
+    return round(value, 3) if value is not None and math.isfinite(value) else None
 
 
 @dataclass

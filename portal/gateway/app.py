@@ -531,8 +531,8 @@ def usage_row(ex: Exchange, prompt: int, completion: int) -> Row:
         ex.error_code if ex.status else "client_disconnected",
         prompt,
         completion,
-        round((now - ex.started) * 1000, 3),
-        None if ex.ttft is None else round((ex.ttft - ex.started) * 1000, 3),
+        (now - ex.started) * 1000,  # rounded where the worker stores it
+        None if ex.ttft is None else (ex.ttft - ex.started) * 1000,
         price_input,
         price_output,
     )

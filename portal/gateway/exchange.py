@@ -29,7 +29,7 @@ _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
 _ERROR_CODE = re.compile(rb'"code":\s*"([A-Za-z0-9_.:-]{1,64})"')
 MAX_PENDING = 1 << 20
-_INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+_OPEN_INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 
 
 def read_usage(data: bytes) -> tuple[int, int] | None:
@@ -105,14 +105,17 @@ class Exchange:
     def ask_for_usage(self, payload: dict[str, Any], body: bytes) -> bytes:
         """The body to send upstream: a stream that reports its usage at the end."""
         options = payload.get("stream_options")
-        self.client_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if self.client_usage:
-            return body
-        if "stream_options" not in payload and b"\x00" not in body[:4]:
-            # A non-empty JSON object (validated) in UTF-8 (UTF-16/32 have a NUL in their
-            # first four bytes): add the member in place, not by serialising it all again.
-            start = body.index(b"{") + 1
-            return body[:start] + _INCLUDE_USAGE + body[start:]
+        if options is None:
+            self.client_usage = False
+            if body[0] == 0x7B and "stream_options" not in payload:
+                # A JSON object (validated) that starts with its brace, so UTF-8 with no
+                # leading space (the usual case): add the member in place, not by
+                # serialising it all again.
+                return _OPEN_INCLUDE_USAGE + body[1:]
+        else:
+            self.client_usage = isinstance(options, dict) and options.get("include_usage") is True
+            if self.client_usage:
+                return body
         payload["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
@@ -171,25 +174,29 @@ class StreamTap:
             ex.content_events += found
             if ex.ttft is None:
                 ex.ttft = time.perf_counter()
-        if b'"usage"' not in events:
-            return events
-        at = 0
-        while (usage := _USAGE.search(events, at)) is not None:
-            # The event holding this usage object: read it, and drop it when it is the
-            # usage-only chunk the gateway asked for on the client's behalf.
-            before = events.rfind(b"\n\n", 0, usage.start())
-            start = 0 if before < 0 else before + 2
-            end = events.find(b"\n\n", usage.end())
-            end = len(events) if end < 0 else end + 2
-            event = events[start:end]
-            counted = read_usage(event)
-            if counted is not None:
-                ex.usage = counted
-                if self.strip and _EMPTY_CHOICES.search(event):
-                    events = events[:start] + events[end:]
-                    at = start
-                    continue
-            at = end
+        # From the end: the usage chunk comes last, and the last usage counts.
+        counted = False
+        at = events.rfind(b'"usage"')
+        while at >= 0:
+            usage = _USAGE.match(events, at)
+            if usage is not None:  # not "usage": null, as some engines send in every chunk
+                # The event holding this usage object: read it, and drop it when it is the
+                # usage-only chunk the gateway asked for on the client's behalf.
+                end = events.find(b"\n\n", usage.end())
+                end = len(events) if end < 0 else end + 2
+                prompt = _PROMPT_TOKENS.search(events, usage.end(), end)
+                if prompt is not None:
+                    if not counted:
+                        counted = True
+                        completion = _COMPLETION_TOKENS.search(events, usage.end(), end)
+                        ex.usage = int(prompt[1]), int(completion[1]) if completion else 0
+                    if self.strip:
+                        before = events.rfind(b"\n\n", 0, at)
+                        start = 0 if before < 0 else before + 2
+                        if _EMPTY_CHOICES.search(events, start, end):
+                            events = events[:start] + events[end:]
+                            at = start
+            at = events.rfind(b'"usage"', 0, at)
         return events
 
 

@@ -78,6 +78,49 @@ def test_pool_gauges_show_replicas_by_state_and_node_heartbeats(db, owner):
     assert sample(text, 'openmaas_node_gpu_memory_bytes{gpu="0",node="gpu-box"}') == 80 * 2**30
 
 
+@override_settings(METRICS_TOKEN=TOKEN)
+def test_a_mixed_batch_counts_each_model_and_status_as_its_events_one_by_one(db, owner):
+    """The gateway observes its usage rows a batch at a time (``observe_all``): a batch of
+    several models, statuses and unrouted names moves each series as the events would one
+    by one."""
+    from dataclasses import astuple
+
+    from compute.metering.metrics import observe_all
+
+    user = owner.user.pk
+    events = [
+        usage_event(user, model="m/batch-a", model_version_id=1, ttft_ms=30.0, latency_ms=70.0),
+        usage_event(user, model="m/batch-b", model_version_id=2, latency_ms=400.0),
+        usage_event(user, model="m/batch-a", model_version_id=1, status=429, latency_ms=1.0),
+        usage_event(user, model="m/batch-a", model_version_id=1, ttft_ms=600.0),
+        usage_event(user, model="m/batch-nowhere", status=404),
+    ]
+    before = scrape()[1]
+    observe_all([(*astuple(event)[:-1], None, None) for event in events])
+    after = scrape()[1]
+
+    def moved(prefix: str) -> float:
+        return sample(after, prefix) - sample(before, prefix)
+
+    requests = "openmaas_inference_requests_total"
+    assert moved(f'{requests}{{model="m/batch-a",status="200"}}') == 2
+    assert moved(f'{requests}{{model="m/batch-a",status="429"}}') == 1
+    assert moved(f'{requests}{{model="m/batch-b",status="200"}}') == 1
+    assert moved(f'{requests}{{model="(unrouted)",status="404"}}') == 1
+    prompt = sum(e.prompt_tokens for e in events[:4] if e.model == "m/batch-a")
+    assert moved('openmaas_prompt_tokens_total{model="m/batch-a"}') == prompt
+    latency = "openmaas_request_latency_seconds"
+    assert moved(f'{latency}_count{{model="m/batch-a"}}') == 3
+    assert moved(f'{latency}_bucket{{le="0.05",model="m/batch-a"}}') == 1
+    assert moved(f'{latency}_bucket{{le="0.5",model="m/batch-b"}}') == 1
+    assert moved(f'{latency}_bucket{{le="0.25",model="m/batch-b"}}') == 0
+    ttft = "openmaas_time_to_first_token_seconds"
+    assert moved(f'{ttft}_count{{model="m/batch-a"}}') == 2
+    assert moved(f'{ttft}_bucket{{le="0.05",model="m/batch-a"}}') == 1
+    assert moved(f'{ttft}_count{{model="m/batch-b"}}') == 0
+    assert "m/batch-nowhere" not in after
+
+
 MULTIPROCESS_SCRIPT = """
 import multiprocessing, os, sys
 import django

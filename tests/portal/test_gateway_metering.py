@@ -326,6 +326,7 @@ def test_usage_recorded_just_before_shutdown_is_sent_by_the_drain():
 @pytest.mark.parametrize(
     "body",
     [
+        b'{"model": "m", "stream": true}',
         b' {"model": "m", "stream": true}',
         '{"model": "模型", "stream": true}'.encode("utf-8-sig"),
         json.dumps({"model": "m", "stream": True}).encode("utf-16"),
@@ -345,3 +346,42 @@ def test_a_stream_asks_the_engine_for_usage_whatever_the_body_looks_like(body):
     assert {k: v for k, v in forwarded.items() if k != "stream_options"} == {
         k: v for k, v in payload.items() if k != "stream_options"
     }
+
+
+def _event(choices: list[Any], usage: Any) -> bytes:
+    chunk = {"object": "chat.completion.chunk", "choices": choices, "usage": usage}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("split", [1, 7, 64, 10_000])
+@pytest.mark.parametrize("client_asked", [False, True])
+def test_the_stream_tap_reads_the_last_usage_and_drops_only_the_chunk_it_asked_for(
+    split, client_asked
+):
+    """OpenAI-style engines send ``"usage": null`` in every chunk and the counts in a last
+    chunk with no choices; the tap takes those counts however the bytes arrive, and drops
+    that chunk only when the client did not ask for it (a content chunk that carries
+    counts stays)."""
+    from portal.gateway.exchange import Exchange, StreamTap
+
+    async def nowhere(message: dict[str, Any]) -> None:
+        pass
+
+    content = [
+        _event([{"index": 0, "delta": {"role": "assistant", "content": ""}}], None),
+        _event([{"index": 0, "delta": {"content": "你好"}}], None),
+        _event(
+            [{"index": 0, "delta": {"content": "!"}}], {"prompt_tokens": 1, "completion_tokens": 1}
+        ),
+    ]
+    usage = _event([], {"prompt_tokens": 12, "total_tokens": 14, "completion_tokens": 2})
+    done = b"data: [DONE]\n\n"
+    stream = b"".join(content) + usage + done
+    ex = Exchange(nowhere)
+    ex.client_usage = client_asked
+    tap = StreamTap(ex)
+    out = b"".join(tap.feed(stream[i : i + split]) for i in range(0, len(stream), split))
+    out += tap.rest()
+    assert ex.usage == (12, 2)
+    assert ex.content_events == 2 and ex.ttft is not None
+    assert out == (stream if client_asked else b"".join(content) + done)
