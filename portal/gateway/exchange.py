@@ -25,6 +25,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _CONTENT = re.compile(rb'"(?:content|text)":\s*"[^"]')
 _USAGE = re.compile(rb'"usage":\s*\{')
 _EMPTY_CHOICES = re.compile(rb'"choices":\s*\[\s*\]')
+# The usage-only chunk as vLLM and our engine write it (compact or spaced JSON): its
+# choices, empty, right before its usage object, which counts prompt tokens first; the
+# match ends with the event.
+_EMPTY_CHOICES_BEFORE = (b'"choices":[],', b'"choices": [], ')
+_USAGE_COUNTS = re.compile(
+    rb'"usage": ?\{"prompt_tokens": ?(\d+),[^\n}]*"completion_tokens": ?(\d+)[^\n]*\n\n'
+)
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
 _ERROR_CODE = re.compile(rb'"code":\s*"([A-Za-z0-9_.:-]{1,64})"')
@@ -174,28 +181,42 @@ class StreamTap:
             ex.content_events += found
             if ex.ttft is None:
                 ex.ttft = time.perf_counter()
-        # From the end: the usage chunk comes last, and the last usage counts.
-        counted = False
         at = events.rfind(b'"usage"')
+        if at < 0:
+            return events
+        # The usage chunk comes last, as vLLM and our engine write it: empty choices,
+        # then the counts. Read it from its usage object; anything else, the long way.
+        counts = _USAGE_COUNTS.match(events, at)
+        if counts is None:
+            return self._scan_usage(events, at)
+        ex.usage = int(counts[1]), int(counts[2])
+        if not self.strip:
+            return events
+        if not events.endswith(_EMPTY_CHOICES_BEFORE, 0, at):
+            return self._scan_usage(events, at)
+        before = events.rfind(b"\n\n", 0, at)
+        return events[: 0 if before < 0 else before + 2] + events[counts.end() :]
+
+    def _scan_usage(self, events: bytes, at: int) -> bytes:
+        """Any other shape: the last usage object with counts in ``events`` (``at`` is
+        the last ``"usage"``) is the engine's count, and its event is dropped if it is a
+        usage-only chunk the client did not ask for. (``"usage": null``, which some
+        engines send in every chunk, is passed over.)"""
         while at >= 0:
             usage = _USAGE.match(events, at)
-            if usage is not None:  # not "usage": null, as some engines send in every chunk
-                # The event holding this usage object: read it, and drop it when it is the
-                # usage-only chunk the gateway asked for on the client's behalf.
+            if usage is not None:
                 end = events.find(b"\n\n", usage.end())
                 end = len(events) if end < 0 else end + 2
                 prompt = _PROMPT_TOKENS.search(events, usage.end(), end)
                 if prompt is not None:
-                    if not counted:
-                        counted = True
-                        completion = _COMPLETION_TOKENS.search(events, usage.end(), end)
-                        ex.usage = int(prompt[1]), int(completion[1]) if completion else 0
+                    completion = _COMPLETION_TOKENS.search(events, usage.end(), end)
+                    self.ex.usage = int(prompt[1]), int(completion[1]) if completion else 0
                     if self.strip:
                         before = events.rfind(b"\n\n", 0, at)
                         start = 0 if before < 0 else before + 2
                         if _EMPTY_CHOICES.search(events, start, end):
-                            events = events[:start] + events[end:]
-                            at = start
+                            return events[:start] + events[end:]
+                    return events
             at = events.rfind(b'"usage"', 0, at)
         return events
 

@@ -348,33 +348,54 @@ def test_a_stream_asks_the_engine_for_usage_whatever_the_body_looks_like(body):
     }
 
 
-def _event(choices: list[Any], usage: Any) -> bytes:
-    chunk = {"object": "chat.completion.chunk", "choices": choices, "usage": usage}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+def _event(
+    choices: list[Any], usage: Any, compact: bool = False, usage_first: bool = False
+) -> bytes:
+    chunk: dict[str, Any] = {"object": "chat.completion.chunk"}
+    chunk.update(
+        {"usage": usage, "choices": choices}
+        if usage_first
+        else {"choices": choices, "usage": usage}
+    )
+    separators = (",", ":") if compact else (", ", ": ")
+    return b"data: " + json.dumps(chunk, separators=separators).encode() + b"\n\n"
 
 
 @pytest.mark.parametrize("split", [1, 7, 64, 10_000])
 @pytest.mark.parametrize("client_asked", [False, True])
+@pytest.mark.parametrize(
+    "shape", ["spaced", "compact", "usage first", "prompt last", "usage in a content chunk"]
+)
 def test_the_stream_tap_reads_the_last_usage_and_drops_only_the_chunk_it_asked_for(
-    split, client_asked
+    split, client_asked, shape
 ):
     """OpenAI-style engines send ``"usage": null`` in every chunk and the counts in a last
-    chunk with no choices; the tap takes those counts however the bytes arrive, and drops
-    that chunk only when the client did not ask for it (a content chunk that carries
-    counts stays)."""
+    chunk with no choices; the tap takes those counts however the bytes arrive and however
+    the JSON is written, and drops that chunk only when the client did not ask for it (a
+    content chunk that carries counts stays)."""
     from portal.gateway.exchange import Exchange, StreamTap
 
     async def nowhere(message: dict[str, Any]) -> None:
         pass
 
+    style = {"compact": shape == "compact", "usage_first": shape == "usage first"}
+    counts = {"prompt_tokens": 12, "total_tokens": 14, "completion_tokens": 2}
+    if shape == "prompt last":
+        counts = {"completion_tokens": 2, "total_tokens": 14, "prompt_tokens": 12}
     content = [
-        _event([{"index": 0, "delta": {"role": "assistant", "content": ""}}], None),
-        _event([{"index": 0, "delta": {"content": "你好"}}], None),
+        _event([{"index": 0, "delta": {"role": "assistant", "content": ""}}], None, **style),
+        _event([{"index": 0, "delta": {"content": "你好"}}], None, **style),
         _event(
-            [{"index": 0, "delta": {"content": "!"}}], {"prompt_tokens": 1, "completion_tokens": 1}
+            [{"index": 0, "delta": {"content": "!"}}],
+            {"prompt_tokens": 1, "completion_tokens": 1},
+            **style,
         ),
     ]
-    usage = _event([], {"prompt_tokens": 12, "total_tokens": 14, "completion_tokens": 2})
+    if shape == "usage in a content chunk":  # the counts ride on the last content chunk
+        content[-1] = _event([{"index": 0, "delta": {"content": "!"}}], counts, **style)
+        usage = b""
+    else:
+        usage = _event([], counts, **style)
     done = b"data: [DONE]\n\n"
     stream = b"".join(content) + usage + done
     ex = Exchange(nowhere)
