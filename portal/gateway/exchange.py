@@ -176,26 +176,28 @@ class StreamTap:
 
     def _scan(self, events: bytes) -> bytes:
         ex = self.ex
-        found = len(_CONTENT.findall(events))
+        # The usage chunk comes last, as vLLM and our engine write it: empty choices, then
+        # the counts. Found from its usage object, it is read and dropped with one match
+        # (other shapes take the long way), and content is looked for only before it.
+        stop, chunk = len(events), None
+        at = events.rfind(b'"usage"')
+        if at >= 0:
+            counts = _USAGE_COUNTS.match(events, at)
+            if counts is not None and events.endswith(_EMPTY_CHOICES_BEFORE, 0, at):
+                chunk = counts
+                before = events.rfind(b"\n\n", 0, at)
+                stop = 0 if before < 0 else before + 2  # where the usage chunk starts
+        found = len(_CONTENT.findall(events, 0, stop))
         if found:
             ex.content_events += found
             if ex.ttft is None:
                 ex.ttft = time.perf_counter()
-        at = events.rfind(b'"usage"')
         if at < 0:
             return events
-        # The usage chunk comes last, as vLLM and our engine write it: empty choices,
-        # then the counts. Read it from its usage object; anything else, the long way.
-        counts = _USAGE_COUNTS.match(events, at)
-        if counts is None:
+        if chunk is None:
             return self._scan_usage(events, at)
-        ex.usage = int(counts[1]), int(counts[2])
-        if not self.strip:
-            return events
-        if not events.endswith(_EMPTY_CHOICES_BEFORE, 0, at):
-            return self._scan_usage(events, at)
-        before = events.rfind(b"\n\n", 0, at)
-        return events[: 0 if before < 0 else before + 2] + events[counts.end() :]
+        ex.usage = int(chunk[1]), int(chunk[2])
+        return events[:stop] + events[chunk.end() :] if self.strip else events
 
     def _scan_usage(self, events: bytes, at: int) -> bytes:
         """Any other shape: the last usage object with counts in ``events`` (``at`` is
