@@ -17,8 +17,8 @@ wrote to one client only, the first client written to in this turn has its first
 held only until its second (an answer's head joins its body) and nothing else waits.
 
 Header lines the application made itself may skip uvicorn's checks: a request's scope
-carries its connection under ``extensions[HEAD]``, and lines set on its ``head_lines``
-are written into the next head it writes (that request's answer: nothing else is
+carries its connection under ``extensions[HEAD]``, and lines set on its ``head_end``
+(with the blank line that ends a head) end the next head it writes (that request's answer: nothing else is
 written on the connection in between). The gateway
 does so with the ``x-ratelimit-*`` lines of leased requests (rendered once per lease
 refresh, from numbers), which in uvicorn's loop over header pairs cost as much as the
@@ -86,23 +86,23 @@ class Corked:
     """A client connection's transport whose writes wait for the end of the turn (see
     the module's text); everything else goes to the transport itself."""
 
-    __slots__ = ("cork", "head_lines", "pending", "transport")
+    __slots__ = ("cork", "head_end", "pending", "transport")
 
     def __init__(self, transport: asyncio.Transport, cork: Cork) -> None:
         self.transport = transport
         self.cork = cork
         self.pending: list[bytes] | None = None  # held back this turn
-        # Header lines (each ending in CRLF) for the head written next: the request's
-        # answer, which the application is working on.
-        self.head_lines = b""
+        # Header lines (each ending in CRLF) and the blank line, to end the head written
+        # next: the request's answer, which the application is working on.
+        self.head_end = b""
 
     def write(self, data: bytes) -> None:
         if not data:
             return
-        if self.head_lines:
+        if self.head_end:
             if data.endswith(b"\r\n\r\n"):  # the head (always written whole)
-                data = data[:-2] + self.head_lines + b"\r\n"
-            self.head_lines = b""
+                data = data[:-2] + self.head_end
+            self.head_end = b""
         pending = self.pending
         if pending is None:
             self.cork.hold(self, data)

@@ -135,7 +135,7 @@ class Lease:
         self.redis_tokens = 0
         self.busy = False  # admitted a request since the last tick
         self.cached_headers: list[tuple[bytes, bytes]] = []
-        self.cached_head = b""  # the same as header lines
+        self.cached_head = b""  # the same as the end of a head (see rate_head)
         self.headers_left = 0  # admissions until the headers are recomputed
         self.syncing: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -203,8 +203,9 @@ class Lease:
         return self.cached_headers
 
     def rate_head(self) -> bytes:
-        """The same headers as header lines, each ending in CRLF (for an answer's head
-        written by ``portal.gateway.server``), rendered with them."""
+        """The same headers as the end of an answer's head: header lines, each ending in
+        CRLF, then the blank line's CRLF (for ``portal.gateway.server``), rendered with
+        them."""
         self.rate_headers()
         return self.cached_head
 
@@ -212,7 +213,8 @@ class Lease:
         from portal.limits import rate_headers
 
         self.cached_headers = rate_headers(self.grant, self.headers())
-        self.cached_head = b"".join(b"%b: %b\r\n" % pair for pair in self.cached_headers)
+        lines = [b"%b: %b\r\n" % pair for pair in self.cached_headers]
+        self.cached_head = b"".join([*lines, b"\r\n"])
         terms_ = self.terms
         step = min(terms_.requests or HEADER_STEP_CAP, terms_.tokens or HEADER_STEP_CAP)
         self.headers_left = min(step, HEADER_STEP_CAP) // 100
