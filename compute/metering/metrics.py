@@ -119,10 +119,11 @@ def observe_all(rows: list[Row]) -> None:
     counter and histogram bucket moves once per batch (each move takes a lock), and the
     rows are read by C loops (``map``, ``Counter``) rather than one by one in Python:
     this runs in the gateway's process, once per batch of usage events."""
+    if not rows:
+        return
     keys = list(map(_MODEL_VERSION_STATUS, rows))
-    first = keys[0] if keys else None
     # Most batches are one model's successes: one key, counted without hashing each.
-    statuses = {first: len(keys)} if keys.count(first) == len(keys) else CountOf(keys)
+    statuses = {keys[0]: len(keys)} if keys.count(keys[0]) == len(keys) else CountOf(keys)
     models: set[str] = set()
     for (model, version, status), count in statuses.items():
         label = model if version is not None else UNROUTED
