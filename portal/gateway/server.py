@@ -18,11 +18,11 @@ held only until its second (an answer's head joins its body) and nothing else wa
 
 Header lines the application made itself may skip uvicorn's checks: a request's scope
 carries its connection under ``extensions[HEAD]``, and lines set on its ``head_end``
-(with the blank line that ends a head) end the next head it writes (that request's answer: nothing else is
-written on the connection in between). The gateway
-does so with the ``x-ratelimit-*`` lines of leased requests (rendered once per lease
-refresh, from numbers), which in uvicorn's loop over header pairs cost as much as the
-rest of the limiter's work per request.
+(with the blank line that ends a head) end the next head it writes (that request's
+answer: nothing else is written on the connection in between). The gateway does so
+with the ``x-ratelimit-*`` lines of leased requests (rendered once per lease refresh,
+from numbers), which in uvicorn's loop over header pairs cost as much as the rest of
+the limiter's work per request.
 
 Serve with ``uvicorn --http portal.gateway.server:HttpProtocol`` (:data:`HTTP_PROTOCOL`);
 plain ``httptools`` serves the same answers, uncorked (the gateway then sends its
