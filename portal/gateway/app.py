@@ -40,7 +40,7 @@ from portal.gateway.exchange import (
     completion_reserve,
     estimate_prompt_tokens,
 )
-from portal.gateway.ledger import drain, ledger
+from portal.gateway.ledger import drain, record
 from portal.gateway.server import HEAD
 from portal.gateway.session import session_grant
 from portal.gateway.validation import validate_body
@@ -491,7 +491,7 @@ def finish(ex: Exchange) -> None:
     metering = settings.GATEWAY_METERING
     lease, reservation, settled = ex.lease, ex.reservation, None
     if lease is not None or reservation is not None or metering:
-        prompt, completion = ex.usage or ex.tokens()  # the engine's count, most often
+        prompt, completion = ex.tokens()
     if lease is not None or reservation is not None:
         spend = ex.route.cost_ucny(prompt, completion) if ex.route else 0
         if lease is not None:
@@ -500,8 +500,7 @@ def finish(ex: Exchange) -> None:
             settled = settlement(reservation, prompt + completion, spend)
     governance = moderation.finish(ex) if ex.governed is not None else None
     event = usage_row(ex, prompt, completion) if metering else None
-    if settled is not None or event is not None or governance:
-        ledger().record(settled, event, governance)
+    record(settled, event, governance)
 
 
 def usage_row(ex: Exchange, prompt: int, completion: int) -> Row:

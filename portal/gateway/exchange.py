@@ -44,11 +44,17 @@ def read_usage(data: bytes) -> tuple[int, int] | None:
     at = data.rfind(b'"usage"')
     if at < 0 or not _USAGE.match(data, at):
         return None
-    prompt = _PROMPT_TOKENS.search(data, at)
-    completion = _COMPLETION_TOKENS.search(data, at)
+    return _counts(data, at, len(data))
+
+
+def _counts(data: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """(prompt, completion) tokens counted in ``data[start:end]`` (a usage object and
+    what follows it), or None without a prompt count."""
+    prompt = _PROMPT_TOKENS.search(data, start, end)
     if prompt is None:
         return None
-    return int(prompt.group(1)), int(completion.group(1)) if completion else 0
+    completion = _COMPLETION_TOKENS.search(data, start, end)
+    return int(prompt[1]), int(completion[1]) if completion else 0
 
 
 class Exchange:
@@ -209,10 +215,9 @@ class StreamTap:
             if usage is not None:
                 end = events.find(b"\n\n", usage.end())
                 end = len(events) if end < 0 else end + 2
-                prompt = _PROMPT_TOKENS.search(events, usage.end(), end)
-                if prompt is not None:
-                    completion = _COMPLETION_TOKENS.search(events, usage.end(), end)
-                    self.ex.usage = int(prompt[1]), int(completion[1]) if completion else 0
+                counted = _counts(events, usage.end(), end)
+                if counted is not None:
+                    self.ex.usage = counted
                     if self.strip:
                         before = events.rfind(b"\n\n", 0, at)
                         start = 0 if before < 0 else before + 2
